@@ -1,0 +1,65 @@
+/**
+ * Typed errors raised by mcrelay. Callers catch these by class; every message
+ * says what went wrong and, where there is one, what to do about it.
+ *
+ * @module
+ */
+
+/** A datagram or reassembled stream that does not follow the wire format (protocol.md sections 2-3). */
+export class MalformedDatagramError extends RangeError {
+  /** @param message what is wrong with the bytes, e.g. "Cannot decode TLV record: length 900 runs past the end of a 120-byte datagram" */
+  constructor(message: string) {
+    super(message);
+    this.name = "MalformedDatagramError";
+  }
+}
+
+/** Why a Fernet token was rejected. */
+export type InvalidTokenReason =
+  | "format"
+  | "signature"
+  | "padding"
+  | "expired"
+  | "future";
+
+/** A Fernet token that failed a check of the Fernet spec (format, HMAC, padding, age, clock skew). */
+export class InvalidTokenError extends Error {
+  /** Which check failed. */
+  readonly reason: InvalidTokenReason;
+  /**
+   * @param reason which check failed
+   * @param message a sentence for the log
+   */
+  constructor(reason: InvalidTokenReason, message: string) {
+    super(message);
+    this.name = "InvalidTokenError";
+    this.reason = reason;
+  }
+}
+
+/** A key (Fernet key text, PEM, PKCS#8, key file) that cannot be used. */
+export class InvalidKeyError extends TypeError {
+  /** @param message what is wrong with the key and how to fix it */
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidKeyError";
+  }
+}
+
+/** A configuration value (flag, option) that is out of range or of the wrong form. */
+export class ConfigError extends Error {
+  /** @param message one line: what is wrong and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** The key exchange with the server did not complete (no answer, pinned fingerprint mismatch, bad WELCOME). */
+export class HandshakeError extends Error {
+  /** @param message what failed and what to check */
+  constructor(message: string) {
+    super(message);
+    this.name = "HandshakeError";
+  }
+}
