@@ -6,7 +6,10 @@
  *
  * @module
  */
+import { createCipheriv, createDecipheriv, createHmac } from "node:crypto";
 import { InvalidKeyError, InvalidTokenError } from "../errors.ts";
+import { decodeBase64Url, encodeBase64UrlToAscii } from "./base64.ts";
+import { constantTimeEqual } from "./hmac.ts";
 
 /** Which crypto implementation a {@linkcode FernetKey} uses. */
 export type FernetBackend = "webcrypto" | "node";
@@ -56,12 +59,193 @@ export interface TokenFields {
   hmac: Uint8Array;
 }
 
+/** The version byte of every Fernet token. */
+export const FERNET_VERSION = 0x80;
+/** Version (1) + timestamp (8) + IV (16). */
+const HEADER_SIZE = 25;
+const HMAC_SIZE = 32;
+const BLOCK_SIZE = 16;
+/** The default clock skew of the Fernet spec, in seconds. */
+export const FERNET_MAX_CLOCK_SKEW_SECONDS = 60;
+
+/** Returns `bytes` typed for WebCrypto, copying only when it is not backed by a plain ArrayBuffer. */
+function own(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer
+    ? bytes as Uint8Array<ArrayBuffer>
+    : new Uint8Array(bytes);
+}
+
+function nowSecondsDefault(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+/** Decodes and splits a token; `raw` is the whole decoded token. */
+function parseRaw(
+  token: Uint8Array | string,
+): { raw: Uint8Array<ArrayBuffer>; fields: TokenFields } {
+  let raw: Uint8Array<ArrayBuffer>;
+  try {
+    raw = decodeBase64Url(token);
+  } catch (e) {
+    throw new InvalidTokenError(
+      "format",
+      `Cannot parse Fernet token: ${(e as Error).message}`,
+    );
+  }
+  if (raw.length < HEADER_SIZE + HMAC_SIZE) {
+    throw new InvalidTokenError(
+      "format",
+      `Cannot parse Fernet token: ${raw.length} bytes is shorter than the minimum of ${
+        HEADER_SIZE + BLOCK_SIZE + HMAC_SIZE
+      }`,
+    );
+  }
+  if (raw[0] !== FERNET_VERSION) {
+    throw new InvalidTokenError(
+      "format",
+      `Cannot parse Fernet token: version byte 0x${
+        raw[0].toString(16).padStart(2, "0")
+      } is not 0x80`,
+    );
+  }
+  const ctLength = raw.length - HEADER_SIZE - HMAC_SIZE;
+  if (ctLength === 0 || ctLength % BLOCK_SIZE !== 0) {
+    throw new InvalidTokenError(
+      "format",
+      `Cannot parse Fernet token: ciphertext of ${ctLength} bytes is not a non-empty multiple of ${BLOCK_SIZE}`,
+    );
+  }
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const timestamp = view.getUint32(1) * 0x1_0000_0000 + view.getUint32(5);
+  return {
+    raw,
+    fields: {
+      version: raw[0],
+      timestamp,
+      iv: raw.subarray(9, HEADER_SIZE),
+      ciphertext: raw.subarray(HEADER_SIZE, HEADER_SIZE + ctLength),
+      hmac: raw.subarray(HEADER_SIZE + ctLength),
+    },
+  };
+}
+
 /**
  * Parses a token's base64url text (or its ASCII bytes) into fields without verifying anything cryptographic.
  * @throws {InvalidTokenError} reason "format": bad base64, too short, wrong version, ciphertext not a multiple of 16
  */
 export function parseToken(token: Uint8Array | string): TokenFields {
-  throw new InvalidTokenError("format", "not implemented" + token);
+  return parseRaw(token).fields;
+}
+
+/** Raw key halves plus, for the WebCrypto backend, the imported keys. */
+interface KeyMaterial {
+  signing: Uint8Array<ArrayBuffer>;
+  encryption: Uint8Array<ArrayBuffer>;
+  hmacKey?: CryptoKey;
+  aesKey?: CryptoKey;
+}
+
+async function importMaterial(
+  raw: Uint8Array<ArrayBuffer>,
+  backend: FernetBackend,
+): Promise<KeyMaterial> {
+  const signing = raw.slice(0, 16);
+  const encryption = raw.slice(16, 32);
+  if (backend === "node") return { signing, encryption };
+  const [hmacKey, aesKey] = await Promise.all([
+    crypto.subtle.importKey(
+      "raw",
+      signing,
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign", "verify"],
+    ),
+    crypto.subtle.importKey("raw", encryption, "AES-CBC", false, [
+      "encrypt",
+      "decrypt",
+    ]),
+  ]);
+  return { signing, encryption, hmacKey, aesKey };
+}
+
+function checkBackend(backend: FernetBackend): void {
+  if (backend !== "node" && backend !== "webcrypto") {
+    throw new TypeError(
+      `Unknown Fernet backend "${backend}": use "node" or "webcrypto"`,
+    );
+  }
+}
+
+/** Allocates a token, writes version, timestamp and IV; returns it and where the ciphertext starts. */
+function tokenHeader(
+  ctLength: number,
+  timestamp: number,
+  iv: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  const token = new Uint8Array(HEADER_SIZE + ctLength + HMAC_SIZE);
+  token[0] = FERNET_VERSION;
+  const view = new DataView(token.buffer);
+  view.setUint32(1, Math.floor(timestamp / 0x1_0000_0000));
+  view.setUint32(5, timestamp >>> 0);
+  token.set(iv, 9);
+  return token;
+}
+
+function encryptArgs(
+  options: FernetEncryptOptions,
+): { timestamp: number; iv: Uint8Array } {
+  const timestamp = options.nowSeconds ?? nowSecondsDefault();
+  if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
+    throw new RangeError(
+      `Cannot encrypt Fernet token: timestamp ${timestamp} is not a non-negative whole number of seconds`,
+    );
+  }
+  const iv = options.iv ?? crypto.getRandomValues(new Uint8Array(16));
+  if (iv.length !== 16) {
+    throw new RangeError(
+      `Cannot encrypt Fernet token: the IV is ${iv.length} bytes, not 16`,
+    );
+  }
+  return { timestamp, iv };
+}
+
+/** Age and skew checks, after the HMAC has been verified. */
+function checkTime(timestamp: number, options: FernetDecryptOptions): void {
+  const now = options.nowSeconds ?? nowSecondsDefault();
+  const ttl = options.ttlSeconds;
+  if (
+    typeof ttl === "number" && Number.isFinite(ttl) && timestamp + ttl < now
+  ) {
+    throw new InvalidTokenError(
+      "expired",
+      `Fernet token expired: issued at ${timestamp}, ${
+        now - timestamp
+      } s ago, older than the ${ttl} s limit`,
+    );
+  }
+  const skew = options.maxClockSkewSeconds ?? FERNET_MAX_CLOCK_SKEW_SECONDS;
+  if (timestamp > now + skew) {
+    throw new InvalidTokenError(
+      "future",
+      `Fernet token from the future: issued at ${timestamp}, ${
+        timestamp - now
+      } s ahead, more than the ${skew} s clock skew allowed`,
+    );
+  }
+}
+
+function signatureError(): InvalidTokenError {
+  return new InvalidTokenError(
+    "signature",
+    "Fernet token signature does not verify: wrong key or tampered token",
+  );
+}
+
+function paddingError(): InvalidTokenError {
+  return new InvalidTokenError(
+    "padding",
+    "Fernet token plaintext has invalid PKCS#7 padding",
+  );
 }
 
 /** A Fernet key (32 bytes: 16 signing + 16 encryption) ready to encrypt and decrypt. */
@@ -70,28 +254,60 @@ export class FernetKey {
   readonly text: string;
   /** The backend this key uses. */
   readonly backend: FernetBackend;
+  #keys: KeyMaterial;
 
-  private constructor(text: string, backend: FernetBackend) {
+  private constructor(
+    text: string,
+    backend: FernetBackend,
+    keys: KeyMaterial,
+  ) {
     this.text = text;
     this.backend = backend;
+    this.#keys = keys;
   }
 
   /** Generates a fresh random key. */
-  static generate(
+  static async generate(
     backend: FernetBackend = DEFAULT_FERNET_BACKEND,
   ): Promise<FernetKey> {
-    throw new Error("not implemented" + backend);
+    checkBackend(backend);
+    const raw = crypto.getRandomValues(new Uint8Array(32));
+    const text = new TextDecoder().decode(encodeBase64UrlToAscii(raw));
+    return new FernetKey(text, backend, await importMaterial(raw, backend));
   }
 
   /**
    * Imports a key from its 44-character base64url text or ASCII bytes.
    * @throws {InvalidKeyError} when it does not decode to exactly 32 bytes
    */
-  static fromText(
+  static async fromText(
     text: string | Uint8Array,
     backend: FernetBackend = DEFAULT_FERNET_BACKEND,
   ): Promise<FernetKey> {
-    throw new InvalidKeyError("not implemented" + text + backend);
+    checkBackend(backend);
+    let raw: Uint8Array<ArrayBuffer>;
+    try {
+      raw = decodeBase64Url(text);
+    } catch (e) {
+      throw new InvalidKeyError(
+        `Cannot use Fernet key: ${
+          (e as Error).message
+        }; a key is 44 base64url characters ending in "="`,
+      );
+    }
+    if (raw.length !== 32) {
+      throw new InvalidKeyError(
+        `Cannot use Fernet key: it decodes to ${raw.length} bytes, not 32; a key is 44 base64url characters ending in "="`,
+      );
+    }
+    const canonical = typeof text === "string"
+      ? text
+      : new TextDecoder().decode(encodeBase64UrlToAscii(raw));
+    return new FernetKey(
+      canonical,
+      backend,
+      await importMaterial(raw, backend),
+    );
   }
 
   /** Encrypts `plaintext` into a token's ASCII bytes. */
@@ -99,7 +315,14 @@ export class FernetKey {
     plaintext: Uint8Array,
     options: FernetEncryptOptions = {},
   ): Promise<Uint8Array> {
-    throw new Error("not implemented" + plaintext + options);
+    if (this.backend === "webcrypto") {
+      return this.#encryptWebCrypto(plaintext, options);
+    }
+    try {
+      return Promise.resolve(this.#encryptNode(plaintext, options));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /**
@@ -110,6 +333,110 @@ export class FernetKey {
     token: Uint8Array | string,
     options: FernetDecryptOptions = {},
   ): Promise<DecryptedToken> {
-    throw new Error("not implemented" + token + options);
+    if (this.backend === "webcrypto") {
+      return this.#decryptWebCrypto(token, options);
+    }
+    try {
+      return Promise.resolve(this.#decryptNode(token, options));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #encryptNode(
+    plaintext: Uint8Array,
+    options: FernetEncryptOptions,
+  ): Uint8Array<ArrayBuffer> {
+    const { timestamp, iv } = encryptArgs(options);
+    const cipher = createCipheriv("aes-128-cbc", this.#keys.encryption, iv);
+    const head = cipher.update(plaintext);
+    const tail = cipher.final();
+    const ctLength = head.length + tail.length;
+    const token = tokenHeader(ctLength, timestamp, iv);
+    token.set(head, HEADER_SIZE);
+    token.set(tail, HEADER_SIZE + head.length);
+    const signed = token.subarray(0, HEADER_SIZE + ctLength);
+    const mac = createHmac("sha256", this.#keys.signing).update(signed)
+      .digest();
+    token.set(mac, HEADER_SIZE + ctLength);
+    return encodeBase64UrlToAscii(token);
+  }
+
+  async #encryptWebCrypto(
+    plaintext: Uint8Array,
+    options: FernetEncryptOptions,
+  ): Promise<Uint8Array> {
+    const { timestamp, iv } = encryptArgs(options);
+    const ct = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-CBC", iv: own(iv) },
+        this.#keys.aesKey!,
+        own(plaintext),
+      ),
+    );
+    const token = tokenHeader(ct.length, timestamp, iv);
+    token.set(ct, HEADER_SIZE);
+    const signed = token.subarray(0, HEADER_SIZE + ct.length);
+    const mac = await crypto.subtle.sign("HMAC", this.#keys.hmacKey!, signed);
+    token.set(new Uint8Array(mac), HEADER_SIZE + ct.length);
+    return encodeBase64UrlToAscii(token);
+  }
+
+  #decryptNode(
+    token: Uint8Array | string,
+    options: FernetDecryptOptions,
+  ): DecryptedToken {
+    const { raw, fields } = parseRaw(token);
+    const signed = raw.subarray(0, raw.length - HMAC_SIZE);
+    const expected = createHmac("sha256", this.#keys.signing).update(signed)
+      .digest();
+    if (!constantTimeEqual(expected, fields.hmac)) throw signatureError();
+    checkTime(fields.timestamp, options);
+    const decipher = createDecipheriv(
+      "aes-128-cbc",
+      this.#keys.encryption,
+      fields.iv,
+    );
+    let head: Uint8Array;
+    let tail: Uint8Array;
+    try {
+      head = decipher.update(fields.ciphertext);
+      tail = decipher.final();
+    } catch {
+      throw paddingError();
+    }
+    const plaintext = new Uint8Array(head.length + tail.length);
+    plaintext.set(head);
+    plaintext.set(tail, head.length);
+    return { plaintext, timestamp: fields.timestamp, iv: fields.iv };
+  }
+
+  async #decryptWebCrypto(
+    token: Uint8Array | string,
+    options: FernetDecryptOptions,
+  ): Promise<DecryptedToken> {
+    const { raw, fields } = parseRaw(token);
+    const signed = raw.subarray(0, raw.length - HMAC_SIZE);
+    const ok = await crypto.subtle.verify(
+      "HMAC",
+      this.#keys.hmacKey!,
+      raw.subarray(raw.length - HMAC_SIZE),
+      signed,
+    );
+    if (!ok) throw signatureError();
+    checkTime(fields.timestamp, options);
+    let plaintext: Uint8Array;
+    try {
+      plaintext = new Uint8Array(
+        await crypto.subtle.decrypt(
+          { name: "AES-CBC", iv: raw.subarray(9, HEADER_SIZE) },
+          this.#keys.aesKey!,
+          raw.subarray(HEADER_SIZE, raw.length - HMAC_SIZE),
+        ),
+      );
+    } catch {
+      throw paddingError();
+    }
+    return { plaintext, timestamp: fields.timestamp, iv: fields.iv };
   }
 }

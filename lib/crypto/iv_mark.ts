@@ -5,21 +5,59 @@
  *
  * @module
  */
+import { constantTimeEqual, hmacSha256 } from "./hmac.ts";
+
+/** Size of a Fernet IV. */
+const IV_SIZE = 16;
+/** Size of r, the random half of a marked IV. */
+export const IV_MARK_RANDOM_SIZE = 8;
+/** Shortest mark secret accepted. */
+export const IV_MARK_MIN_SECRET_SIZE = 16;
 
 /** Makes and recognises this side's marked IVs. */
 export class IvMarker {
-  /** @param secret this side's local mark secret (at least 16 bytes); random when omitted */
+  #secret: Uint8Array;
+
+  /**
+   * Creates a marker.
+   * @param secret this side's local mark secret (at least 16 bytes, copied); random when omitted
+   * @throws {RangeError} when the secret is shorter than 16 bytes
+   */
   constructor(secret?: Uint8Array) {
-    throw new Error("not implemented" + secret);
+    if (secret === undefined) {
+      this.#secret = crypto.getRandomValues(new Uint8Array(32));
+    } else if (secret.length < IV_MARK_MIN_SECRET_SIZE) {
+      throw new RangeError(
+        `IvMarker secret is ${secret.length} bytes; it needs at least ${IV_MARK_MIN_SECRET_SIZE}`,
+      );
+    } else {
+      this.#secret = secret.slice();
+    }
   }
 
   /** A fresh marked 16-byte IV. @param random the 8 random bytes r (injectable for tests) */
   create(random?: Uint8Array): Uint8Array {
-    throw new Error("not implemented" + random);
+    const r = random ??
+      crypto.getRandomValues(new Uint8Array(IV_MARK_RANDOM_SIZE));
+    if (r.length !== IV_MARK_RANDOM_SIZE) {
+      throw new RangeError(
+        `IvMarker.create needs ${IV_MARK_RANDOM_SIZE} random bytes, got ${r.length}`,
+      );
+    }
+    const iv = new Uint8Array(IV_SIZE);
+    iv.set(r);
+    iv.set(
+      hmacSha256(this.#secret, r).subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE),
+      IV_MARK_RANDOM_SIZE,
+    );
+    return iv;
   }
 
   /** Whether `iv` (16 bytes) carries this side's mark. */
   isOwn(iv: Uint8Array): boolean {
-    throw new Error("not implemented" + iv);
+    if (iv.length !== IV_SIZE) return false;
+    const mark = hmacSha256(this.#secret, iv.subarray(0, IV_MARK_RANDOM_SIZE))
+      .subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE);
+    return constantTimeEqual(mark, iv.subarray(IV_MARK_RANDOM_SIZE));
   }
 }

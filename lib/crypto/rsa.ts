@@ -7,15 +7,63 @@
  * @module
  */
 import { InvalidKeyError } from "../errors.ts";
+import { decodeBase64, encodeBase64 } from "./base64.ts";
 
 /** OAEP-SHA-256 overhead per block: 2 * 32 + 2 bytes, so a block carries k - 66 bytes. */
 export const RSA_OAEP_OVERHEAD = 66;
+
+const OAEP_IMPORT: RsaHashedImportParams = {
+  name: "RSA-OAEP",
+  hash: "SHA-256",
+};
+
+/** Key sizes {@linkcode RsaPrivateKey.generate} accepts. */
+export const RSA_GENERATE_SIZES: readonly number[] = [2048, 3072, 4096];
 
 /**
  * Wraps DER in PEM: `-----BEGIN LABEL-----\n`, base64 in lines of 64, `-----END LABEL-----\n`.
  */
 export function encodePem(label: string, der: Uint8Array): string {
-  throw new Error("not implemented" + label + der);
+  const b64 = encodeBase64(der);
+  let body = "";
+  for (let i = 0; i < b64.length; i += 64) {
+    body += b64.slice(i, i + 64) + "\n";
+  }
+  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** The labels of every PEM block in `text`, for error messages. */
+function pemLabels(text: string): string[] {
+  return [...text.matchAll(/-----BEGIN ([^-\r\n]*)-----/g)].map((m) => m[1]);
+}
+
+/** Advice for a PEM block of the wrong kind. */
+function wrongPemAdvice(found: string, wanted: string): string {
+  if (wanted === "PUBLIC KEY") {
+    switch (found) {
+      case "RSA PUBLIC KEY":
+        return "it is a PKCS#1 RSA public key; convert it with `openssl rsa -RSAPublicKey_in -in key.pem -pubout`";
+      case "PRIVATE KEY":
+      case "RSA PRIVATE KEY":
+        return "it is a private key; extract the public key with `openssl pkey -in key.pem -pubout`";
+      case "CERTIFICATE":
+        return "it is a certificate; extract its key with `openssl x509 -in cert.pem -pubkey -noout`";
+    }
+  } else if (wanted === "PRIVATE KEY") {
+    switch (found) {
+      case "RSA PRIVATE KEY":
+        return "it is a PKCS#1 RSA private key; convert it with `openssl pkcs8 -topk8 -nocrypt -in key.pem`";
+      case "ENCRYPTED PRIVATE KEY":
+        return "it is encrypted; decrypt it with `openssl pkcs8 -in key.pem` (mcrelay reads unencrypted PKCS#8)";
+      case "PUBLIC KEY":
+        return "it is a public key; a private key is needed here";
+    }
+  }
+  return `found ${found ? `"${found}"` : "no PEM block"} instead`;
 }
 
 /**
@@ -26,12 +74,150 @@ export function decodePem(
   text: string,
   label: string,
 ): Uint8Array<ArrayBuffer> {
-  throw new InvalidKeyError("not implemented" + text + label);
+  const l = escapeRegExp(label);
+  const match = new RegExp(
+    `-----BEGIN ${l}-----([\\s\\S]*?)-----END ${l}-----`,
+  ).exec(text);
+  if (match === null) {
+    const found = pemLabels(text);
+    throw new InvalidKeyError(
+      `Cannot read PEM: no "-----BEGIN ${label}-----" block; ` +
+        wrongPemAdvice(found[0] ?? "", label),
+    );
+  }
+  const body = match[1].replace(/\s+/g, "");
+  if (body.length === 0) {
+    throw new InvalidKeyError(`Cannot read PEM "${label}" block: it is empty`);
+  }
+  try {
+    return decodeBase64(body);
+  } catch (e) {
+    throw new InvalidKeyError(
+      `Cannot read PEM "${label}" block: ${(e as Error).message}` +
+        (body.includes(":")
+          ? " (PEM headers such as Proc-Type mean an encrypted legacy key, which mcrelay does not read)"
+          : ""),
+    );
+  }
 }
 
 /** `SHA256:` + unpadded standard base64 of SHA-256 over DER SubjectPublicKeyInfo (OpenSSH's form). */
-export function spkiFingerprint(spki: Uint8Array): Promise<string> {
-  throw new Error("not implemented" + spki);
+export async function spkiFingerprint(spki: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", own(spki));
+  return "SHA256:" + encodeBase64(new Uint8Array(digest), false);
+}
+
+/** Returns `bytes` typed for WebCrypto, copying only when it is not backed by a plain ArrayBuffer. */
+function own(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer
+    ? bytes as Uint8Array<ArrayBuffer>
+    : new Uint8Array(bytes);
+}
+
+// --- A minimal DER reader, only to name the algorithm of a key that is not RSA.
+
+const KNOWN_ALGORITHMS: Record<string, string> = {
+  "1.2.840.113549.1.1.1": "RSA",
+  "1.2.840.113549.1.1.10": "RSASSA-PSS",
+  "1.2.840.10045.2.1": "EC (ECDSA/ECDH)",
+  "1.2.840.10040.4.1": "DSA",
+  "1.2.840.10046.2.1": "Diffie-Hellman",
+  "1.3.101.110": "X25519",
+  "1.3.101.111": "X448",
+  "1.3.101.112": "Ed25519",
+  "1.3.101.113": "Ed448",
+};
+const RSA_OID = "1.2.840.113549.1.1.1";
+
+/** Reads the TLV at `offset`: [tag, contentStart, contentEnd], or null if it runs past `end`. */
+function derTlv(
+  der: Uint8Array,
+  offset: number,
+  end: number,
+): [number, number, number] | null {
+  if (offset + 2 > end) return null;
+  const tag = der[offset];
+  let len = der[offset + 1];
+  let p = offset + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || p + n > end) return null;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + der[p++];
+  }
+  if (p + len > end) return null;
+  return [tag, p, p + len];
+}
+
+function oidText(der: Uint8Array, start: number, end: number): string {
+  const parts: number[] = [];
+  let v = 0;
+  for (let i = start; i < end; i++) {
+    v = v * 128 + (der[i] & 0x7f);
+    if ((der[i] & 0x80) === 0) {
+      if (parts.length === 0) {
+        const first = v < 80 ? Math.floor(v / 40) : 2;
+        parts.push(first, v - first * 40);
+      } else {
+        parts.push(v);
+      }
+      v = 0;
+    }
+  }
+  return parts.join(".");
+}
+
+/** The algorithm OID of DER SPKI (`SEQ{SEQ{OID..}, BIT STRING}`) or PKCS#8 (`SEQ{INT, SEQ{OID..}, ..}`), or null. */
+export function keyAlgorithmOid(
+  der: Uint8Array,
+  format: "spki" | "pkcs8",
+): string | null {
+  const outer = derTlv(der, 0, der.length);
+  if (outer === null || outer[0] !== 0x30) return null;
+  let p = outer[1];
+  if (format === "pkcs8") {
+    const version = derTlv(der, p, outer[2]);
+    if (version === null || version[0] !== 0x02) return null;
+    p = version[2];
+  }
+  const alg = derTlv(der, p, outer[2]);
+  if (alg === null || alg[0] !== 0x30) return null;
+  const oid = derTlv(der, alg[1], alg[2]);
+  if (oid === null || oid[0] !== 0x06) return null;
+  return oidText(der, oid[1], oid[2]);
+}
+
+/** The InvalidKeyError for DER that WebCrypto would not import as an RSA-OAEP key. */
+function importError(
+  der: Uint8Array,
+  format: "spki" | "pkcs8",
+  cause: unknown,
+): InvalidKeyError {
+  const what = format === "spki"
+    ? "RSA public key (DER SubjectPublicKeyInfo)"
+    : "RSA private key (PKCS#8)";
+  const oid = keyAlgorithmOid(der, format);
+  if (oid === null) {
+    return new InvalidKeyError(
+      `Cannot import ${what}: the bytes are not a DER ${
+        format === "spki" ? "SubjectPublicKeyInfo" : "PKCS#8 structure"
+      }`,
+    );
+  }
+  if (oid !== RSA_OID) {
+    const name = KNOWN_ALGORITHMS[oid] ?? `algorithm ${oid}`;
+    return new InvalidKeyError(
+      `Cannot import ${what}: it is ${
+        /^[AEIOU]/.test(name) ? "an" : "a"
+      } ${name} key, not RSA; mcrelay needs an RSA key (2048 to 4096 bits), ` +
+        "e.g. `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`",
+    );
+  }
+  return new InvalidKeyError(
+    `Cannot import ${what}: ${
+      cause instanceof Error ? cause.message : String(cause)
+    }`,
+  );
 }
 
 /** An RSA public key for OAEP-SHA-256 encryption. */
@@ -64,21 +250,36 @@ export class RsaPublicKey {
    * Imports a PEM SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`).
    * @throws {InvalidKeyError} when it is not a PEM RSA public key
    */
-  static fromPem(pem: string): Promise<RsaPublicKey> {
-    throw new InvalidKeyError("not implemented" + pem);
+  static async fromPem(pem: string): Promise<RsaPublicKey> {
+    return await RsaPublicKey.fromSpki(decodePem(pem, "PUBLIC KEY"));
   }
 
   /**
    * Imports DER SubjectPublicKeyInfo.
    * @throws {InvalidKeyError} when it is not an RSA public key
    */
-  static fromSpki(spki: Uint8Array): Promise<RsaPublicKey> {
-    throw new InvalidKeyError("not implemented" + spki);
+  static async fromSpki(spki: Uint8Array): Promise<RsaPublicKey> {
+    const der = new Uint8Array(spki);
+    let key: CryptoKey;
+    try {
+      key = await crypto.subtle.importKey("spki", der, OAEP_IMPORT, true, [
+        "encrypt",
+      ]);
+    } catch (e) {
+      throw importError(der, "spki", e);
+    }
+    const modulusBits = (key.algorithm as RsaHashedKeyAlgorithm).modulusLength;
+    if (Math.ceil(modulusBits / 8) <= RSA_OAEP_OVERHEAD) {
+      throw new InvalidKeyError(
+        `Cannot use RSA public key: a ${modulusBits}-bit modulus is too small for OAEP-SHA-256`,
+      );
+    }
+    return new RsaPublicKey(key, der, modulusBits, await spkiFingerprint(der));
   }
 
   /** Modulus size in bytes (k): the size of every ciphertext block. */
   get blockSize(): number {
-    return this.modulusBits / 8;
+    return Math.ceil(this.modulusBits / 8);
   }
 
   /** Largest plaintext per block: k - 66. */
@@ -90,13 +291,26 @@ export class RsaPublicKey {
    * Encrypts one block of at most {@linkcode maxChunkSize} bytes.
    * @throws {RangeError} when `data` is too long
    */
-  encrypt(data: Uint8Array): Promise<Uint8Array> {
-    throw new Error("not implemented" + data);
+  async encrypt(data: Uint8Array): Promise<Uint8Array> {
+    if (data.length > this.maxChunkSize) {
+      throw new RangeError(
+        `Cannot RSA-OAEP encrypt ${data.length} bytes: a ${this.modulusBits}-bit key takes at most ${this.maxChunkSize} per block`,
+      );
+    }
+    return new Uint8Array(
+      await crypto.subtle.encrypt({ name: "RSA-OAEP" }, this.key, own(data)),
+    );
   }
 
   /** Cuts `plaintext` into chunks of at most k - 66 bytes and encrypts each (an empty plaintext gives one block). */
   encryptChunks(plaintext: Uint8Array): Promise<Uint8Array[]> {
-    throw new Error("not implemented" + plaintext);
+    const size = this.maxChunkSize;
+    const chunks: Promise<Uint8Array>[] = [];
+    for (let i = 0; i < plaintext.length; i += size) {
+      chunks.push(this.encrypt(plaintext.subarray(i, i + size)));
+    }
+    if (chunks.length === 0) chunks.push(this.encrypt(new Uint8Array(0)));
+    return Promise.all(chunks);
   }
 }
 
@@ -116,40 +330,111 @@ export class RsaPrivateKey {
    * Generates a key pair (public exponent 65537).
    * @throws {RangeError} for sizes other than 2048, 3072 or 4096
    */
-  static generate(bits = 2048): Promise<RsaPrivateKey> {
-    throw new Error("not implemented" + bits);
+  static async generate(bits = 2048): Promise<RsaPrivateKey> {
+    if (!RSA_GENERATE_SIZES.includes(bits)) {
+      throw new RangeError(
+        `Cannot generate a ${bits}-bit RSA key: choose 2048, 3072 or 4096`,
+      );
+    }
+    const pair = await crypto.subtle.generateKey(
+      {
+        name: "RSA-OAEP",
+        modulusLength: bits,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: "SHA-256",
+      },
+      true,
+      ["encrypt", "decrypt"],
+    );
+    const spki = new Uint8Array(
+      await crypto.subtle.exportKey("spki", pair.publicKey),
+    );
+    return new RsaPrivateKey(
+      pair.privateKey,
+      await RsaPublicKey.fromSpki(spki),
+    );
   }
 
   /**
    * Imports a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), deriving the public key.
    * @throws {InvalidKeyError} when it is not a PKCS#8 RSA private key
    */
-  static fromPkcs8Pem(pem: string): Promise<RsaPrivateKey> {
-    throw new InvalidKeyError("not implemented" + pem);
+  static async fromPkcs8Pem(pem: string): Promise<RsaPrivateKey> {
+    const der = decodePem(pem, "PRIVATE KEY");
+    let key: CryptoKey;
+    try {
+      key = await crypto.subtle.importKey("pkcs8", der, OAEP_IMPORT, true, [
+        "decrypt",
+      ]);
+    } catch (e) {
+      throw importError(der, "pkcs8", e);
+    }
+    // Derive the public half: the JWK of the private key carries n and e.
+    const jwk = await crypto.subtle.exportKey("jwk", key);
+    const publicCrypto = await crypto.subtle.importKey(
+      "jwk",
+      { kty: "RSA", n: jwk.n, e: jwk.e },
+      OAEP_IMPORT,
+      true,
+      ["encrypt"],
+    );
+    const spki = new Uint8Array(
+      await crypto.subtle.exportKey("spki", publicCrypto),
+    );
+    return new RsaPrivateKey(key, await RsaPublicKey.fromSpki(spki));
   }
 
   /** Exports the private key as PKCS#8 PEM, as {@linkcode encodePem} writes it. */
-  toPkcs8Pem(): Promise<string> {
-    throw new Error("not implemented");
+  async toPkcs8Pem(): Promise<string> {
+    const der = new Uint8Array(
+      await crypto.subtle.exportKey("pkcs8", this.key),
+    );
+    return encodePem("PRIVATE KEY", der);
   }
 
   /**
    * Decrypts one k-byte OAEP block.
    * @throws {RangeError} when the block is not k bytes; {@linkcode InvalidKeyError} never; a DOMException-free `Error` subclass {@linkcode RsaDecryptError} when decryption fails
    */
-  decrypt(block: Uint8Array): Promise<Uint8Array> {
-    throw new Error("not implemented" + block);
+  async decrypt(block: Uint8Array): Promise<Uint8Array> {
+    const k = this.publicKey.blockSize;
+    if (block.length !== k) {
+      throw new RangeError(
+        `Cannot RSA-OAEP decrypt a ${block.length}-byte block: a ${this.publicKey.modulusBits}-bit key needs exactly ${k} bytes`,
+      );
+    }
+    try {
+      return new Uint8Array(
+        await crypto.subtle.decrypt({ name: "RSA-OAEP" }, this.key, own(block)),
+      );
+    } catch {
+      throw new RsaDecryptError(
+        `Cannot RSA-OAEP decrypt a ${k}-byte block: wrong key or corrupted ciphertext`,
+      );
+    }
   }
 
   /** Decrypts blocks in order and concatenates the plaintexts. @throws {RsaDecryptError} */
-  decryptChunks(blocks: readonly Uint8Array[]): Promise<Uint8Array> {
-    throw new Error("not implemented" + blocks);
+  async decryptChunks(blocks: readonly Uint8Array[]): Promise<Uint8Array> {
+    const parts = await Promise.all(blocks.map((b) => this.decrypt(b)));
+    let total = 0;
+    for (const p of parts) total += p.length;
+    const out = new Uint8Array(total);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
   }
 }
 
 /** An RSA-OAEP block that did not decrypt under the key (wrong key, tampered, wrong size). */
 export class RsaDecryptError extends Error {
-  /** @param message what failed */
+  /**
+   * Creates the error.
+   * @param message what failed
+   */
   constructor(message: string) {
     super(message);
     this.name = "RsaDecryptError";

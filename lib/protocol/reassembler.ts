@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { MalformedDatagramError } from "../errors.ts";
 import type { Fragment } from "./fragment.ts";
 
 /** Bounds of a {@linkcode Reassembler}; defaults are those of protocol.md section 3. */
@@ -50,9 +51,78 @@ export interface ReassemblerCounters {
   totalBytesExceeded: number;
 }
 
+/** One partial buffer: the chunks of one (source, msg_id) received so far. */
+interface PartialBuffer {
+  readonly source: SourceState;
+  readonly msgId: number;
+  readonly count: number;
+  /** Internal clock time of the first chunk. */
+  readonly createdAt: number;
+  /** Copies of the chunks, by index; holes for chunks not yet received. */
+  readonly chunks: (Uint8Array | undefined)[];
+  received: number;
+  bytes: number;
+}
+
+/** What one source has buffered. Removed as soon as its last buffer goes. */
+interface SourceState {
+  readonly key: string;
+  readonly buffers: Map<number, PartialBuffer>;
+  bytes: number;
+}
+
+function checkLimits(limits: ReassemblerLimits): void {
+  if (!(Number.isFinite(limits.timeoutMs) && limits.timeoutMs > 0)) {
+    throw new RangeError(
+      `Reassembler limit timeoutMs must be a positive number of milliseconds, got ${limits.timeoutMs}`,
+    );
+  }
+  for (
+    const name of [
+      "maxPartialsPerSource",
+      "maxBytesPerSource",
+      "maxBytesTotal",
+      "maxCount",
+    ] as const
+  ) {
+    const value = limits[name];
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(
+        `Reassembler limit ${name} must be a positive integer, got ${value}`,
+      );
+    }
+  }
+}
+
+function checkFragment(fragment: Fragment): void {
+  const { msgId, index, count } = fragment;
+  if (
+    !Number.isInteger(msgId) || msgId < 0 || msgId > 0xffffffff ||
+    !Number.isInteger(count) || count < 1 || count > 0xffff ||
+    !Number.isInteger(index) || index < 0 || index >= count
+  ) {
+    throw new MalformedDatagramError(
+      `Cannot reassemble FRAGMENT: msg_id ${msgId}, index ${index}, count ${count} is not a valid header`,
+    );
+  }
+}
+
 /**
  * Collects FRAGMENT chunks by (source, msg_id) and hands back each stream once
  * all its chunks are present. Memory never exceeds the configured bounds.
+ *
+ * Chunks are copied when buffered, so callers may reuse their receive buffers.
+ * Time is measured by summing the forward steps of `now()`: a clock that jumps
+ * back neither stalls nor reorders expiry.
+ *
+ * @example
+ * ```ts
+ * import { Reassembler } from "./reassembler.ts";
+ * const r = new Reassembler();
+ * r.add("10.0.0.1:5007", { msgId: 1, index: 1, count: 2, chunk: new Uint8Array([2]) });
+ * const stream = r.add("10.0.0.1:5007", { msgId: 1, index: 0, count: 2, chunk: new Uint8Array([1]) });
+ * if (stream?.join() !== "1,2" || r.bufferedBytes !== 0) throw new Error();
+ * ```
  */
 export class Reassembler {
   /** Counters, updated in place. */
@@ -69,44 +139,178 @@ export class Reassembler {
   /** Effective bounds. */
   readonly limits: Readonly<ReassemblerLimits>;
 
+  readonly #now: () => number;
+  #lastClock: number;
+  #elapsed = 0;
+  /** Every open buffer in creation order, hence in `createdAt` order. */
+  readonly #buffers = new Set<PartialBuffer>();
+  readonly #sources = new Map<string, SourceState>();
+  #bytes = 0;
+
   /**
    * @param limits bounds, defaults from protocol.md
    * @param now clock in milliseconds (injected for tests)
+   * @throws {RangeError} when a limit is not a positive number
    */
   constructor(
     limits: Partial<ReassemblerLimits> = {},
     now: () => number = Date.now,
   ) {
-    this.limits = { ...DEFAULT_REASSEMBLER_LIMITS, ...limits };
-    throw new Error("not implemented" + now);
+    const effective = { ...DEFAULT_REASSEMBLER_LIMITS };
+    for (const [name, value] of Object.entries(limits)) {
+      if (value !== undefined && name in effective) {
+        effective[name as keyof ReassemblerLimits] = value;
+      }
+    }
+    checkLimits(effective);
+    this.limits = Object.freeze(effective);
+    this.#now = now;
+    this.#lastClock = now();
+  }
+
+  /** Monotonic milliseconds: the sum of the clock's forward steps. */
+  #tick(): number {
+    const clock = this.#now();
+    if (clock > this.#lastClock) this.#elapsed += clock - this.#lastClock;
+    if (!Number.isNaN(clock)) this.#lastClock = clock;
+    return this.#elapsed;
   }
 
   /**
    * Adds one chunk from `source` (any string key, e.g. a formatted address).
    * Expires timed-out buffers first.
    * @returns the complete stream (chunks concatenated in index order) when this chunk completes it, else undefined
+   * @throws {MalformedDatagramError} when the fragment header itself is invalid (what {@linkcode decodeFragment} rejects)
    */
   add(source: string, fragment: Fragment): Uint8Array | undefined {
-    throw new Error("not implemented" + source + fragment);
+    checkFragment(fragment);
+    const now = this.#tick();
+    this.#expireBefore(now);
+    const { msgId, index, count, chunk } = fragment;
+    const limits = this.limits;
+    const state = this.#sources.get(source);
+    const existing = state?.buffers.get(msgId);
+
+    if (existing !== undefined) {
+      if (count !== existing.count) {
+        this.#discard(existing);
+        this.counters.countMismatch++;
+        return undefined;
+      }
+      if (existing.chunks[index] !== undefined) {
+        this.counters.duplicate++;
+        return undefined;
+      }
+    } else {
+      if (count > limits.maxCount) {
+        this.counters.countTooLarge++;
+        return undefined;
+      }
+      if (count === 1) {
+        this.counters.completed++;
+        return chunk.slice();
+      }
+      if ((state?.buffers.size ?? 0) >= limits.maxPartialsPerSource) {
+        this.counters.tooManyPartials++;
+        return undefined;
+      }
+    }
+
+    if ((state?.bytes ?? 0) + chunk.length > limits.maxBytesPerSource) {
+      this.counters.sourceBytesExceeded++;
+      return undefined;
+    }
+    if (this.#bytes + chunk.length > limits.maxBytesTotal) {
+      this.counters.totalBytesExceeded++;
+      return undefined;
+    }
+
+    const buffer = existing ?? this.#open(state, source, msgId, count, now);
+    buffer.chunks[index] = chunk.slice();
+    buffer.received++;
+    buffer.bytes += chunk.length;
+    buffer.source.bytes += chunk.length;
+    this.#bytes += chunk.length;
+    if (buffer.received < buffer.count) return undefined;
+
+    const stream = new Uint8Array(buffer.bytes);
+    let offset = 0;
+    for (const part of buffer.chunks as Uint8Array[]) {
+      stream.set(part, offset);
+      offset += part.length;
+    }
+    this.#discard(buffer);
+    this.counters.completed++;
+    return stream;
+  }
+
+  /** Creates an empty buffer (and the source's state when it has none). */
+  #open(
+    state: SourceState | undefined,
+    source: string,
+    msgId: number,
+    count: number,
+    now: number,
+  ): PartialBuffer {
+    if (state === undefined) {
+      state = { key: source, buffers: new Map(), bytes: 0 };
+      this.#sources.set(source, state);
+    }
+    const buffer: PartialBuffer = {
+      source: state,
+      msgId,
+      count,
+      createdAt: now,
+      chunks: new Array<Uint8Array | undefined>(count),
+      received: 0,
+      bytes: 0,
+    };
+    state.buffers.set(msgId, buffer);
+    this.#buffers.add(buffer);
+    return buffer;
+  }
+
+  /** Frees a buffer and keeps every total exact. */
+  #discard(buffer: PartialBuffer): void {
+    const state = buffer.source;
+    this.#buffers.delete(buffer);
+    state.buffers.delete(buffer.msgId);
+    state.bytes -= buffer.bytes;
+    this.#bytes -= buffer.bytes;
+    if (state.buffers.size === 0) this.#sources.delete(state.key);
+  }
+
+  /** Discards buffers whose first chunk is `timeoutMs` or more before `now`, oldest first. */
+  #expireBefore(now: number): number {
+    let discarded = 0;
+    for (const buffer of this.#buffers) {
+      if (now - buffer.createdAt < this.limits.timeoutMs) break;
+      this.#discard(buffer);
+      discarded++;
+    }
+    this.counters.timedOut += discarded;
+    return discarded;
   }
 
   /** Discards every buffer older than the timeout. @returns how many were discarded */
   expire(): number {
-    throw new Error("not implemented");
+    return this.#expireBefore(this.#tick());
   }
 
   /** Discards every buffer of `source` (e.g. when a member leaves). Not counted as a drop. */
   forgetSource(source: string): void {
-    throw new Error("not implemented" + source);
+    const state = this.#sources.get(source);
+    if (state === undefined) return;
+    for (const buffer of [...state.buffers.values()]) this.#discard(buffer);
   }
 
   /** Bytes of chunk data currently buffered, all sources. */
   get bufferedBytes(): number {
-    throw new Error("not implemented");
+    return this.#bytes;
   }
 
   /** Partial buffers currently open, all sources. */
   get partialCount(): number {
-    throw new Error("not implemented");
+    return this.#buffers.size;
   }
 }

@@ -1,0 +1,226 @@
+/**
+ * Command-line parsing helpers shared by the server and client CLIs: strict
+ * `node:util` parseArgs, and validators that turn a bad value into a
+ * {@linkcode ConfigError} whose one-line message says what to do.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ConfigError } from "../errors.ts";
+import {
+  isIPv4,
+  isIPv6,
+  isMulticastIPv4,
+  parseAddress,
+  type PeerAddress,
+} from "../protocol/address.ts";
+
+/** One flag of a CLI: its parseArgs type, default, and help text. */
+export interface FlagSpec {
+  /** "string" takes a value; "boolean" is a switch. */
+  readonly type: "string" | "boolean";
+  /** Default shown in --help (strings only). */
+  readonly default?: string;
+  /** Placeholder for the value in --help, e.g. "PORT". */
+  readonly value?: string;
+  /** One-line description. */
+  readonly help: string;
+}
+
+/** A CLI's flags by long name. */
+export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
+
+/** Parsed flag values: strings (defaults filled in) and booleans. */
+export type FlagValues = Record<string, string | boolean | undefined>;
+
+/**
+ * Parses `args` strictly against `specs`.
+ * @throws {ConfigError} on an unknown flag, a missing value or a stray argument
+ */
+export function parseFlags(
+  args: readonly string[],
+  specs: FlagSpecs,
+): FlagValues {
+  const options: NonNullable<ParseArgsConfig["options"]> = {};
+  for (const [name, spec] of Object.entries(specs)) {
+    options[name] = { type: spec.type };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    const message = (error as Error).message.replace(/\. To specify.*$/s, "");
+    throw new ConfigError(`${message} (see --help)`);
+  }
+  const values: FlagValues = { ...parsed.values } as FlagValues;
+  for (const [name, spec] of Object.entries(specs)) {
+    if (values[name] === undefined && spec.default !== undefined) {
+      values[name] = spec.default;
+    }
+  }
+  return values;
+}
+
+/** Renders the flags as --help lines: `  --name VALUE  help (default: x)`. */
+export function formatFlagHelp(specs: FlagSpecs): string {
+  const rows = Object.entries(specs).map(([name, spec]) => {
+    const left = spec.type === "string"
+      ? `--${name} ${spec.value ?? "VALUE"}`
+      : `--${name}`;
+    const def = spec.default !== undefined ? ` (default: ${spec.default})` : "";
+    return [left, spec.help + def] as const;
+  });
+  const width = Math.max(...rows.map(([left]) => left.length));
+  return rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`).join(
+    "\n",
+  );
+}
+
+/**
+ * A port number.
+ * @throws {ConfigError} unless an integer in range (0 allowed when `allowZero`)
+ */
+export function portFlag(name: string, text: string, allowZero = true): number {
+  const port = Number(text);
+  if (
+    !/^\d+$/.test(text) || !Number.isInteger(port) || port > 65535 ||
+    (!allowZero && port === 0)
+  ) {
+    throw new ConfigError(
+      `--${name} ${JSON.stringify(text)} is not a port: give a number from ${
+        allowZero ? 0 : 1
+      } to 65535${allowZero ? " (0 picks a free one)" : ""}`,
+    );
+  }
+  return port;
+}
+
+/**
+ * A whole number within [min, max].
+ * @throws {ConfigError} otherwise
+ */
+export function integerFlag(
+  name: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < min || value > max) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is out of range: give a whole number from ${min} to ${max}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * A positive duration in seconds (fractions allowed), returned in milliseconds.
+ * @throws {ConfigError} otherwise
+ */
+export function secondsFlag(
+  name: string,
+  text: string,
+  minSeconds: number,
+  maxSeconds: number,
+): number {
+  const value = Number(text);
+  if (
+    !/^\d+(\.\d+)?$/.test(text) || value < minSeconds || value > maxSeconds
+  ) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not a duration: give seconds from ${minSeconds} to ${maxSeconds}`,
+    );
+  }
+  return Math.round(value * 1000);
+}
+
+/**
+ * A literal IP address to bind or listen on.
+ * @throws {ConfigError} otherwise
+ */
+export function hostFlag(name: string, text: string): string {
+  if (text === "localhost") return "127.0.0.1";
+  if (!isIPv4(text) && !isIPv6(text)) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not an IP address: give one like 127.0.0.1, 0.0.0.0 or ::1`,
+    );
+  }
+  return text;
+}
+
+/**
+ * An IPv4 multicast group.
+ * @throws {ConfigError} otherwise
+ */
+export function groupFlag(name: string, text: string): string {
+  if (!isMulticastIPv4(text)) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not an IPv4 multicast group: give an address from 224.0.0.0 to 239.255.255.255, e.g. 224.1.1.1`,
+    );
+  }
+  return text;
+}
+
+/**
+ * A `HOST:PORT` unicast address.
+ * @throws {ConfigError} otherwise
+ */
+export function addressFlag(name: string, text: string): PeerAddress {
+  try {
+    const address = parseAddress(text);
+    if (address.port === 0) throw new TypeError("port 0");
+    return address;
+  } catch {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not an address: give IPv4:PORT or [IPv6]:PORT, e.g. 127.0.0.1:5007`,
+    );
+  }
+}
+
+/**
+ * A key fingerprint `SHA256:` + 43 base64 characters.
+ * @throws {ConfigError} otherwise
+ */
+export function fingerprintFlag(name: string, text: string): string {
+  if (!/^SHA256:[A-Za-z0-9+/]{43}$/.test(text)) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not a key fingerprint: copy the SHA256:... value the server prints at start`,
+    );
+  }
+  return text;
+}
+
+/**
+ * One of a set of words.
+ * @throws {ConfigError} otherwise
+ */
+export function choiceFlag<T extends string>(
+  name: string,
+  text: string,
+  choices: readonly T[],
+): T {
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new ConfigError(
+      `--${name} ${JSON.stringify(text)} is not one of ${choices.join(", ")}`,
+    );
+  }
+  return text as T;
+}

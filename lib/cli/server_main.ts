@@ -1,0 +1,433 @@
+/**
+ * The `server.ts` command: flags, key file, UDP socket (multicast group
+ * joined unless `--no-multicast`), the relay, and the TCP control port with
+ * its commands (`help`, `clients`, `stats`, `kick`, `quit`, `exit`).
+ *
+ * @module
+ */
+import { ConfigError } from "../errors.ts";
+import { formatAddress } from "../protocol/address.ts";
+import { type ControlConnection, ControlServer } from "../net/control.ts";
+import { UdpTransport } from "../net/udp.ts";
+import { RelayServer } from "../relay/server.ts";
+import { BasicServer } from "../relay/basic_server.ts";
+import type { LogLevel } from "../relay/log.ts";
+import { LOG_LEVELS } from "../relay/log.ts";
+import {
+  choiceFlag,
+  type FlagSpecs,
+  formatFlagHelp,
+  groupFlag,
+  hostFlag,
+  integerFlag,
+  parseFlags,
+  portFlag,
+  secondsFlag,
+} from "./flags.ts";
+import { loadOrCreateKey } from "./key_file.ts";
+import {
+  createLogSink,
+  onTerminationSignal,
+  printLine,
+  useColor,
+  VERSION,
+} from "./output.ts";
+
+/** The server's flags, with defaults as shown in --help. */
+export const SERVER_FLAGS: FlagSpecs = {
+  profile: {
+    type: "string",
+    default: "hybrid",
+    value: "NAME",
+    help:
+      "hybrid or rsa: the relay (serves hybrid and rsa members in one group); basic: the unicast RSA-4096 endpoint with ACKs",
+  },
+  group: {
+    type: "string",
+    default: "224.1.1.1",
+    value: "IP",
+    help: "multicast group to join",
+  },
+  port: {
+    type: "string",
+    default: "5007",
+    value: "PORT",
+    help: "UDP port (0 picks a free one)",
+  },
+  bind: {
+    type: "string",
+    default: "0.0.0.0",
+    value: "IP",
+    help: "UDP address to bind",
+  },
+  "no-multicast": {
+    type: "boolean",
+    help:
+      "unicast only: do not join the group (hosts without a multicast route, tests)",
+  },
+  "multicast-interface": {
+    type: "string",
+    default: "0.0.0.0",
+    value: "IP",
+    help: "local interface address to join the group on (0.0.0.0: as routed)",
+  },
+  "tcp-host": {
+    type: "string",
+    default: "127.0.0.1",
+    value: "IP",
+    help: "control port address",
+  },
+  "tcp-port": {
+    type: "string",
+    default: "9999",
+    value: "PORT",
+    help: "control port (0 picks a free one)",
+  },
+  "control-token": {
+    type: "string",
+    value: "TOKEN",
+    help:
+      "require 'auth TOKEN' on the control port (or MCRELAY_CONTROL_TOKEN); needed off loopback",
+  },
+  "key-file": {
+    type: "string",
+    value: "PATH",
+    help:
+      "RSA key (PKCS#8 PEM): loaded, or generated and saved with mode 0600; without it a new key every start",
+  },
+  "key-bits": {
+    type: "string",
+    value: "BITS",
+    help: "size of a generated key: 2048, 3072 or 4096",
+  },
+  "client-timeout": {
+    type: "string",
+    default: "30",
+    value: "SECONDS",
+    help: "remove members silent this long",
+  },
+  mtu: {
+    type: "string",
+    default: "1200",
+    value: "BYTES",
+    help: "largest datagram sent (576-65507)",
+  },
+  "max-clients": {
+    type: "string",
+    default: "1024",
+    value: "N",
+    help: "members at most; more get NOTICE 4",
+  },
+  "max-message": {
+    type: "string",
+    default: "32768",
+    value: "BYTES",
+    help: "largest message plaintext relayed; larger get NOTICE 2",
+  },
+  compat: {
+    type: "boolean",
+    help:
+      "accept clients of the original design (short key requests, cookieless registration, empty keep-alives): reopens amplification and spoofing",
+  },
+  json: { type: "boolean", help: "log JSON lines (ts, level, event, ...)" },
+  "log-level": {
+    type: "string",
+    default: "info",
+    value: "LEVEL",
+    help: "debug, info, warn or error",
+  },
+  help: { type: "boolean", help: "show this help" },
+  version: { type: "boolean", help: "show the version" },
+};
+
+const USAGE =
+  `mcrelay server ${VERSION}: a secure group-messaging relay over UDP multicast.
+
+Usage: deno task server [flags]
+
+Flags:
+${formatFlagHelp(SERVER_FLAGS)}
+
+Examples:
+  deno task server                                   # join 224.1.1.1:5007, control on 127.0.0.1:9999
+  deno task server --no-multicast --bind 127.0.0.1   # unicast on loopback only
+  deno task server --key-file server.pem --json      # stable key clients can pin, JSON logs
+`;
+
+const CONTROL_HELP = [
+  "commands:",
+  "  help             this list",
+  "  clients          members: address, profile, last seen, messages in/out",
+  "  stats            counters: datagrams, bytes, relayed, dropped by reason",
+  "  kick IP:PORT     remove a member and tell the others",
+  "  quit             close this connection",
+  "  exit             stop the server",
+];
+
+function isLoopback(host: string): boolean {
+  return host.startsWith("127.") || host === "::1";
+}
+
+/**
+ * Runs the server until `exit`, SIGINT or SIGTERM.
+ * @returns the exit status
+ * @throws {ConfigError} for a bad flag value
+ */
+export async function serverMain(args: readonly string[]): Promise<number> {
+  const flags = parseFlags(args, SERVER_FLAGS);
+  if (flags.help) {
+    printLine(USAGE);
+    return 0;
+  }
+  if (flags.version) {
+    printLine(`mcrelay server ${VERSION}`);
+    return 0;
+  }
+  const group = groupFlag("group", flags.group as string);
+  const port = portFlag("port", flags.port as string);
+  const bind = hostFlag("bind", flags.bind as string);
+  const multicastInterface = hostFlag(
+    "multicast-interface",
+    flags["multicast-interface"] as string,
+  );
+  const tcpHost = hostFlag("tcp-host", flags["tcp-host"] as string);
+  const tcpPort = portFlag("tcp-port", flags["tcp-port"] as string);
+  const profile = choiceFlag("profile", flags.profile as string, [
+    "hybrid",
+    "rsa",
+    "basic",
+  ]);
+  const basic = profile === "basic";
+  const keyBits = flags["key-bits"] === undefined
+    ? (basic ? 4096 : 2048)
+    : Number(
+      choiceFlag("key-bits", flags["key-bits"] as string, [
+        "2048",
+        "3072",
+        "4096",
+      ]),
+    );
+  if (basic && keyBits !== 4096) {
+    throw new ConfigError(
+      `--profile basic uses an RSA-4096 server key (protocol.md section 8): drop --key-bits ${keyBits}`,
+    );
+  }
+  const clientTimeoutMs = secondsFlag(
+    "client-timeout",
+    flags["client-timeout"] as string,
+    0.05,
+    86400,
+  );
+  const mtu = integerFlag("mtu", flags.mtu as string, 576, 65507);
+  const maxClients = integerFlag(
+    "max-clients",
+    flags["max-clients"] as string,
+    1,
+    1_000_000,
+  );
+  const maxMessageBytes = integerFlag(
+    "max-message",
+    flags["max-message"] as string,
+    1,
+    16 * 1024 * 1024,
+  );
+  const logLevel = choiceFlag(
+    "log-level",
+    flags["log-level"] as string,
+    LOG_LEVELS,
+  ) as LogLevel;
+  const json = flags.json === true;
+  const compat = flags.compat === true;
+  const token = (flags["control-token"] as string | undefined) ??
+    Deno.env.get("MCRELAY_CONTROL_TOKEN");
+  if (!isLoopback(tcpHost) && !token) {
+    throw new ConfigError(
+      `--tcp-host ${tcpHost} is not a loopback address: give --control-token TOKEN (or set MCRELAY_CONTROL_TOKEN) so the control port asks for it`,
+    );
+  }
+
+  const { key, created } = await loadOrCreateKey(
+    flags["key-file"] as string | undefined,
+    keyBits,
+  );
+  if (basic && key.publicKey.modulusBits !== 4096) {
+    throw new ConfigError(
+      `--profile basic needs an RSA-4096 key, and ${
+        flags["key-file"]
+      } holds a ${key.publicKey.modulusBits}-bit one: give another --key-file`,
+    );
+  }
+  // The basic profile is a unicast endpoint: it never joins the group.
+  const multicast = flags["no-multicast"] || basic
+    ? undefined
+    : { group, interfaceAddress: multicastInterface };
+
+  const transport = await UdpTransport.bind({
+    hostname: bind,
+    port,
+    multicast,
+  });
+  let control: ControlServer | undefined;
+  let server: RelayServer | BasicServer | undefined;
+  let stopRequested!: () => void;
+  const stopped = new Promise<void>((resolve) => stopRequested = resolve);
+  // Before the first line: whoever reads "listening" may send SIGTERM at once.
+  const removeSignals = onTerminationSignal(stopRequested);
+  try {
+    control = ControlServer.listen({
+      hostname: tcpHost,
+      port: tcpPort,
+      token,
+      onLine: (connection, line) =>
+        handleCommand(connection, line, server!, json, stopRequested),
+    });
+    const log = createLogSink({
+      json,
+      level: logLevel,
+      color: useColor(),
+      write: printLine,
+      forward: (line) => control?.broadcast(line),
+    });
+    server = basic
+      ? BasicServer.start({
+        transport,
+        privateKey: key,
+        compat,
+        maxClients,
+        log,
+      })
+      : RelayServer.start({
+        transport,
+        privateKey: key,
+        mtu,
+        clientTimeoutMs,
+        compat,
+        maxClients,
+        maxMessageBytes,
+        log,
+      });
+    log({
+      level: "info",
+      event: "listening",
+      udp: formatAddress(transport.localAddress),
+      control: control.address,
+      fingerprint: server.fingerprint,
+      profile: basic ? "basic" : "relay",
+      multicast: multicast
+        ? `${group}:${transport.localAddress.port}`
+        : undefined,
+      ...(compat
+        ? {
+          compat: true,
+          warning:
+            "compat mode accepts short key requests, cookieless registration and empty keep-alives",
+        }
+        : {}),
+    });
+    if (flags["key-file"] === undefined) {
+      log({
+        level: "warn",
+        event: "ephemeral_key",
+        hint:
+          "no --key-file: the key changes at every start, so clients cannot pin it",
+      });
+    } else if (created) {
+      log({ level: "info", event: "key_created", path: flags["key-file"] });
+    }
+  } catch (error) {
+    removeSignals();
+    await control?.close();
+    await server?.close();
+    transport.close();
+    throw error;
+  }
+
+  await stopped;
+  removeSignals();
+  await server.close();
+  await control.close();
+  return 0;
+}
+
+function handleCommand(
+  connection: ControlConnection,
+  line: string,
+  server: RelayServer | BasicServer,
+  json: boolean,
+  stop: () => void,
+): void {
+  const [command = "", ...rest] = line.trim().split(/\s+/);
+  const reply = (
+    event: string,
+    text: string[],
+    data: Record<string, unknown>,
+  ) => {
+    if (json) connection.write(JSON.stringify({ event, ...data }));
+    else for (const t of text) connection.write(t);
+  };
+  switch (command) {
+    case "":
+      return;
+    case "help":
+      return reply("help", CONTROL_HELP, {
+        commands: ["help", "clients", "stats", "kick", "quit", "exit"],
+      });
+    case "clients": {
+      const now = Date.now();
+      const members = server.members();
+      const lines = members.map((m) =>
+        `${m.address} ${m.profile} last_seen=${
+          ((now - m.lastSeen) / 1000).toFixed(1)
+        }s_ago in=${m.messagesIn}${
+          "messagesOut" in m ? ` out=${m.messagesOut}` : ""
+        }`
+      );
+      return reply("clients", [`${members.length} member(s)`, ...lines], {
+        clients: members,
+      });
+    }
+    case "stats": {
+      const stats = server.stats();
+      const lines = Object.entries(stats).map(([k, v]) =>
+        `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
+      );
+      return reply("stats", lines, { stats });
+    }
+    case "kick": {
+      const target = rest[0];
+      if (!target) {
+        return reply("error", ["error: usage: kick IP:PORT"], {
+          error: "usage: kick IP:PORT",
+        });
+      }
+      let kicked: boolean;
+      try {
+        kicked = server.kick(target);
+      } catch {
+        return reply(
+          "error",
+          [`error: "${target}" is not an IP:PORT address`],
+          {
+            error: `"${target}" is not an IP:PORT address`,
+          },
+        );
+      }
+      return kicked
+        ? reply("kicked", [`ok: kicked ${target}`], { address: target })
+        : reply("error", [`error: no member ${target}`], {
+          error: `no member ${target}`,
+        });
+    }
+    case "quit":
+      connection.close();
+      return;
+    case "exit":
+      reply("stopping", ["ok: stopping"], {});
+      stop();
+      return;
+    default:
+      reply("error", [`error: unknown command "${command}": try help`], {
+        error: `unknown command "${command}"`,
+      });
+  }
+}

@@ -1,0 +1,303 @@
+/**
+ * The TCP control port shared by server and client: a line protocol where
+ * every connection receives broadcast lines (the live log, received messages)
+ * and sends command lines. Each connection has a bounded output queue, so a
+ * slow or stuck reader loses lines (counted) and never stalls the caller.
+ * Optional token authentication (`auth <token>` first, 5 s to send it).
+ *
+ * @module
+ */
+import { constantTimeEqual } from "../crypto/hmac.ts";
+import { formatAddress } from "../protocol/address.ts";
+
+/** One control connection, as handed to command handlers. */
+export interface ControlConnection {
+  /** The peer's `IP:PORT`. */
+  readonly remote: string;
+  /** Queues one line (a newline is appended) for this connection. Never blocks. */
+  write(line: string): void;
+  /** Closes this connection after the queued lines are written. */
+  close(): void;
+}
+
+/** Options of {@linkcode ControlServer.listen}. */
+export interface ControlServerOptions {
+  /** Address to bind, 127.0.0.1 by default. */
+  readonly hostname: string;
+  /** Port to bind; 0 picks a free one. */
+  readonly port: number;
+  /** Called for every complete line a (authenticated) connection sends. */
+  readonly onLine: (connection: ControlConnection, line: string) => void;
+  /** Called when a connection is ready (after authentication). */
+  readonly onConnect?: (connection: ControlConnection) => void;
+  /** When set, a connection must first send `auth <token>`. */
+  readonly token?: string;
+  /** Time allowed to authenticate. Default 5000 ms. */
+  readonly authTimeoutMs?: number;
+  /** Lines queued per connection before further ones are dropped. Default 1000. */
+  readonly maxQueuedLines?: number;
+  /** Longest accepted input line; a longer one closes the connection. Default 64 KiB. */
+  readonly maxLineBytes?: number;
+}
+
+const encoder = new TextEncoder();
+
+class Connection implements ControlConnection {
+  readonly remote: string;
+  readonly #conn: Deno.TcpConn;
+  readonly #server: ControlServer;
+  readonly #queue: string[] = [];
+  readonly #maxQueued: number;
+  #wake: (() => void) | undefined;
+  #closing = false;
+  #closed = false;
+  authenticated: boolean;
+  readonly done: Promise<void>;
+
+  constructor(
+    conn: Deno.TcpConn,
+    server: ControlServer,
+    maxQueued: number,
+    authenticated: boolean,
+  ) {
+    this.#conn = conn;
+    this.#server = server;
+    this.#maxQueued = maxQueued;
+    this.authenticated = authenticated;
+    const addr = conn.remoteAddr;
+    this.remote = formatAddress({ hostname: addr.hostname, port: addr.port });
+    this.done = this.#writeLoop();
+  }
+
+  write(line: string): void {
+    if (this.#closing) return;
+    if (this.#queue.length >= this.#maxQueued) {
+      this.#server.droppedLines++;
+      return;
+    }
+    this.#queue.push(line);
+    this.#wake?.();
+  }
+
+  close(): void {
+    this.#closing = true;
+    this.#wake?.();
+  }
+
+  /** Closes the socket now (ends the reader too). */
+  destroy(): void {
+    this.#closing = true;
+    this.#queue.length = 0;
+    this.#closeSocket();
+    this.#wake?.();
+  }
+
+  #closeSocket(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
+
+  async #writeLoop(): Promise<void> {
+    try {
+      while (true) {
+        if (this.#queue.length === 0) {
+          if (this.#closing) break;
+          await new Promise<void>((resolve) => this.#wake = resolve);
+          this.#wake = undefined;
+          continue;
+        }
+        const batch = this.#queue.splice(0).join("\n") + "\n";
+        const bytes = encoder.encode(batch);
+        let written = 0;
+        while (written < bytes.length && !this.#closed) {
+          written += await this.#conn.write(bytes.subarray(written));
+        }
+        if (this.#closed) break;
+      }
+    } catch {
+      // The peer went away; the reader notices too.
+    } finally {
+      this.#closeSocket();
+    }
+  }
+
+  /** Reads lines until EOF, error, or an over-long line. */
+  async *lines(maxLineBytes: number): AsyncGenerator<string> {
+    const decoder = new TextDecoder();
+    const buffer = new Uint8Array(16 * 1024);
+    let pending = "";
+    try {
+      while (!this.#closed) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) break;
+        pending += decoder.decode(buffer.subarray(0, n), { stream: true });
+        let newline: number;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          yield pending.slice(0, newline).replace(/\r$/, "");
+          pending = pending.slice(newline + 1);
+        }
+        if (pending.length > maxLineBytes) {
+          this.write("error: line too long");
+          break;
+        }
+      }
+    } catch {
+      // Reset by the peer or closed locally.
+    }
+  }
+}
+
+/** A TCP line server for control commands and live output. */
+export class ControlServer implements AsyncDisposable {
+  /** Lines not delivered because a connection's queue was full. */
+  droppedLines = 0;
+  readonly #listener: Deno.TcpListener;
+  readonly #options: ControlServerOptions;
+  readonly #connections = new Set<Connection>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #accepting: Promise<void>;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    listener: Deno.TcpListener,
+    options: ControlServerOptions,
+  ) {
+    this.#listener = listener;
+    this.#options = options;
+    this.#accepting = this.#acceptLoop();
+  }
+
+  /**
+   * Binds the control port and starts accepting.
+   * @throws {Deno.errors.AddrInUse} when the port is taken
+   */
+  static listen(options: ControlServerOptions): ControlServer {
+    const listener = Deno.listen({
+      hostname: options.hostname,
+      port: options.port,
+      transport: "tcp",
+    });
+    return new ControlServer(listener, options);
+  }
+
+  /** The bound address, `HOST:PORT`. */
+  get address(): string {
+    const addr = this.#listener.addr;
+    return formatAddress({ hostname: addr.hostname, port: addr.port });
+  }
+
+  /** The bound port. */
+  get port(): number {
+    return this.#listener.addr.port;
+  }
+
+  /** Connections now open and authenticated. */
+  get connectionCount(): number {
+    let count = 0;
+    for (const c of this.#connections) if (c.authenticated) count++;
+    return count;
+  }
+
+  /** Queues `line` for every authenticated connection. Never blocks. */
+  broadcast(line: string): void {
+    for (const connection of this.#connections) {
+      if (connection.authenticated) connection.write(line);
+    }
+  }
+
+  /** Stops accepting and closes every connection. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        this.#listener.close();
+      } catch {
+        // Already closed.
+      }
+      await this.#accepting;
+      for (const connection of this.#connections) connection.destroy();
+      await Promise.all(this.#tasks);
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (true) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        return; // listener closed
+      }
+      if (this.#closing) {
+        conn.close();
+        return;
+      }
+      const task = this.#serve(conn);
+      this.#tasks.add(task);
+      task.finally(() => this.#tasks.delete(task));
+    }
+  }
+
+  async #serve(conn: Deno.TcpConn): Promise<void> {
+    const token = this.#options.token;
+    const connection = new Connection(
+      conn,
+      this,
+      this.#options.maxQueuedLines ?? 1000,
+      token === undefined,
+    );
+    this.#connections.add(connection);
+    let authTimer: ReturnType<typeof setTimeout> | undefined;
+    if (token !== undefined) {
+      authTimer = setTimeout(() => {
+        connection.write("error: authentication timed out");
+        connection.close();
+      }, this.#options.authTimeoutMs ?? 5000);
+    } else {
+      this.#options.onConnect?.(connection);
+    }
+    try {
+      for await (
+        const line of connection.lines(this.#options.maxLineBytes ?? 65536)
+      ) {
+        if (!connection.authenticated) {
+          clearTimeout(authTimer);
+          const match = /^auth (.*)$/.exec(line);
+          if (
+            match && constantTimeEqual(
+              encoder.encode(match[1]),
+              encoder.encode(token!),
+            )
+          ) {
+            connection.authenticated = true;
+            connection.write("ok: authenticated");
+            this.#options.onConnect?.(connection);
+            continue;
+          }
+          connection.write("error: authentication failed");
+          break;
+        }
+        try {
+          this.#options.onLine(connection, line);
+        } catch (error) {
+          connection.write(`error: ${(error as Error).message}`);
+        }
+      }
+    } finally {
+      clearTimeout(authTimer);
+      connection.close();
+      await connection.done;
+      this.#connections.delete(connection);
+    }
+  }
+}

@@ -1,0 +1,386 @@
+/**
+ * The basic profile's unicast endpoint (protocol.md section 8) over a
+ * {@linkcode DatagramTransport}: answers padded key requests with its PEM,
+ * registers client keys, decrypts whole and fragmented RSA-OAEP messages,
+ * and replies with ACKs encrypted for the client when its key is known.
+ *
+ * @module
+ */
+import { InvalidKeyError } from "../errors.ts";
+import {
+  RsaDecryptError,
+  type RsaPrivateKey,
+  RsaPublicKey,
+} from "../crypto/rsa.ts";
+import {
+  formatAddress,
+  parseAddress,
+  type PeerAddress,
+} from "../protocol/address.ts";
+import { basicAckText, classifyBasicDatagram } from "../protocol/basic.ts";
+import {
+  Reassembler,
+  type ReassemblerCounters,
+} from "../protocol/reassembler.ts";
+import type { DatagramTransport } from "../net/transport.ts";
+import { OncePerInterval } from "./limits.ts";
+import { type LogRecord, type LogSink, silentLog } from "./log.ts";
+
+/** A message the basic server decrypted. */
+export interface BasicMessage {
+  /** Sender `IP:PORT`. */
+  readonly from: string;
+  /** The plaintext as UTF-8. */
+  readonly text: string;
+  /** The plaintext bytes. */
+  readonly data: Uint8Array;
+  /** msg_id when it came fragmented. */
+  readonly msgId?: number;
+}
+
+/** Options of {@linkcode BasicServer.start}. */
+export interface BasicServerOptions {
+  /** The bound transport. */
+  readonly transport: DatagramTransport;
+  /** The server key (RSA-4096 per protocol.md; any size works). */
+  readonly privateKey: RsaPrivateKey;
+  /** Answer unpadded key requests (amplification). Default false. */
+  readonly compat?: boolean;
+  /** Incomplete fragment buffers expire after this. Default 10_000 ms. */
+  readonly fragmentTimeoutMs?: number;
+  /** Client keys remembered at most (least recently registered forgotten). Default 4096. */
+  readonly maxClients?: number;
+  /** Called for every decrypted message. */
+  readonly onMessage?: (message: BasicMessage) => void;
+  /** Receives log records. */
+  readonly log?: LogSink;
+  /** Clock in milliseconds. Default Date.now. */
+  readonly now?: () => number;
+}
+
+/** One registered client key, as shown by `clients`. */
+export interface BasicClientInfo {
+  /** `IP:PORT`. */
+  readonly address: string;
+  /** Always "basic". */
+  readonly profile: "basic";
+  /** Key size in bits. */
+  readonly bits: number;
+  /** Last datagram (ms since the epoch). */
+  readonly lastSeen: number;
+  /** Messages decrypted from it. */
+  readonly messagesIn: number;
+}
+
+interface ClientRecord {
+  key: RsaPublicKey;
+  lastSeen: number;
+  messagesIn: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The basic profile's server. */
+export class BasicServer implements AsyncDisposable {
+  readonly #transport: DatagramTransport;
+  readonly #privateKey: RsaPrivateKey;
+  readonly #publicPem: Uint8Array;
+  readonly #compat: boolean;
+  readonly #onMessage: ((message: BasicMessage) => void) | undefined;
+  readonly #log: LogSink;
+  readonly #now: () => number;
+  readonly #maxClients: number;
+  readonly #keys = new Map<string, ClientRecord>();
+  readonly #reassembler: Reassembler;
+  readonly #dropLogGate = new OncePerInterval(10_000);
+  readonly #dropped: Record<string, number> = {};
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #pendingSends = new Set<Promise<void>>();
+  readonly #messageListeners = new Set<(message: BasicMessage) => void>();
+  #datagramsIn = 0;
+  #bytesIn = 0;
+  #datagramsOut = 0;
+  #bytesOut = 0;
+  #messages = 0;
+  #receiving: Promise<void> = Promise.resolve();
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(options: BasicServerOptions) {
+    this.#transport = options.transport;
+    this.#privateKey = options.privateKey;
+    this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
+    this.#compat = options.compat ?? false;
+    this.#onMessage = options.onMessage;
+    this.#log = options.log ?? silentLog;
+    this.#now = options.now ?? Date.now;
+    this.#maxClients = options.maxClients ?? 4096;
+    this.#reassembler = new Reassembler({
+      timeoutMs: options.fragmentTimeoutMs ?? 10_000,
+      maxCount: 255,
+      maxPartialsPerSource: 16,
+      maxBytesPerSource: 64 * 1024,
+      maxBytesTotal: 16 * 1024 * 1024,
+    }, this.#now);
+  }
+
+  /** Starts serving `options.transport`. */
+  static start(options: BasicServerOptions): BasicServer {
+    const server = new BasicServer(options);
+    server.#receiving = server.#receiveLoop();
+    server.#ticker = setInterval(() => server.#reassembler.expire(), 1000);
+    return server;
+  }
+
+  /** The bound address. */
+  get localAddress(): PeerAddress {
+    return this.#transport.localAddress;
+  }
+
+  /** The server key's fingerprint. */
+  get fingerprint(): string {
+    return this.#privateKey.publicKey.fingerprint;
+  }
+
+  /** Calls `listener` for every decrypted message until the returned function is called. */
+  onMessage(listener: (message: BasicMessage) => void): () => void {
+    this.#messageListeners.add(listener);
+    return () => this.#messageListeners.delete(listener);
+  }
+
+  /** Registered client keys. */
+  members(): BasicClientInfo[] {
+    return [...this.#keys.entries()].map(([address, c]) => ({
+      address,
+      profile: "basic",
+      bits: c.key.modulusBits,
+      lastSeen: c.lastSeen,
+      messagesIn: c.messagesIn,
+    }));
+  }
+
+  /** A snapshot of the counters. */
+  stats(): {
+    datagramsIn: number;
+    bytesIn: number;
+    datagramsOut: number;
+    bytesOut: number;
+    messages: number;
+    members: number;
+    dropped: Record<string, number>;
+    reassembly: ReassemblerCounters;
+  } {
+    return {
+      datagramsIn: this.#datagramsIn,
+      bytesIn: this.#bytesIn,
+      datagramsOut: this.#datagramsOut,
+      bytesOut: this.#bytesOut,
+      messages: this.#messages,
+      members: this.#keys.size,
+      dropped: { ...this.#dropped },
+      reassembly: { ...this.#reassembler.counters },
+    };
+  }
+
+  /** Forgets a client's key. @returns whether it was registered */
+  kick(address: string): boolean {
+    const key = formatAddress(parseAddress(address));
+    if (!this.#keys.has(key)) return false;
+    this.#keys.delete(key);
+    this.#emit({ level: "info", event: "leave", client: key, reason: "kick" });
+    return true;
+  }
+
+  /** Stops: waits for work under way, closes the transport. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      clearInterval(this.#ticker);
+      this.#transport.close();
+      await this.#receiving;
+      await Promise.all(this.#tasks);
+      await Promise.all(this.#pendingSends);
+      this.#emit({ level: "info", event: "shutdown" });
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #receiveLoop(): Promise<void> {
+    try {
+      for await (const { data, from } of this.#transport) {
+        this.#datagramsIn++;
+        this.#bytesIn += data.length;
+        const task = this.#onDatagram(data, from).catch((error) => {
+          this.#emit({
+            level: "error",
+            event: "internal_error",
+            error: String(error?.stack ?? error),
+          });
+        });
+        this.#tasks.add(task);
+        task.finally(() => this.#tasks.delete(task));
+      }
+    } catch (error) {
+      if (!this.#closing) {
+        this.#emit({
+          level: "error",
+          event: "receive_failed",
+          error: String(error),
+        });
+      }
+    }
+  }
+
+  async #onDatagram(data: Uint8Array, from: PeerAddress): Promise<void> {
+    const source = formatAddress(from);
+    const modulusBytes = this.#privateKey.publicKey.blockSize;
+    const datagram = classifyBasicDatagram(data, modulusBytes);
+    const client = this.#keys.get(source);
+    if (client) client.lastSeen = this.#now();
+    switch (datagram.kind) {
+      case "key_request":
+        if (!this.#compat && data.length < this.#publicPem.length) {
+          this.#drop("short_key_request", source, {
+            size: data.length,
+            needed: this.#publicPem.length,
+          });
+          return;
+        }
+        this.#send(this.#publicPem, from);
+        return;
+      case "public_key":
+        return await this.#register(datagram.pem, source);
+      case "ciphertext":
+        return await this.#decrypt(
+          datagram.ciphertext,
+          from,
+          source,
+          undefined,
+        );
+      case "fragment": {
+        const before = this.#reassembler.counters.countMismatch;
+        const ciphertext = this.#reassembler.add(source, datagram.fragment);
+        if (this.#reassembler.counters.countMismatch !== before) {
+          this.#drop("inconsistent_fragment", source, {
+            msgId: datagram.fragment.msgId,
+          });
+        }
+        if (!ciphertext) return;
+        return await this.#decrypt(
+          ciphertext,
+          from,
+          source,
+          datagram.fragment.msgId,
+        );
+      }
+      case "invalid":
+        this.#drop("malformed", source, { detail: datagram.reason });
+    }
+  }
+
+  async #register(pem: string, source: string): Promise<void> {
+    let key: RsaPublicKey;
+    try {
+      key = await RsaPublicKey.fromPem(pem);
+    } catch (error) {
+      if (error instanceof InvalidKeyError) {
+        this.#drop("bad_client_key", source, { error: error.message });
+        return;
+      }
+      throw error;
+    }
+    if (key.modulusBits < 2048 || key.modulusBits > 4096) {
+      this.#drop("client_key_size", source, { bits: key.modulusBits });
+      return;
+    }
+    const record = { key, lastSeen: this.#now(), messagesIn: 0 };
+    const existed = this.#keys.delete(source);
+    this.#keys.set(source, record);
+    if (this.#keys.size > this.#maxClients) {
+      // Forget the least recently registered key.
+      this.#keys.delete(this.#keys.keys().next().value!);
+    }
+    this.#emit({
+      level: "info",
+      event: existed ? "rekey" : "join",
+      client: source,
+      profile: "basic",
+      bits: key.modulusBits,
+    });
+  }
+
+  async #decrypt(
+    ciphertext: Uint8Array,
+    from: PeerAddress,
+    source: string,
+    msgId: number | undefined,
+  ): Promise<void> {
+    let data: Uint8Array;
+    try {
+      data = await this.#privateKey.decrypt(ciphertext);
+    } catch (error) {
+      if (error instanceof RsaDecryptError || error instanceof RangeError) {
+        this.#drop("undecryptable", source, {
+          size: ciphertext.length,
+          error: error.message,
+        });
+        return;
+      }
+      throw error;
+    }
+    this.#messages++;
+    const client = this.#keys.get(source);
+    if (client) client.messagesIn++;
+    const message: BasicMessage = {
+      from: source,
+      text: decoder.decode(data),
+      data,
+      ...(msgId === undefined ? {} : { msgId }),
+    };
+    this.#emit({
+      level: "info",
+      event: "message",
+      from: source,
+      text: message.text,
+      ...(msgId === undefined ? {} : { msgId }),
+    });
+    this.#onMessage?.(message);
+    for (const listener of this.#messageListeners) listener(message);
+    const ack = encoder.encode(basicAckText(msgId));
+    this.#send(client ? await client.key.encrypt(ack) : ack, from);
+  }
+
+  #send(data: Uint8Array, to: PeerAddress): void {
+    this.#datagramsOut++;
+    this.#bytesOut += data.length;
+    const sending = this.#transport.send(data, to).catch((error) => {
+      this.#drop("send_failed", formatAddress(to), { error: String(error) });
+    });
+    this.#pendingSends.add(sending);
+    sending.finally(() => this.#pendingSends.delete(sending));
+  }
+
+  #drop(
+    reason: string,
+    source: string,
+    details: Record<string, unknown>,
+  ): void {
+    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;
+    if (this.#dropLogGate.allow(`${reason} ${source}`, this.#now())) {
+      this.#emit({ level: "warn", event: "drop", reason, source, ...details });
+    }
+  }
+
+  #emit(record: LogRecord): void {
+    try {
+      this.#log(record);
+    } catch {
+      // A failing log sink must never take the server down.
+    }
+  }
+}

@@ -1,0 +1,906 @@
+/**
+ * The relay client's protocol logic (protocol.md sections 3-7) over a
+ * {@linkcode DatagramTransport}: key exchange with retries and an optional
+ * pinned fingerprint, authenticated keep-alives, sending and receiving
+ * (fragmented both ways), presence events, re-registration after NOTICE 1 or
+ * a server restart, and an authenticated DISCONNECT on close.
+ *
+ * @module
+ */
+import { HandshakeError } from "../errors.ts";
+import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
+import { IvMarker } from "../crypto/iv_mark.ts";
+import { RsaDecryptError, RsaPrivateKey, RsaPublicKey } from "../crypto/rsa.ts";
+import {
+  decodeAddress,
+  formatAddress,
+  type PeerAddress,
+} from "../protocol/address.ts";
+import { decodeFragment, fragmentStream } from "../protocol/fragment.ts";
+import { decodeNotice, NoticeCode } from "../protocol/notice.ts";
+import { Reassembler } from "../protocol/reassembler.ts";
+import {
+  decodeRecords,
+  encodeRecords,
+  RecordType,
+  TLV_HEADER_SIZE,
+  type TlvRecord,
+} from "../protocol/tlv.ts";
+import type { DatagramTransport } from "../net/transport.ts";
+import { type LogRecord, type LogSink, silentLog } from "./log.ts";
+import { randomMsgId } from "./msg_id.ts";
+import { TokenGuard } from "./token_guard.ts";
+import { OncePerInterval } from "./limits.ts";
+import type { MemberProfile } from "./server.ts";
+
+/** Something the client observed, delivered to {@linkcode RelayClient.events} and listeners. */
+export type ClientEvent =
+  | {
+    readonly type: "message";
+    /** The original sender, `IP:PORT`. */
+    readonly from: string;
+    /** The message decoded as UTF-8. */
+    readonly text: string;
+    /** The message bytes. */
+    readonly data: Uint8Array;
+  }
+  | { readonly type: "join"; readonly address: string }
+  | { readonly type: "leave"; readonly address: string }
+  | { readonly type: "notice"; readonly code: number; readonly text: string }
+  | {
+    readonly type: "ready";
+    /** The server's address. */
+    readonly server: string;
+    /** This client's address as the server sees it. */
+    readonly address: string;
+  }
+  | { readonly type: "reconnecting"; readonly reason: string };
+
+/** Options of {@linkcode RelayClient.connect}. */
+export interface RelayClientOptions {
+  /** The client's own bound transport (an ephemeral UDP socket). */
+  readonly transport: DatagramTransport;
+  /** Where to send: the multicast group and port, or a server's unicast address. */
+  readonly target: PeerAddress;
+  /** Hybrid (Fernet, default) or RSA only. */
+  readonly profile?: MemberProfile;
+  /** Largest datagram sent; the key request is padded to it. Default 1200. */
+  readonly mtu?: number;
+  /** Keep-alive interval. Default 10_000 ms. */
+  readonly keepaliveMs?: number;
+  /** Pinned server key fingerprint `SHA256:...`; a different key is refused. */
+  readonly fingerprint?: string;
+  /** First retry delay of the key exchange, doubling. Default 1000 ms. */
+  readonly retryInitialMs?: number;
+  /** Tries per step of the first key exchange. Default 5. */
+  readonly retryAttempts?: number;
+  /** Longest delay between re-registration tries while running. Default 30_000 ms. */
+  readonly retryMaxMs?: number;
+  /** The RSA profile's own key; generated when absent. */
+  readonly rsaKey?: RsaPrivateKey;
+  /** Size of a generated RSA profile key. Default 2048. */
+  readonly rsaKeyBits?: number;
+  /** Largest message accepted by {@linkcode RelayClient.send}. Default 32 KiB. */
+  readonly maxMessageBytes?: number;
+  /** Maximum Fernet token age and future skew. Default 60 s. */
+  readonly tokenMaxAgeSeconds?: number;
+  /** Fernet implementation. Default: the library default. */
+  readonly fernetBackend?: FernetBackend;
+  /** Events kept for a slow `events()` reader before the oldest are dropped. Default 10_000. */
+  readonly eventBufferSize?: number;
+  /** Called for every event from the start, including those of the first key exchange (present members). */
+  readonly onEvent?: (event: ClientEvent) => void;
+  /** Receives log records. */
+  readonly log?: LogSink;
+  /** Clock in milliseconds. Default Date.now. */
+  readonly now?: () => number;
+}
+
+/** Counters of a client. */
+export interface ClientStats {
+  /** Messages sent. */
+  readonly messagesSent: number;
+  /** Messages received and delivered. */
+  readonly messagesReceived: number;
+  /** Successful registrations (first and later). */
+  readonly registrations: number;
+  /** Events dropped because an `events()` reader was too slow. */
+  readonly eventsDropped: number;
+  /** Datagrams or records dropped, by reason. */
+  readonly dropped: Readonly<Record<string, number>>;
+}
+
+interface KeyAnswer {
+  readonly cookie: Uint8Array;
+  readonly serverKey: RsaPublicKey;
+  readonly from: PeerAddress;
+}
+
+type Waiter<T> = (value: T) => void;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const DISCONNECT_TEXT = encoder.encode("DISCONNECT");
+const RSA_KEEPALIVE = new Uint8Array(4);
+/** A cookie older than this is not reused for a registration (protocol.md section 4). */
+const COOKIE_REUSE_MS = 50_000;
+
+/**
+ * A member of a relay group. Create with {@linkcode RelayClient.connect}; stop
+ * with {@linkcode RelayClient.close} (or `await using`).
+ */
+export class RelayClient implements AsyncDisposable {
+  readonly #transport: DatagramTransport;
+  readonly #target: PeerAddress;
+  readonly #profile: MemberProfile;
+  readonly #mtu: number;
+  readonly #keepaliveMs: number;
+  readonly #pinned: string | undefined;
+  readonly #retryInitialMs: number;
+  readonly #retryAttempts: number;
+  readonly #retryMaxMs: number;
+  readonly #rsaKeyBits: number;
+  readonly #maxMessageBytes: number;
+  readonly #tokenMaxAge: number;
+  readonly #fernetBackend: FernetBackend | undefined;
+  readonly #eventBufferSize: number;
+  readonly #log: LogSink;
+  readonly #now: () => number;
+
+  readonly #marker = new IvMarker();
+  readonly #reassembler: Reassembler;
+  readonly #listeners = new Set<(event: ClientEvent) => void>();
+  readonly #members = new Set<string>();
+  readonly #dropped: Record<string, number> = {};
+  readonly #dropLogGate = new OncePerInterval(10_000);
+  readonly #abort = new AbortController();
+
+  #rsaKey: RsaPrivateKey | undefined;
+  #server: PeerAddress | undefined;
+  #serverKey: RsaPublicKey | undefined;
+  #guard: TokenGuard | undefined;
+  #address: PeerAddress | undefined;
+  #ready = false;
+  #readyWaiters: Waiter<void>[] = [];
+  #keyWaiter: Waiter<KeyAnswer> | undefined;
+  #welcomeWaiter: Waiter<PeerAddress> | undefined;
+  #pendingGuard: TokenGuard | undefined;
+  #reconnecting: Promise<void> | undefined;
+  #keepalive: ReturnType<typeof setInterval> | undefined;
+  #receiving: Promise<void> = Promise.resolve();
+  #closing: Promise<void> | undefined;
+  readonly #pendingSends = new Set<Promise<void>>();
+
+  #messagesSent = 0;
+  #messagesReceived = 0;
+  #registrations = 0;
+  #eventsDropped = 0;
+
+  private constructor(options: RelayClientOptions) {
+    this.#transport = options.transport;
+    this.#target = options.target;
+    this.#profile = options.profile ?? "hybrid";
+    this.#mtu = options.mtu ?? 1200;
+    this.#keepaliveMs = options.keepaliveMs ?? 10_000;
+    this.#pinned = options.fingerprint;
+    this.#retryInitialMs = options.retryInitialMs ?? 1000;
+    this.#retryAttempts = options.retryAttempts ?? 5;
+    this.#retryMaxMs = options.retryMaxMs ?? 30_000;
+    this.#rsaKey = options.rsaKey;
+    this.#rsaKeyBits = options.rsaKeyBits ?? 2048;
+    this.#maxMessageBytes = options.maxMessageBytes ?? 32 * 1024;
+    this.#tokenMaxAge = options.tokenMaxAgeSeconds ?? 60;
+    this.#fernetBackend = options.fernetBackend;
+    this.#eventBufferSize = options.eventBufferSize ?? 10_000;
+    this.#log = options.log ?? silentLog;
+    this.#now = options.now ?? Date.now;
+    this.#reassembler = new Reassembler({}, this.#now);
+    if (options.onEvent) this.#listeners.add(options.onEvent);
+  }
+
+  /**
+   * Joins the group: runs the key exchange (with retries) and starts the
+   * keep-alives. On failure the transport is closed.
+   * @throws {HandshakeError} when the server does not answer, its key does not match the pinned fingerprint, or its WELCOME does not verify
+   */
+  static async connect(options: RelayClientOptions): Promise<RelayClient> {
+    const client = new RelayClient(options);
+    client.#receiving = client.#receiveLoop();
+    try {
+      if (client.#profile === "rsa" && !client.#rsaKey) {
+        client.#rsaKey = await RsaPrivateKey.generate(client.#rsaKeyBits);
+      }
+      await client.#handshake(client.#retryAttempts, client.#retryInitialMs);
+    } catch (error) {
+      await client.#shutdown(false);
+      throw error;
+    }
+    client.#keepalive = setInterval(
+      () => client.#sendKeepalive(),
+      client.#keepaliveMs,
+    );
+    return client;
+  }
+
+  /** The server's address (the one that answered the key request). */
+  get serverAddress(): string {
+    return this.#server ? formatAddress(this.#server) : "";
+  }
+
+  /** This client's address as the server sees it (from WELCOME). */
+  get address(): string {
+    return this.#address ? formatAddress(this.#address) : "";
+  }
+
+  /** The server key's fingerprint. */
+  get serverFingerprint(): string {
+    return this.#serverKey?.fingerprint ?? "";
+  }
+
+  /** The profile this client registered with. */
+  get profile(): MemberProfile {
+    return this.#profile;
+  }
+
+  /** Whether the client is registered right now (false while re-registering). */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /** Other members this client knows to be present. */
+  members(): string[] {
+    return [...this.#members];
+  }
+
+  /** A snapshot of the counters. */
+  stats(): ClientStats {
+    return {
+      messagesSent: this.#messagesSent,
+      messagesReceived: this.#messagesReceived,
+      registrations: this.#registrations,
+      eventsDropped: this.#eventsDropped,
+      dropped: { ...this.#dropped },
+    };
+  }
+
+  /**
+   * Calls `listener` for every event until the returned function is called.
+   * The listener must not throw or block.
+   */
+  onEvent(listener: (event: ClientEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Events as an async iterable, ending when the client closes or `signal`
+   * aborts. A reader that falls more than `eventBufferSize` events behind
+   * loses the oldest ones (counted in `stats().eventsDropped`).
+   */
+  async *events(signal?: AbortSignal): AsyncGenerator<ClientEvent> {
+    const queue: ClientEvent[] = [];
+    let wake: (() => void) | undefined;
+    const unsubscribe = this.onEvent((event) => {
+      if (queue.length >= this.#eventBufferSize) {
+        queue.shift();
+        this.#eventsDropped++;
+      }
+      queue.push(event);
+      wake?.();
+    });
+    const stop = () => wake?.();
+    signal?.addEventListener("abort", stop);
+    this.#abort.signal.addEventListener("abort", stop);
+    try {
+      while (true) {
+        const event = queue.shift();
+        if (event) {
+          yield event;
+          continue;
+        }
+        if (signal?.aborted || this.#abort.signal.aborted) return;
+        await new Promise<void>((resolve) => wake = resolve);
+        wake = undefined;
+      }
+    } finally {
+      unsubscribe();
+      signal?.removeEventListener("abort", stop);
+      this.#abort.signal.removeEventListener("abort", stop);
+    }
+  }
+
+  /**
+   * Sends one message to the group. Waits while the client re-registers.
+   * @throws {RangeError} when the message exceeds the maximum size
+   * @throws {Error} when the client is closed
+   */
+  async send(message: string | Uint8Array): Promise<void> {
+    const data = typeof message === "string"
+      ? encoder.encode(message)
+      : message;
+    if (data.length > this.#maxMessageBytes) {
+      throw new RangeError(
+        `Cannot send a message of ${data.length} bytes: the limit is ${this.#maxMessageBytes} bytes`,
+      );
+    }
+    await this.#whenReady();
+    const records: TlvRecord[] = [];
+    if (this.#profile === "hybrid") {
+      records.push({
+        type: RecordType.FERNET_MESSAGE,
+        value: await this.#guard!.seal(data, this.#now()),
+      });
+    } else {
+      for (const block of await this.#serverKey!.encryptChunks(data)) {
+        records.push({ type: RecordType.RSA_BLOCK, value: block });
+      }
+    }
+    this.#messagesSent++;
+    await this.#sendStream(encodeRecords(records));
+  }
+
+  /**
+   * Leaves the group: sends an authenticated DISCONNECT, stops timers and
+   * closes the transport. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown(true);
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #shutdown(sayGoodbye: boolean): Promise<void> {
+    this.#closing ??= Promise.resolve();
+    clearInterval(this.#keepalive);
+    this.#abort.abort();
+    if (sayGoodbye && this.#ready) {
+      const value = this.#profile === "hybrid"
+        ? await this.#guard!.seal(DISCONNECT_TEXT, this.#now())
+        : new Uint8Array(0);
+      await this.#sendStream(
+        encodeRecords([{ type: RecordType.DISCONNECT, value }]),
+      );
+    }
+    this.#ready = false;
+    await this.#reconnecting?.catch(() => {});
+    await Promise.all(this.#pendingSends);
+    this.#transport.close();
+    await this.#receiving;
+  }
+
+  /** Waits until registered; rejects when the client closes first. */
+  #whenReady(): Promise<void> {
+    if (this.#abort.signal.aborted) {
+      return Promise.reject(new Error("The client is closed"));
+    }
+    if (this.#ready) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(new Error("The client is closed"));
+      this.#abort.signal.addEventListener("abort", onAbort, { once: true });
+      this.#readyWaiters.push(() => {
+        this.#abort.signal.removeEventListener("abort", onAbort);
+        resolve();
+      });
+    });
+  }
+
+  /** Resolves with the value `install` hands to its waiter, or undefined after `ms` or on close. */
+  #waitFor<T>(
+    install: (waiter: Waiter<T> | undefined) => void,
+    ms: number,
+  ): Promise<T | undefined> {
+    return new Promise((resolve) => {
+      const finish = (value: T | undefined) => {
+        clearTimeout(timer);
+        this.#abort.signal.removeEventListener("abort", onAbort);
+        install(undefined);
+        resolve(value);
+      };
+      const onAbort = () => finish(undefined);
+      const timer = setTimeout(() => finish(undefined), ms);
+      this.#abort.signal.addEventListener("abort", onAbort, { once: true });
+      install(finish);
+    });
+  }
+
+  /**
+   * The key exchange of protocol.md section 4: key request until a (pinned)
+   * server key answers, then the client key until WELCOME verifies. Each step
+   * is tried `attempts` times with doubling delays from `initialMs`.
+   */
+  async #handshake(attempts: number, initialMs: number): Promise<void> {
+    let mismatched: string | undefined;
+    restart: while (true) {
+      let answer: KeyAnswer | undefined;
+      let delay = initialMs;
+      for (let i = 0; i < attempts && !answer; i++) {
+        this.#throwIfClosed();
+        this.#sendKeyRequest();
+        answer = await this.#waitFor<KeyAnswer>((w) => {
+          this.#keyWaiter = w && ((a: KeyAnswer) => {
+            if (this.#pinned && a.serverKey.fingerprint !== this.#pinned) {
+              mismatched = a.serverKey.fingerprint;
+              this.#dropLogged("fingerprint_mismatch", formatAddress(a.from), {
+                fingerprint: a.serverKey.fingerprint,
+              });
+              return;
+            }
+            w(a);
+          });
+        }, delay);
+        delay *= 2;
+      }
+      this.#throwIfClosed();
+      if (!answer) {
+        const total = initialMs * (2 ** attempts - 1) / 1000;
+        throw new HandshakeError(
+          mismatched
+            ? `The server at ${
+              formatAddress(this.#target)
+            } answered with key ${mismatched}, which does not match the pinned fingerprint ${this.#pinned}: check --fingerprint, or whether something else answers on that address`
+            : `No answer to the key request sent to ${
+              formatAddress(this.#target)
+            } after ${attempts} tries over ${total} s: check that the server runs, and --server/--group/--port (use --server HOST:PORT where multicast does not route)`,
+        );
+      }
+      const cookieReceivedAt = this.#now();
+      this.#server = answer.from;
+      this.#serverKey = answer.serverKey;
+
+      let registrationValue: Uint8Array;
+      let guard: TokenGuard | undefined;
+      if (this.#profile === "hybrid") {
+        const key = await FernetKey.generate(this.#fernetBackend);
+        guard = new TokenGuard(key, this.#marker, this.#tokenMaxAge);
+        registrationValue = await answer.serverKey.encrypt(
+          encoder.encode(key.text),
+        );
+      } else {
+        registrationValue = encoder.encode(this.#rsaKey!.publicKey.pem);
+      }
+      const registration = encodeRecords([
+        { type: RecordType.COOKIE, value: answer.cookie },
+        {
+          type: this.#profile === "hybrid"
+            ? RecordType.SYMMETRIC_KEY
+            : RecordType.CLIENT_PUBLIC_KEY,
+          value: registrationValue,
+        },
+      ]);
+      delay = initialMs;
+      for (let i = 0; i < attempts; i++) {
+        this.#throwIfClosed();
+        if (this.#now() - cookieReceivedAt > COOKIE_REUSE_MS) continue restart;
+        this.#pendingGuard = guard;
+        await this.#sendStream(registration);
+        const address = await this.#waitFor<PeerAddress>(
+          (w) => this.#welcomeWaiter = w,
+          delay,
+        );
+        if (address) {
+          this.#guard = guard;
+          this.#pendingGuard = undefined;
+          this.#address = address;
+          this.#ready = true;
+          this.#registrations++;
+          this.#emitLog({
+            level: "info",
+            event: "registered",
+            server: this.serverAddress,
+            address: this.address,
+            fingerprint: this.serverFingerprint,
+          });
+          this.#emit({
+            type: "ready",
+            server: this.serverAddress,
+            address: this.address,
+          });
+          for (const waiter of this.#readyWaiters.splice(0)) waiter();
+          return;
+        }
+        delay *= 2;
+      }
+      this.#pendingGuard = undefined;
+      this.#throwIfClosed();
+      throw new HandshakeError(
+        `The server at ${this.serverAddress} sent its key but no valid WELCOME after ${attempts} tries: check that client and server clocks agree within 60 s and that the server is not full or rate-limiting this address`,
+      );
+    }
+  }
+
+  #throwIfClosed(): void {
+    if (this.#abort.signal.aborted) {
+      throw new HandshakeError("The client was closed during the key exchange");
+    }
+  }
+
+  /** Re-runs the key exchange in the background (NOTICE 1 or 5), retrying until it succeeds or the client closes. */
+  #reconnect(reason: string): void {
+    if (this.#reconnecting || this.#abort.signal.aborted) return;
+    this.#ready = false;
+    this.#members.clear();
+    this.#emit({ type: "reconnecting", reason });
+    this.#emitLog({ level: "warn", event: "reconnecting", reason });
+    this.#reconnecting = (async () => {
+      let delay = this.#retryInitialMs;
+      while (!this.#abort.signal.aborted) {
+        try {
+          await this.#handshake(this.#retryAttempts, this.#retryInitialMs);
+          return;
+        } catch (error) {
+          if (this.#abort.signal.aborted) return;
+          this.#emitLog({
+            level: "warn",
+            event: "reconnect_failed",
+            error: (error as Error).message,
+          });
+          await this.#waitFor<never>(() => {}, delay);
+          delay = Math.min(delay * 2, this.#retryMaxMs);
+        }
+      }
+    })().finally(() => this.#reconnecting = undefined);
+  }
+
+  #sendKeyRequest(): void {
+    const request = new Uint8Array(Math.max(this.#mtu, TLV_HEADER_SIZE));
+    const padding = request.length - TLV_HEADER_SIZE;
+    request.set(
+      encodeRecords([{
+        type: RecordType.KEY_REQUEST,
+        value: new Uint8Array(padding),
+      }]),
+    );
+    this.#track(this.#transport.send(request, this.#target));
+  }
+
+  async #sendKeepalive(): Promise<void> {
+    if (!this.#ready) return;
+    const value = this.#profile === "hybrid"
+      ? await this.#guard!.seal(new Uint8Array(0), this.#now())
+      : RSA_KEEPALIVE;
+    if (!this.#ready) return;
+    await this.#sendStream(
+      encodeRecords([{ type: RecordType.KEEPALIVE, value }]),
+    );
+  }
+
+  async #sendStream(stream: Uint8Array): Promise<void> {
+    const datagrams = stream.length <= this.#mtu
+      ? [stream]
+      : fragmentStream(stream, this.#mtu, randomMsgId());
+    await Promise.all(
+      datagrams.map((d) => this.#track(this.#transport.send(d, this.#target))),
+    );
+  }
+
+  /** Keeps a send's promise until it settles, so close() can wait for it; errors are counted. */
+  #track(sending: Promise<void>): Promise<void> {
+    const tracked = sending.catch((error) => {
+      this.#dropLogged("send_failed", formatAddress(this.#target), {
+        error: String(error),
+      });
+    });
+    this.#pendingSends.add(tracked);
+    tracked.finally(() => this.#pendingSends.delete(tracked));
+    return tracked;
+  }
+
+  async #receiveLoop(): Promise<void> {
+    try {
+      for await (const datagram of this.#transport) {
+        if (this.#abort.signal.aborted) break;
+        await this.#onDatagram(datagram.data, datagram.from);
+      }
+    } catch (error) {
+      if (!this.#abort.signal.aborted) {
+        this.#emitLog({
+          level: "error",
+          event: "receive_failed",
+          error: String(error),
+        });
+      }
+    }
+  }
+
+  async #onDatagram(data: Uint8Array, from: PeerAddress): Promise<void> {
+    const source = formatAddress(from);
+    const fromServer = this.#server !== undefined &&
+      formatAddress(this.#server) === source;
+    let records: TlvRecord[];
+    try {
+      records = decodeRecords(data);
+    } catch {
+      this.#dropLogged("malformed", source);
+      return;
+    }
+    if (!fromServer) {
+      // Only a key answer may come from elsewhere, and only while one is awaited.
+      if (
+        this.#keyWaiter &&
+        records.some((r) => r.type === RecordType.SERVER_PUBLIC_KEY)
+      ) {
+        await this.#processStream(records, from, false);
+      } else {
+        this.#dropLogged("not_from_server", source);
+      }
+      return;
+    }
+    try {
+      await this.#processStream(records, from, false);
+    } catch (error) {
+      this.#emitLog({
+        level: "error",
+        event: "internal_error",
+        error: String((error as Error)?.stack ?? error),
+      });
+    }
+  }
+
+  async #processStream(
+    records: readonly TlvRecord[],
+    from: PeerAddress,
+    reassembled: boolean,
+  ): Promise<void> {
+    const source = formatAddress(from);
+    if (reassembled && records.some((r) => r.type === RecordType.FRAGMENT)) {
+      this.#dropLogged("nested_fragment", source);
+      return;
+    }
+    let cookie: Uint8Array | undefined;
+    let sender: string | undefined;
+    const rsaBlocks: Uint8Array[] = [];
+    for (const record of records) {
+      switch (record.type) {
+        case RecordType.FRAGMENT: {
+          let stream: Uint8Array | undefined;
+          try {
+            stream = this.#reassembler.add(
+              source,
+              decodeFragment(record.value),
+            );
+          } catch {
+            this.#dropLogged("malformed_fragment", source);
+            break;
+          }
+          if (!stream) break;
+          let inner: TlvRecord[];
+          try {
+            inner = decodeRecords(stream);
+          } catch {
+            this.#dropLogged("malformed", source);
+            break;
+          }
+          await this.#processStream(inner, from, true);
+          break;
+        }
+        case RecordType.COOKIE:
+          cookie = record.value;
+          break;
+        case RecordType.SERVER_PUBLIC_KEY:
+          await this.#onServerKey(record.value, cookie, from);
+          break;
+        case RecordType.WELCOME:
+          await this.#onWelcome(record.value);
+          break;
+        case RecordType.NOTIFY_CONNECT:
+        case RecordType.NOTIFY_DISCONNECT:
+          this.#onPresence(record);
+          break;
+        case RecordType.SENDER:
+          try {
+            sender = formatAddress(decodeAddress(record.value));
+          } catch {
+            this.#dropLogged("malformed_sender", source);
+            sender = undefined;
+          }
+          break;
+        case RecordType.FERNET_MESSAGE:
+          await this.#onFernetMessage(record.value, sender);
+          break;
+        case RecordType.RSA_RELAY_BLOCK:
+          rsaBlocks.push(record.value);
+          break;
+        case RecordType.NOTICE:
+          this.#onNotice(record.value);
+          break;
+        default:
+          this.#count("unexpected_type");
+      }
+    }
+    if (rsaBlocks.length > 0) await this.#onRsaMessage(rsaBlocks, sender);
+  }
+
+  async #onServerKey(
+    pem: Uint8Array,
+    cookie: Uint8Array | undefined,
+    from: PeerAddress,
+  ): Promise<void> {
+    const waiter = this.#keyWaiter;
+    if (!waiter) {
+      this.#count("unexpected_key");
+      return;
+    }
+    if (!cookie) {
+      this.#dropLogged("key_without_cookie", formatAddress(from));
+      return;
+    }
+    let serverKey: RsaPublicKey;
+    try {
+      serverKey = await RsaPublicKey.fromPem(decoder.decode(pem));
+    } catch (error) {
+      this.#dropLogged("bad_server_key", formatAddress(from), {
+        error: (error as Error).message,
+      });
+      return;
+    }
+    waiter({ cookie: cookie.slice(), serverKey, from });
+  }
+
+  async #onWelcome(value: Uint8Array): Promise<void> {
+    const waiter = this.#welcomeWaiter;
+    if (!waiter) {
+      this.#count("unexpected_welcome");
+      return;
+    }
+    let addressValue: Uint8Array;
+    if (this.#profile === "hybrid") {
+      const opened = await this.#pendingGuard!.open(value, this.#now());
+      if (!opened.ok) {
+        this.#dropLogged(`welcome_${opened.reason}`, this.serverAddress);
+        return;
+      }
+      addressValue = opened.plaintext;
+    } else {
+      try {
+        addressValue = await this.#rsaKey!.decrypt(value);
+      } catch {
+        this.#dropLogged("welcome_undecryptable", this.serverAddress);
+        return;
+      }
+    }
+    try {
+      waiter(decodeAddress(addressValue));
+    } catch {
+      this.#dropLogged("welcome_bad_address", this.serverAddress);
+    }
+  }
+
+  #onPresence(record: TlvRecord): void {
+    let address: string;
+    try {
+      address = formatAddress(decodeAddress(record.value));
+    } catch {
+      this.#dropLogged("malformed_presence", this.serverAddress);
+      return;
+    }
+    if (record.type === RecordType.NOTIFY_CONNECT) {
+      if (this.#members.has(address)) return;
+      this.#members.add(address);
+      this.#emit({ type: "join", address });
+    } else {
+      if (!this.#members.delete(address)) return;
+      this.#emit({ type: "leave", address });
+    }
+  }
+
+  async #onFernetMessage(
+    token: Uint8Array,
+    sender: string | undefined,
+  ): Promise<void> {
+    if (!this.#guard || !this.#ready) {
+      this.#count("message_before_ready");
+      return;
+    }
+    if (!sender) {
+      this.#dropLogged("message_without_sender", this.serverAddress);
+      return;
+    }
+    const opened = await this.#guard.open(token, this.#now());
+    if (!opened.ok) {
+      this.#dropLogged(opened.reason, this.serverAddress);
+      return;
+    }
+    this.#deliver(sender, opened.plaintext);
+  }
+
+  async #onRsaMessage(
+    blocks: readonly Uint8Array[],
+    sender: string | undefined,
+  ): Promise<void> {
+    if (this.#profile !== "rsa" || !this.#ready) {
+      this.#count("message_before_ready");
+      return;
+    }
+    if (!sender) {
+      this.#dropLogged("message_without_sender", this.serverAddress);
+      return;
+    }
+    let plaintext: Uint8Array;
+    try {
+      plaintext = await this.#rsaKey!.decryptChunks(blocks);
+    } catch (error) {
+      if (error instanceof RsaDecryptError || error instanceof RangeError) {
+        this.#dropLogged("bad_rsa_block", this.serverAddress);
+        return;
+      }
+      throw error;
+    }
+    this.#deliver(sender, plaintext);
+  }
+
+  #deliver(from: string, data: Uint8Array): void {
+    this.#messagesReceived++;
+    this.#emit({ type: "message", from, text: decoder.decode(data), data });
+  }
+
+  #onNotice(value: Uint8Array): void {
+    let notice;
+    try {
+      notice = decodeNotice(value);
+    } catch {
+      this.#dropLogged("malformed_notice", this.serverAddress);
+      return;
+    }
+    this.#emit({ type: "notice", code: notice.code, text: notice.text });
+    this.#emitLog({
+      level: "warn",
+      event: "notice",
+      code: notice.code,
+      text: notice.text,
+    });
+    if (
+      this.#ready &&
+      (notice.code === NoticeCode.UNKNOWN_CLIENT ||
+        notice.code === NoticeCode.SERVER_SHUTDOWN)
+    ) {
+      this.#reconnect(
+        notice.code === NoticeCode.UNKNOWN_CLIENT
+          ? "server does not know this client"
+          : "server shut down",
+      );
+    }
+  }
+
+  #count(reason: string): void {
+    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;
+  }
+
+  #dropLogged(
+    reason: string,
+    source: string,
+    details: Record<string, unknown> = {},
+  ): void {
+    this.#count(reason);
+    if (this.#dropLogGate.allow(`${reason} ${source}`, this.#now())) {
+      this.#emitLog({
+        level: "warn",
+        event: "drop",
+        reason,
+        source,
+        ...details,
+      });
+    }
+  }
+
+  #emit(event: ClientEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A failing listener must not break the client.
+      }
+    }
+  }
+
+  #emitLog(record: LogRecord): void {
+    try {
+      this.#log(record);
+    } catch {
+      // A failing log sink must not break the client.
+    }
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Bounded per-source accounting: token buckets and once-per-interval gates,
+ * in maps that never grow past a fixed number of sources. Pure: the caller
+ * passes the time in milliseconds.
+ *
+ * @module
+ */
+
+/** A token bucket: `rate` tokens per second, holding at most `burst`. */
+export class TokenBucket {
+  #tokens: number;
+  #updatedMs: number;
+
+  /**
+   * @param rate tokens added per second
+   * @param burst bucket size (and initial fill)
+   * @param nowMs current time
+   */
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    nowMs: number,
+  ) {
+    this.#tokens = burst;
+    this.#updatedMs = nowMs;
+  }
+
+  /** Takes one token if there is one. @returns whether it was taken */
+  take(nowMs: number): boolean {
+    const elapsed = Math.max(0, nowMs - this.#updatedMs) / 1000;
+    this.#tokens = Math.min(this.burst, this.#tokens + elapsed * this.rate);
+    this.#updatedMs = nowMs;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
+
+/**
+ * A map from source key to value that keeps at most `capacity` entries,
+ * forgetting the least recently used one when full.
+ */
+export class BoundedMap<V> {
+  readonly #entries = new Map<string, V>();
+
+  /** @param capacity most entries kept */
+  constructor(readonly capacity: number) {}
+
+  /** Returns the value for `key`, creating it with `create` when absent (and marking it recently used). */
+  upsert(key: string, create: () => V): V {
+    let value = this.#entries.get(key);
+    if (value !== undefined) {
+      this.#entries.delete(key);
+    } else {
+      value = create();
+      if (this.#entries.size >= this.capacity) {
+        const oldest = this.#entries.keys().next().value;
+        if (oldest !== undefined) this.#entries.delete(oldest);
+      }
+    }
+    this.#entries.set(key, value);
+    return value;
+  }
+
+  /** Removes `key`. */
+  delete(key: string): void {
+    this.#entries.delete(key);
+  }
+
+  /** Entries currently held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+}
+
+/** Per-source token buckets, bounded in the number of sources. */
+export class SourceRateLimiter {
+  readonly #buckets: BoundedMap<TokenBucket>;
+
+  /**
+   * @param rate tokens per second per source
+   * @param burst bucket size per source
+   * @param maxSources most sources tracked (least recently seen forgotten)
+   */
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    maxSources = 4096,
+  ) {
+    this.#buckets = new BoundedMap(maxSources);
+  }
+
+  /** Whether `source` may act now (takes a token when it may). */
+  allow(source: string, nowMs: number): boolean {
+    return this.#buckets
+      .upsert(source, () => new TokenBucket(this.rate, this.burst, nowMs))
+      .take(nowMs);
+  }
+
+  /** Sources currently tracked. */
+  get size(): number {
+    return this.#buckets.size;
+  }
+}
+
+/** Lets a (source, kind) pair through at most once per interval; bounded. */
+export class OncePerInterval {
+  readonly #last: BoundedMap<{ at: number }>;
+
+  /**
+   * @param intervalMs the interval
+   * @param maxKeys most keys tracked
+   */
+  constructor(readonly intervalMs: number, maxKeys = 4096) {
+    this.#last = new BoundedMap(maxKeys);
+  }
+
+  /** Whether `key` may pass now; records the pass. */
+  allow(key: string, nowMs: number): boolean {
+    const entry = this.#last.upsert(key, () => ({ at: -Infinity }));
+    if (nowMs - entry.at < this.intervalMs) return false;
+    entry.at = nowMs;
+    return true;
+  }
+}

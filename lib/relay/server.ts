@@ -1,0 +1,950 @@
+/**
+ * The relay server's protocol logic (protocol.md sections 3-7) over a
+ * {@linkcode DatagramTransport}: key exchange with stateless cookies,
+ * registration, relay with re-encryption per member (hybrid and RSA members
+ * in one group), presence, fragmentation, replay and reflection rules, and
+ * the bounds that keep it up under hostile traffic.
+ *
+ * @module
+ */
+import { InvalidKeyError } from "../errors.ts";
+import { CookieAuthority } from "../crypto/cookie.ts";
+import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
+import { IvMarker } from "../crypto/iv_mark.ts";
+import {
+  RsaDecryptError,
+  type RsaPrivateKey,
+  RsaPublicKey,
+} from "../crypto/rsa.ts";
+import {
+  encodeAddress,
+  formatAddress,
+  parseAddress,
+  type PeerAddress,
+} from "../protocol/address.ts";
+import { decodeFragment, fragmentStream } from "../protocol/fragment.ts";
+import { NoticeCode, noticeRecord } from "../protocol/notice.ts";
+import {
+  Reassembler,
+  type ReassemblerCounters,
+  type ReassemblerLimits,
+} from "../protocol/reassembler.ts";
+import {
+  decodeRecords,
+  encodedSize,
+  encodeRecords,
+  isKnownRecordType,
+  RecordType,
+  type TlvRecord,
+} from "../protocol/tlv.ts";
+import type { Datagram, DatagramTransport } from "../net/transport.ts";
+import { OncePerInterval, SourceRateLimiter, TokenBucket } from "./limits.ts";
+import { type LogRecord, type LogSink, silentLog } from "./log.ts";
+import { randomMsgId } from "./msg_id.ts";
+import { TokenGuard } from "./token_guard.ts";
+
+/** How a member encrypts: Fernet (hybrid, the default) or RSA only. */
+export type MemberProfile = "hybrid" | "rsa";
+
+/** Options of {@linkcode RelayServer.start}. */
+export interface RelayServerOptions {
+  /** The bound datagram transport (UDP socket, or in-memory for tests). */
+  readonly transport: DatagramTransport;
+  /** The server's RSA key. */
+  readonly privateKey: RsaPrivateKey;
+  /** Largest datagram sent. Default 1200. */
+  readonly mtu?: number;
+  /** A member silent this long is removed. Default 30_000 ms. */
+  readonly clientTimeoutMs?: number;
+  /** Accept clients of the original design (protocol.md 6.1). Default false. */
+  readonly compat?: boolean;
+  /** Members at most; registrations past it get NOTICE 4. Default 1024. */
+  readonly maxClients?: number;
+  /** Largest message plaintext relayed; larger ones get NOTICE 2. Default 32 KiB. */
+  readonly maxMessageBytes?: number;
+  /** Maximum Fernet token age and future skew. Default 60 s. */
+  readonly tokenMaxAgeSeconds?: number;
+  /** Messages a member may have relayed per second (token bucket). Default 200. */
+  readonly messagesPerSecond?: number;
+  /** Burst of the per-member message bucket. Default 400. */
+  readonly messageBurst?: number;
+  /** Key exchanges (key requests and registrations) per second per source IP. Default 5. */
+  readonly handshakesPerSecond?: number;
+  /** Burst of the per-IP handshake bucket. Default 10. */
+  readonly handshakeBurst?: number;
+  /** RSA decryptions in flight at most; registrations past it are dropped (the client retries). Default 64. */
+  readonly maxPendingHandshakes?: number;
+  /** Reassembly bounds for registered members (protocol.md section 3 defaults). */
+  readonly reassembly?: Partial<ReassemblerLimits>;
+  /** Fernet implementation. Default: the library default. */
+  readonly fernetBackend?: FernetBackend;
+  /** Receives log records. */
+  readonly log?: LogSink;
+  /** Clock in milliseconds. Default Date.now. */
+  readonly now?: () => number;
+}
+
+/** One member as shown by the `clients` command. */
+export interface MemberInfo {
+  /** `IP:PORT` as the server sees it. */
+  readonly address: string;
+  /** Its profile. */
+  readonly profile: MemberProfile;
+  /** When it registered (ms since the epoch). */
+  readonly joinedAt: number;
+  /** When it was last seen authenticated (ms since the epoch). */
+  readonly lastSeen: number;
+  /** Messages it sent that were relayed. */
+  readonly messagesIn: number;
+  /** Messages delivered to it. */
+  readonly messagesOut: number;
+}
+
+/** Counters shown by the `stats` command. */
+export interface ServerStats {
+  /** Datagrams received. */
+  readonly datagramsIn: number;
+  /** Bytes received. */
+  readonly bytesIn: number;
+  /** Datagrams sent. */
+  readonly datagramsOut: number;
+  /** Bytes sent. */
+  readonly bytesOut: number;
+  /** Messages accepted from members and relayed. */
+  readonly messagesRelayed: number;
+  /** Copies delivered (messages x recipients). */
+  readonly deliveries: number;
+  /** First registrations. */
+  readonly registrations: number;
+  /** Rekeys of registered members. */
+  readonly rekeys: number;
+  /** Members now. */
+  readonly members: number;
+  /** Datagrams, records or streams dropped, by reason. */
+  readonly dropped: Readonly<Record<string, number>>;
+  /** Reassembly counters (members and unregistered sources together). */
+  readonly reassembly: Readonly<ReassemblerCounters>;
+}
+
+interface Member {
+  readonly address: PeerAddress;
+  readonly key: string;
+  readonly addressValue: Uint8Array;
+  profile: MemberProfile;
+  guard: TokenGuard | undefined;
+  rsaKey: RsaPublicKey | undefined;
+  readonly joinedAt: number;
+  lastSeen: number;
+  messagesIn: number;
+  messagesOut: number;
+  readonly messageRate: TokenBucket;
+}
+
+interface SourceQueue {
+  tail: Promise<void>;
+  pending: number;
+}
+
+/** Datagrams queued for one source at most before further ones are dropped. */
+const MAX_PENDING_PER_SOURCE = 256;
+/** Datagrams queued for all sources at most. */
+const MAX_PENDING_TOTAL = 16_384;
+/** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
+const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
+  maxPartialsPerSource: 2,
+  maxBytesPerSource: 16 * 1024,
+  maxBytesTotal: 4 * 1024 * 1024,
+  maxCount: 32,
+};
+/** A drop of one kind is logged at most once per source per this interval. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const DISCONNECT_TEXT = encoder.encode("DISCONNECT");
+
+/** Record types only a server sends: receiving one is unexpected. */
+const SERVER_ONLY_TYPES: ReadonlySet<number> = new Set([
+  RecordType.SERVER_PUBLIC_KEY,
+  RecordType.RSA_RELAY_BLOCK,
+  RecordType.SENDER,
+  RecordType.NOTIFY_CONNECT,
+  RecordType.NOTIFY_DISCONNECT,
+  RecordType.WELCOME,
+  RecordType.NOTICE,
+]);
+
+/**
+ * The relay: one instance serves one bound transport. Start it with
+ * {@linkcode RelayServer.start}; stop it with {@linkcode RelayServer.close}
+ * (or `await using`), which sends NOTICE 5 to every member first.
+ */
+export class RelayServer implements AsyncDisposable {
+  readonly #transport: DatagramTransport;
+  readonly #privateKey: RsaPrivateKey;
+  readonly #publicPem: Uint8Array;
+  readonly #mtu: number;
+  readonly #clientTimeoutMs: number;
+  readonly #compat: boolean;
+  readonly #maxClients: number;
+  readonly #maxMessageBytes: number;
+  readonly #tokenMaxAge: number;
+  readonly #messagesPerSecond: number;
+  readonly #messageBurst: number;
+  readonly #maxPendingHandshakes: number;
+  readonly #fernetBackend: FernetBackend | undefined;
+  readonly #log: LogSink;
+  readonly #now: () => number;
+
+  readonly #members = new Map<string, Member>();
+  readonly #cookies: CookieAuthority;
+  readonly #marker = new IvMarker();
+  readonly #memberReassembly: Reassembler;
+  readonly #strangerReassembly: Reassembler;
+  readonly #handshakeLimiter: SourceRateLimiter;
+  readonly #noticeGate = new OncePerInterval(1000);
+  readonly #dropLogGate = new OncePerInterval(DROP_LOG_INTERVAL_MS);
+  readonly #queues = new Map<string, SourceQueue>();
+  readonly #pendingSends = new Set<Promise<void>>();
+  #pendingTotal = 0;
+  #pendingHandshakes = 0;
+
+  readonly #dropped: Record<string, number> = {};
+  #datagramsIn = 0;
+  #bytesIn = 0;
+  #datagramsOut = 0;
+  #bytesOut = 0;
+  #messagesRelayed = 0;
+  #deliveries = 0;
+  #registrations = 0;
+  #rekeys = 0;
+
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #receiving: Promise<void> = Promise.resolve();
+  #closing: Promise<void> | undefined;
+
+  private constructor(options: RelayServerOptions) {
+    this.#transport = options.transport;
+    this.#privateKey = options.privateKey;
+    this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
+    this.#mtu = options.mtu ?? 1200;
+    this.#clientTimeoutMs = options.clientTimeoutMs ?? 30_000;
+    this.#compat = options.compat ?? false;
+    this.#maxClients = options.maxClients ?? 1024;
+    this.#maxMessageBytes = options.maxMessageBytes ?? 32 * 1024;
+    this.#tokenMaxAge = options.tokenMaxAgeSeconds ?? 60;
+    this.#messagesPerSecond = options.messagesPerSecond ?? 200;
+    this.#messageBurst = options.messageBurst ?? 400;
+    this.#maxPendingHandshakes = options.maxPendingHandshakes ?? 64;
+    this.#fernetBackend = options.fernetBackend;
+    this.#log = options.log ?? silentLog;
+    this.#now = options.now ?? Date.now;
+    this.#cookies = new CookieAuthority({ now: this.#now });
+    this.#memberReassembly = new Reassembler(options.reassembly, this.#now);
+    this.#strangerReassembly = new Reassembler(STRANGER_REASSEMBLY, this.#now);
+    this.#handshakeLimiter = new SourceRateLimiter(
+      options.handshakesPerSecond ?? 5,
+      options.handshakeBurst ?? 10,
+    );
+  }
+
+  /** Starts serving `options.transport`: receive loop and presence timer. */
+  static start(options: RelayServerOptions): RelayServer {
+    const server = new RelayServer(options);
+    server.#receiving = server.#receiveLoop();
+    const tickMs = Math.max(10, Math.min(1000, server.#clientTimeoutMs / 4));
+    server.#ticker = setInterval(() => server.tick(), tickMs);
+    return server;
+  }
+
+  /** The address the transport is bound to. */
+  get localAddress(): PeerAddress {
+    return this.#transport.localAddress;
+  }
+
+  /** The server key's fingerprint, `SHA256:...`, for clients to pin. */
+  get fingerprint(): string {
+    return this.#privateKey.publicKey.fingerprint;
+  }
+
+  /** Whether the server runs with `--compat`. */
+  get compat(): boolean {
+    return this.#compat;
+  }
+
+  /** The current members. */
+  members(): MemberInfo[] {
+    return [...this.#members.values()].map((m) => ({
+      address: m.key,
+      profile: m.profile,
+      joinedAt: m.joinedAt,
+      lastSeen: m.lastSeen,
+      messagesIn: m.messagesIn,
+      messagesOut: m.messagesOut,
+    }));
+  }
+
+  /** A snapshot of the counters. */
+  stats(): ServerStats {
+    const reassembly = { ...this.#memberReassembly.counters };
+    for (
+      const [name, value] of Object.entries(this.#strangerReassembly.counters)
+    ) {
+      reassembly[name as keyof ReassemblerCounters] += value;
+    }
+    return {
+      datagramsIn: this.#datagramsIn,
+      bytesIn: this.#bytesIn,
+      datagramsOut: this.#datagramsOut,
+      bytesOut: this.#bytesOut,
+      messagesRelayed: this.#messagesRelayed,
+      deliveries: this.#deliveries,
+      registrations: this.#registrations,
+      rekeys: this.#rekeys,
+      members: this.#members.size,
+      dropped: { ...this.#dropped },
+      reassembly,
+    };
+  }
+
+  /**
+   * Removes a member and tells the others (NOTIFY_DISCONNECT).
+   * @param address `IP:PORT` or `[IPv6]:PORT`
+   * @returns whether such a member existed
+   * @throws {TypeError} when `address` is not an address
+   */
+  kick(address: string): boolean {
+    const key = formatAddress(parseAddress(address));
+    const member = this.#members.get(key);
+    if (!member) return false;
+    this.#remove(member, "kick");
+    return true;
+  }
+
+  /** Removes members silent past the timeout and expires reassembly buffers. Called by the timer. */
+  tick(): void {
+    const now = this.#now();
+    for (const member of [...this.#members.values()]) {
+      if (now - member.lastSeen > this.#clientTimeoutMs) {
+        this.#remove(member, "timeout");
+      }
+    }
+    this.#memberReassembly.expire();
+    this.#strangerReassembly.expire();
+  }
+
+  /**
+   * Stops the server: finishes queued work, sends NOTICE 5 to every member,
+   * closes the transport. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #shutdown(): Promise<void> {
+    clearInterval(this.#ticker);
+    while (this.#queues.size > 0) {
+      await Promise.all([...this.#queues.values()].map((q) => q.tail));
+    }
+    const notice = noticeRecord(NoticeCode.SERVER_SHUTDOWN, this.#mtu);
+    if (notice) {
+      const datagram = encodeRecords([notice]);
+      for (const member of this.#members.values()) {
+        this.#send(datagram, member.address);
+      }
+    }
+    this.#emit({
+      level: "info",
+      event: "shutdown",
+      members: this.#members.size,
+    });
+    this.#members.clear();
+    await Promise.all(this.#pendingSends);
+    this.#transport.close();
+    await this.#receiving;
+  }
+
+  async #receiveLoop(): Promise<void> {
+    try {
+      for await (const datagram of this.#transport) {
+        if (this.#closing) break;
+        this.#onDatagram(datagram);
+      }
+    } catch (error) {
+      if (!this.#closing) {
+        this.#emit({
+          level: "error",
+          event: "receive_failed",
+          error: String(error),
+        });
+      }
+    }
+  }
+
+  #onDatagram(datagram: Datagram): void {
+    this.#datagramsIn++;
+    this.#bytesIn += datagram.data.length;
+    const source = formatAddress(datagram.from);
+    let records: TlvRecord[];
+    try {
+      records = decodeRecords(datagram.data);
+    } catch {
+      this.#drop("malformed", source);
+      return;
+    }
+    this.#enqueue(
+      source,
+      () =>
+        this.#processStream(
+          records,
+          datagram.from,
+          source,
+          datagram.data.length,
+          false,
+        ),
+    );
+  }
+
+  /** Runs `task` after every earlier task of `source`, so one source's datagrams keep their order. */
+  #enqueue(source: string, task: () => Promise<void>): void {
+    let queue = this.#queues.get(source);
+    if (!queue) {
+      queue = { tail: Promise.resolve(), pending: 0 };
+      this.#queues.set(source, queue);
+    }
+    if (queue.pending >= MAX_PENDING_PER_SOURCE) {
+      this.#drop("backlog", source);
+      return;
+    }
+    if (this.#pendingTotal >= MAX_PENDING_TOTAL) {
+      this.#drop("overload", source);
+      return;
+    }
+    queue.pending++;
+    this.#pendingTotal++;
+    const q = queue;
+    q.tail = q.tail.then(task).catch((error) => {
+      this.#emit({
+        level: "error",
+        event: "internal_error",
+        source,
+        error: String(error?.stack ?? error),
+      });
+    }).finally(() => {
+      q.pending--;
+      this.#pendingTotal--;
+      if (q.pending === 0 && this.#queues.get(source) === q) {
+        this.#queues.delete(source);
+      }
+    });
+  }
+
+  async #processStream(
+    records: readonly TlvRecord[],
+    from: PeerAddress,
+    source: string,
+    requestSize: number,
+    reassembled: boolean,
+  ): Promise<void> {
+    if (reassembled && records.some((r) => r.type === RecordType.FRAGMENT)) {
+      this.#drop("nested_fragment", source);
+      return;
+    }
+    let member = this.#members.get(source);
+    if (member?.profile === "rsa") member.lastSeen = this.#now();
+    let cookie: Uint8Array | undefined;
+    const rsaBlocks: Uint8Array[] = [];
+    for (const record of records) {
+      if (this.#closing) return;
+      member = this.#members.get(source);
+      switch (record.type) {
+        case RecordType.FRAGMENT:
+          await this.#onFragment(record.value, from, source, member);
+          break;
+        case RecordType.KEY_REQUEST:
+          this.#answerKeyRequest(from, source, requestSize);
+          break;
+        case RecordType.COOKIE:
+          cookie = record.value;
+          break;
+        case RecordType.SYMMETRIC_KEY:
+        case RecordType.CLIENT_PUBLIC_KEY:
+          await this.#register(from, source, record, cookie, requestSize);
+          cookie = undefined;
+          break;
+        case RecordType.FERNET_MESSAGE:
+          if (!member) return this.#unknownSource(from, source, requestSize);
+          await this.#onFernetMessage(member, record.value, requestSize);
+          break;
+        case RecordType.RSA_BLOCK:
+          if (!member) return this.#unknownSource(from, source, requestSize);
+          if (member.profile !== "rsa") this.#drop("profile_mismatch", source);
+          else rsaBlocks.push(record.value);
+          break;
+        case RecordType.KEEPALIVE:
+          if (!member) return this.#unknownSource(from, source, requestSize);
+          await this.#onKeepalive(member, record.value);
+          break;
+        case RecordType.DISCONNECT:
+          if (!member) this.#drop("disconnect_unknown", source);
+          else await this.#onDisconnect(member, record.value);
+          break;
+        default:
+          if (SERVER_ONLY_TYPES.has(record.type)) {
+            this.#drop("unexpected_type", source);
+          } else if (!isKnownRecordType(record.type)) {
+            this.#count("unknown_type");
+          }
+      }
+    }
+    member = this.#members.get(source);
+    if (rsaBlocks.length > 0 && member?.profile === "rsa") {
+      await this.#onRsaMessage(member, rsaBlocks, requestSize);
+    }
+  }
+
+  async #onFragment(
+    value: Uint8Array,
+    from: PeerAddress,
+    source: string,
+    member: Member | undefined,
+  ): Promise<void> {
+    let fragment;
+    try {
+      fragment = decodeFragment(value);
+    } catch {
+      this.#drop("malformed_fragment", source);
+      return;
+    }
+    const reassembler = member
+      ? this.#memberReassembly
+      : this.#strangerReassembly;
+    const stream = reassembler.add(source, fragment);
+    if (!stream) return;
+    let records: TlvRecord[];
+    try {
+      records = decodeRecords(stream);
+    } catch {
+      this.#drop("malformed", source);
+      return;
+    }
+    await this.#processStream(records, from, source, stream.length, true);
+  }
+
+  #answerKeyRequest(
+    from: PeerAddress,
+    source: string,
+    requestSize: number,
+  ): void {
+    const answerSize = 2 * 4 + 20 + this.#publicPem.length;
+    if (!this.#compat && requestSize < answerSize) {
+      this.#drop("short_key_request", source);
+      return;
+    }
+    if (!this.#handshakeLimiter.allow(from.hostname, this.#now())) {
+      this.#drop("handshake_rate", source);
+      return;
+    }
+    const cookie = this.#cookies.issue(encodeAddress(from));
+    this.#sendStream(
+      encodeRecords([
+        { type: RecordType.COOKIE, value: cookie },
+        { type: RecordType.SERVER_PUBLIC_KEY, value: this.#publicPem },
+      ]),
+      from,
+    );
+  }
+
+  async #register(
+    from: PeerAddress,
+    source: string,
+    record: TlvRecord,
+    cookie: Uint8Array | undefined,
+    requestSize: number,
+  ): Promise<void> {
+    const addressValue = encodeAddress(from);
+    if (cookie === undefined) {
+      if (!this.#compat) {
+        this.#drop("cookie_missing", source);
+        return;
+      }
+    } else {
+      const verdict = this.#cookies.verify(cookie, addressValue);
+      if (verdict !== "valid") {
+        this.#drop(`cookie_${verdict}`, source);
+        return;
+      }
+    }
+    if (!this.#handshakeLimiter.allow(from.hostname, this.#now())) {
+      this.#drop("handshake_rate", source);
+      return;
+    }
+    if (this.#pendingHandshakes >= this.#maxPendingHandshakes) {
+      this.#drop("handshake_busy", source);
+      return;
+    }
+    const profile: MemberProfile = record.type === RecordType.SYMMETRIC_KEY
+      ? "hybrid"
+      : "rsa";
+    let fernetKey: FernetKey | undefined;
+    let rsaKey: RsaPublicKey | undefined;
+    this.#pendingHandshakes++;
+    try {
+      if (profile === "hybrid") {
+        const keyText = await this.#privateKey.decrypt(record.value);
+        fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend);
+      } else {
+        rsaKey = await RsaPublicKey.fromPem(decoder.decode(record.value));
+        if (rsaKey.modulusBits < 2048 || rsaKey.modulusBits > 4096) {
+          this.#drop("client_key_size", source, {
+            bits: rsaKey.modulusBits,
+          });
+          return;
+        }
+      }
+    } catch (error) {
+      if (
+        error instanceof RsaDecryptError || error instanceof RangeError ||
+        error instanceof InvalidKeyError
+      ) {
+        this.#drop(
+          profile === "hybrid" ? "bad_symmetric_key" : "bad_client_key",
+          source,
+          { error: error.message },
+        );
+        return;
+      }
+      throw error;
+    } finally {
+      this.#pendingHandshakes--;
+    }
+    if (this.#closing) return;
+
+    const now = this.#now();
+    const guard = fernetKey
+      ? new TokenGuard(fernetKey, this.#marker, this.#tokenMaxAge)
+      : undefined;
+    const existing = this.#members.get(source);
+    if (existing) {
+      existing.profile = profile;
+      existing.guard = guard;
+      existing.rsaKey = rsaKey;
+      existing.lastSeen = now;
+      this.#rekeys++;
+      this.#emit({ level: "info", event: "rekey", client: source, profile });
+      this.#sendStream(
+        encodeRecords([await this.#welcome(existing)]),
+        existing.address,
+      );
+      return;
+    }
+    if (this.#members.size >= this.#maxClients) {
+      this.#drop("server_full", source);
+      this.#sendNotice(from, NoticeCode.SERVER_FULL, requestSize);
+      return;
+    }
+    const member: Member = {
+      address: from,
+      key: source,
+      addressValue,
+      profile,
+      guard,
+      rsaKey,
+      joinedAt: now,
+      lastSeen: now,
+      messagesIn: 0,
+      messagesOut: 0,
+      messageRate: new TokenBucket(
+        this.#messagesPerSecond,
+        this.#messageBurst,
+        now,
+      ),
+    };
+    this.#members.set(source, member);
+    this.#strangerReassembly.forgetSource(source);
+    this.#registrations++;
+    this.#emit({ level: "info", event: "join", client: source, profile });
+
+    const present: TlvRecord[] = [];
+    const joined = encodeRecords([
+      { type: RecordType.NOTIFY_CONNECT, value: addressValue },
+    ]);
+    for (const other of this.#members.values()) {
+      if (other === member) continue;
+      present.push({
+        type: RecordType.NOTIFY_CONNECT,
+        value: other.addressValue,
+      });
+      this.#send(joined, other.address);
+    }
+    this.#sendPacked([await this.#welcome(member), ...present], from);
+  }
+
+  /** The WELCOME record for `member`: its address under its own key. */
+  async #welcome(member: Member): Promise<TlvRecord> {
+    const value = member.guard
+      ? await member.guard.seal(member.addressValue, this.#now())
+      : await member.rsaKey!.encrypt(member.addressValue);
+    return { type: RecordType.WELCOME, value };
+  }
+
+  async #onFernetMessage(
+    member: Member,
+    token: Uint8Array,
+    requestSize: number,
+  ): Promise<void> {
+    if (!member.guard) {
+      this.#drop("profile_mismatch", member.key);
+      return;
+    }
+    const now = this.#now();
+    const opened = await member.guard.open(token, now);
+    if (!opened.ok) {
+      this.#drop(opened.reason, member.key);
+      return;
+    }
+    member.lastSeen = now;
+    await this.#relayChecked(member, opened.plaintext, requestSize);
+  }
+
+  async #onRsaMessage(
+    member: Member,
+    blocks: readonly Uint8Array[],
+    requestSize: number,
+  ): Promise<void> {
+    const perBlock = this.#privateKey.publicKey.maxChunkSize;
+    if (
+      blocks.length > Math.max(1, Math.ceil(this.#maxMessageBytes / perBlock))
+    ) {
+      this.#drop("message_too_large", member.key);
+      this.#sendNotice(
+        member.address,
+        NoticeCode.MESSAGE_TOO_LARGE,
+        requestSize,
+      );
+      return;
+    }
+    let plaintext: Uint8Array;
+    this.#pendingHandshakes++;
+    try {
+      plaintext = await this.#privateKey.decryptChunks(blocks);
+    } catch (error) {
+      if (error instanceof RsaDecryptError || error instanceof RangeError) {
+        this.#drop("bad_rsa_block", member.key);
+        return;
+      }
+      throw error;
+    } finally {
+      this.#pendingHandshakes--;
+    }
+    await this.#relayChecked(member, plaintext, requestSize);
+  }
+
+  async #relayChecked(
+    sender: Member,
+    plaintext: Uint8Array,
+    requestSize: number,
+  ): Promise<void> {
+    const now = this.#now();
+    if (plaintext.length > this.#maxMessageBytes) {
+      this.#drop("message_too_large", sender.key);
+      this.#sendNotice(
+        sender.address,
+        NoticeCode.MESSAGE_TOO_LARGE,
+        requestSize,
+      );
+      return;
+    }
+    if (!sender.messageRate.take(now)) {
+      this.#drop("rate_limited", sender.key);
+      this.#sendNotice(sender.address, NoticeCode.RATE_LIMITED, requestSize);
+      return;
+    }
+    sender.messagesIn++;
+    this.#messagesRelayed++;
+    const senderRecord: TlvRecord = {
+      type: RecordType.SENDER,
+      value: sender.addressValue,
+    };
+    const deliveries: Promise<void>[] = [];
+    for (const member of this.#members.values()) {
+      if (member !== sender) {
+        deliveries.push(this.#deliver(member, senderRecord, plaintext, now));
+      }
+    }
+    await Promise.all(deliveries);
+    this.#emit({
+      level: "debug",
+      event: "relay",
+      from: sender.key,
+      bytes: plaintext.length,
+      recipients: deliveries.length,
+    });
+  }
+
+  async #deliver(
+    member: Member,
+    senderRecord: TlvRecord,
+    plaintext: Uint8Array,
+    now: number,
+  ): Promise<void> {
+    const records: TlvRecord[] = [senderRecord];
+    if (member.guard) {
+      records.push({
+        type: RecordType.FERNET_MESSAGE,
+        value: await member.guard.seal(plaintext, now),
+      });
+    } else {
+      for (const block of await member.rsaKey!.encryptChunks(plaintext)) {
+        records.push({ type: RecordType.RSA_RELAY_BLOCK, value: block });
+      }
+    }
+    member.messagesOut++;
+    this.#deliveries++;
+    this.#sendStream(encodeRecords(records), member.address);
+  }
+
+  async #onKeepalive(member: Member, value: Uint8Array): Promise<void> {
+    if (member.profile === "rsa") return; // refreshed at stream start
+    if (value.length === 0 || value.every((b) => b === 0)) {
+      if (this.#compat) member.lastSeen = this.#now();
+      else this.#drop("keepalive_unauthenticated", member.key);
+      return;
+    }
+    const now = this.#now();
+    const opened = await member.guard!.open(value, now);
+    if (!opened.ok) {
+      this.#drop(opened.reason, member.key);
+    } else if (opened.plaintext.length !== 0) {
+      this.#drop("keepalive_not_empty", member.key);
+    } else {
+      member.lastSeen = now;
+    }
+  }
+
+  async #onDisconnect(member: Member, value: Uint8Array): Promise<void> {
+    if (member.profile === "rsa") {
+      if (value.length === 0) this.#remove(member, "disconnect");
+      else this.#drop("forged_disconnect", member.key);
+      return;
+    }
+    const opened = await member.guard!.open(value, this.#now());
+    if (!opened.ok) {
+      this.#drop(
+        opened.reason === "token_signature"
+          ? "forged_disconnect"
+          : opened.reason,
+        member.key,
+      );
+    } else if (!bytesEqual(opened.plaintext, DISCONNECT_TEXT)) {
+      this.#drop("forged_disconnect", member.key);
+    } else if (this.#members.get(member.key) === member) {
+      this.#remove(member, "disconnect");
+    }
+  }
+
+  #unknownSource(from: PeerAddress, source: string, requestSize: number): void {
+    this.#drop("unknown_source", source);
+    this.#sendNotice(from, NoticeCode.UNKNOWN_CLIENT, requestSize);
+  }
+
+  #remove(member: Member, reason: string): void {
+    if (this.#members.get(member.key) !== member) return;
+    this.#members.delete(member.key);
+    this.#memberReassembly.forgetSource(member.key);
+    this.#emit({ level: "info", event: "leave", client: member.key, reason });
+    const left = encodeRecords([
+      { type: RecordType.NOTIFY_DISCONNECT, value: member.addressValue },
+    ]);
+    for (const other of this.#members.values()) {
+      this.#send(left, other.address);
+    }
+  }
+
+  /** Sends a NOTICE no larger than the datagram that caused it, at most once a second per source. */
+  #sendNotice(to: PeerAddress, code: number, maxSize: number): void {
+    const record = noticeRecord(code, Math.min(maxSize, this.#mtu));
+    if (!record) return;
+    if (!this.#noticeGate.allow(formatAddress(to), this.#now())) return;
+    this.#send(encodeRecords([record]), to);
+  }
+
+  /** Packs records into as few datagrams of at most the MTU as their order allows. */
+  #sendPacked(records: readonly TlvRecord[], to: PeerAddress): void {
+    let batch: TlvRecord[] = [];
+    for (const record of records) {
+      if (
+        batch.length > 0 && encodedSize([...batch, record]) > this.#mtu
+      ) {
+        this.#sendStream(encodeRecords(batch), to);
+        batch = [];
+      }
+      batch.push(record);
+    }
+    if (batch.length > 0) this.#sendStream(encodeRecords(batch), to);
+  }
+
+  #sendStream(stream: Uint8Array, to: PeerAddress): void {
+    if (stream.length <= this.#mtu) {
+      this.#send(stream, to);
+      return;
+    }
+    for (const datagram of fragmentStream(stream, this.#mtu, randomMsgId())) {
+      this.#send(datagram, to);
+    }
+  }
+
+  #send(datagram: Uint8Array, to: PeerAddress): void {
+    this.#datagramsOut++;
+    this.#bytesOut += datagram.length;
+    const sending = this.#transport.send(datagram, to).catch((error) => {
+      this.#drop("send_failed", formatAddress(to), { error: String(error) });
+    });
+    this.#pendingSends.add(sending);
+    sending.finally(() => this.#pendingSends.delete(sending));
+  }
+
+  #count(reason: string): void {
+    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;
+  }
+
+  /** Counts a drop and logs it at most once per source and reason per interval. */
+  #drop(
+    reason: string,
+    source: string,
+    details: Record<string, unknown> = {},
+  ): void {
+    this.#count(reason);
+    if (this.#dropLogGate.allow(`${reason} ${source}`, this.#now())) {
+      this.#emit({
+        level: "warn",
+        event: "drop",
+        reason,
+        source,
+        count: this.#dropped[reason],
+        ...details,
+      });
+    }
+  }
+
+  #emit(record: LogRecord): void {
+    try {
+      this.#log(record);
+    } catch {
+      // A failing log sink must never take the relay down.
+    }
+  }
+}
+
+/** Whether two byte arrays are equal (not constant time: for public data). */
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

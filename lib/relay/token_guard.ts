@@ -1,0 +1,84 @@
+/**
+ * Seals and opens the Fernet tokens of one key with every rule of
+ * protocol.md section 6: maximum age, clock skew, replayed IVs, reflected
+ * IVs (this side's own mark). Holds the key's replay window.
+ *
+ * @module
+ */
+import { InvalidTokenError } from "../errors.ts";
+import type { FernetKey } from "../crypto/fernet.ts";
+import type { IvMarker } from "../crypto/iv_mark.ts";
+import { ReplayWindow } from "../crypto/replay.ts";
+
+/** Why a token was not accepted (a drop reason, counted and logged). */
+export type TokenRejection =
+  | "token_format"
+  | "token_signature"
+  | "token_padding"
+  | "token_expired"
+  | "token_future"
+  | "token_replayed"
+  | "token_reflected";
+
+/** The result of {@linkcode TokenGuard.open}. */
+export type OpenResult =
+  | { readonly ok: true; readonly plaintext: Uint8Array }
+  | { readonly ok: false; readonly reason: TokenRejection };
+
+/** One key's token rules: seals outgoing tokens with marked IVs, opens incoming ones. */
+export class TokenGuard {
+  readonly #replay: ReplayWindow;
+
+  /**
+   * @param key the Fernet key shared with the peer
+   * @param marker this side's IV marker
+   * @param maxAgeSeconds maximum token age and future skew (default 60)
+   * @param maxRememberedIvs replay window size
+   */
+  constructor(
+    readonly key: FernetKey,
+    readonly marker: IvMarker,
+    readonly maxAgeSeconds = 60,
+    maxRememberedIvs = 4096,
+  ) {
+    this.#replay = new ReplayWindow({
+      maxAgeSeconds,
+      maxFutureSeconds: maxAgeSeconds,
+      maxEntries: maxRememberedIvs,
+    });
+  }
+
+  /** Encrypts `plaintext` under a fresh marked IV. */
+  seal(plaintext: Uint8Array, nowMs: number): Promise<Uint8Array> {
+    return this.key.encrypt(plaintext, {
+      nowSeconds: Math.floor(nowMs / 1000),
+      iv: this.marker.create(),
+    });
+  }
+
+  /** Verifies and decrypts a token; records its IV when accepted. */
+  async open(token: Uint8Array, nowMs: number): Promise<OpenResult> {
+    const nowSeconds = Math.floor(nowMs / 1000);
+    let opened;
+    try {
+      opened = await this.key.decrypt(token, {
+        nowSeconds,
+        ttlSeconds: this.maxAgeSeconds,
+        maxClockSkewSeconds: this.maxAgeSeconds,
+      });
+    } catch (error) {
+      if (error instanceof InvalidTokenError) {
+        return { ok: false, reason: `token_${error.reason}` };
+      }
+      throw error;
+    }
+    if (this.marker.isOwn(opened.iv)) {
+      return { ok: false, reason: "token_reflected" };
+    }
+    const verdict = this.#replay.check(opened.iv, opened.timestamp, nowSeconds);
+    if (verdict !== "accepted") {
+      return { ok: false, reason: `token_${verdict}` };
+    }
+    return { ok: true, plaintext: opened.plaintext };
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * mcrelay: a secure group-messaging relay over UDP multicast.
+ *
+ * The library behind `server.ts` and `client.ts`, for programs that embed
+ * them: the relay server and client (protocol logic over a datagram
+ * transport), the basic profile's endpoint and client, the UDP and in-memory
+ * transports, the control port, and the pure codecs of the wire format
+ * (`PROTOCOL.md`).
+ *
+ * @example Run a relay on loopback and exchange a message between two members
+ * ```ts
+ * import { RelayClient, RelayServer, RsaPrivateKey, UdpTransport } from "./mod.ts";
+ *
+ * const server = RelayServer.start({
+ *   transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+ *   privateKey: await RsaPrivateKey.generate(2048),
+ * });
+ * const join = async () =>
+ *   await RelayClient.connect({
+ *     transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+ *     target: server.localAddress,
+ *     fingerprint: server.fingerprint,
+ *   });
+ * const alice = await join();
+ * const bob = await join();
+ * const received = new Promise<string>((resolve) =>
+ *   bob.onEvent((event) => {
+ *     if (event.type === "message") resolve(`${event.from}: ${event.text}`);
+ *   })
+ * );
+ * await alice.send("hello");
+ * console.log(await received); // 127.0.0.1:PORT: hello
+ * await alice.close();
+ * await bob.close();
+ * await server.close();
+ * ```
+ *
+ * @module
+ */
+
+export {
+  ConfigError,
+  HandshakeError,
+  InvalidKeyError,
+  InvalidTokenError,
+  type InvalidTokenReason,
+  MalformedDatagramError,
+} from "./lib/errors.ts";
+
+// The relay (hybrid and RSA profiles) and the basic profile.
+export {
+  type MemberInfo,
+  type MemberProfile,
+  RelayServer,
+  type RelayServerOptions,
+  type ServerStats,
+} from "./lib/relay/server.ts";
+export {
+  type ClientEvent,
+  type ClientStats,
+  RelayClient,
+  type RelayClientOptions,
+} from "./lib/relay/client.ts";
+export {
+  type BasicClientInfo,
+  type BasicMessage,
+  BasicServer,
+  type BasicServerOptions,
+} from "./lib/relay/basic_server.ts";
+export {
+  type BasicAck,
+  BasicClient,
+  type BasicClientOptions,
+} from "./lib/relay/basic_client.ts";
+export {
+  LOG_LEVELS,
+  type LogLevel,
+  type LogRecord,
+  type LogSink,
+} from "./lib/relay/log.ts";
+
+// Transports and the control port.
+export type { Datagram, DatagramTransport } from "./lib/net/transport.ts";
+export {
+  type MulticastOptions,
+  type UdpBindOptions,
+  UdpTransport,
+} from "./lib/net/udp.ts";
+export { MemoryNetwork, MemoryTransport } from "./lib/net/memory.ts";
+export {
+  type ControlConnection,
+  ControlServer,
+  type ControlServerOptions,
+} from "./lib/net/control.ts";
+
+// Pure codecs of the wire format.
+export {
+  decodeRecord,
+  decodeRecords,
+  encodedSize,
+  encodeRecords,
+  encodeRecordsInto,
+  isKnownRecordType,
+  RecordType,
+  type RecordTypeNumber,
+  TLV_HEADER_SIZE,
+  type TlvRecord,
+} from "./lib/protocol/tlv.ts";
+export {
+  decodeAddress,
+  encodeAddress,
+  formatAddress,
+  isIPv4,
+  isIPv6,
+  isMulticastIPv4,
+  parseAddress,
+  type PeerAddress,
+} from "./lib/protocol/address.ts";
+export {
+  decodeFragment,
+  encodeFragment,
+  type Fragment,
+  FRAGMENT_HEADER_SIZE,
+  fragmentChunkSize,
+  fragmentStream,
+} from "./lib/protocol/fragment.ts";
+export {
+  DEFAULT_REASSEMBLER_LIMITS,
+  Reassembler,
+  type ReassemblerCounters,
+  type ReassemblerLimits,
+} from "./lib/protocol/reassembler.ts";
+export {
+  decodeNotice,
+  type Notice,
+  NoticeCode,
+  noticeRecord,
+} from "./lib/protocol/notice.ts";
+export {
+  basicAckText,
+  type BasicDatagram,
+  basicKeyRequest,
+  classifyBasicDatagram,
+  fragmentBasicCiphertext,
+  parseBasicAck,
+} from "./lib/protocol/basic.ts";
+
+// Cryptography.
+export {
+  type DecryptedToken,
+  type FernetBackend,
+  FernetKey,
+  parseToken,
+} from "./lib/crypto/fernet.ts";
+export {
+  decodePem,
+  encodePem,
+  RsaDecryptError,
+  RsaPrivateKey,
+  RsaPublicKey,
+  spkiFingerprint,
+} from "./lib/crypto/rsa.ts";
+export { type ReplayVerdict, ReplayWindow } from "./lib/crypto/replay.ts";
+export {
+  computeCookie,
+  CookieAuthority,
+  type CookieVerdict,
+} from "./lib/crypto/cookie.ts";
+export { IvMarker } from "./lib/crypto/iv_mark.ts";

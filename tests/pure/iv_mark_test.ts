@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { IvMarker } from "../../lib/crypto/iv_mark.ts";
+
+Deno.test({
+  name: "create() is r ‖ first 8 bytes of HMAC-SHA-256(secret, r)",
+  permissions: "none",
+  async fn() {
+    const secret = crypto.getRandomValues(new Uint8Array(32));
+    const r = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
+    const iv = new IvMarker(secret).create(r);
+    const key = await crypto.subtle.importKey(
+      "raw",
+      secret,
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign"],
+    );
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, r));
+    assert.equal(iv.length, 16);
+    assert.deepEqual(iv.subarray(0, 8), r);
+    assert.deepEqual(iv.subarray(8), mac.subarray(0, 8));
+  },
+});
+
+Deno.test({
+  name: "isOwn() recognises this side's IVs and no others",
+  permissions: "none",
+  fn() {
+    const mine = new IvMarker();
+    const theirs = new IvMarker();
+    for (let i = 0; i < 200; i++) {
+      const iv = mine.create();
+      assert.equal(mine.isOwn(iv), true);
+      assert.equal(theirs.isOwn(iv), false);
+      assert.equal(
+        mine.isOwn(crypto.getRandomValues(new Uint8Array(16))),
+        false,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name: "isOwn() fails after any flipped bit and for a wrong length",
+  permissions: "none",
+  fn() {
+    const marker = new IvMarker();
+    const iv = marker.create();
+    for (let i = 0; i < 16; i++) {
+      const copy = iv.slice();
+      copy[i] ^= 0x10;
+      assert.equal(marker.isOwn(copy), false, `byte ${i}`);
+    }
+    assert.equal(marker.isOwn(iv.subarray(0, 15)), false);
+    assert.equal(marker.isOwn(new Uint8Array(0)), false);
+  },
+});
+
+Deno.test({
+  name: "markers with the same secret agree; the secret is copied",
+  permissions: "none",
+  fn() {
+    const secret = new Uint8Array(16).fill(9);
+    const a = new IvMarker(secret);
+    const b = new IvMarker(secret);
+    const iv = a.create();
+    assert.equal(b.isOwn(iv), true);
+    secret.fill(0);
+    assert.equal(a.isOwn(iv), true);
+  },
+});
+
+Deno.test({
+  name: "create() makes fresh IVs and rejects an r that is not 8 bytes",
+  permissions: "none",
+  fn() {
+    const marker = new IvMarker();
+    assert.notDeepEqual(marker.create(), marker.create());
+    assert.throws(() => marker.create(new Uint8Array(7)), RangeError);
+    assert.throws(() => marker.create(new Uint8Array(9)), RangeError);
+    assert.throws(() => new IvMarker(new Uint8Array(15)), RangeError);
+  },
+});
