@@ -124,6 +124,20 @@ export const SERVER_FLAGS: FlagSpecs = {
     value: "BYTES",
     help: "largest message plaintext relayed; larger get NOTICE 2",
   },
+  "message-rate": {
+    type: "string",
+    default: "200",
+    value: "N",
+    help:
+      "messages per second relayed per member (burst: twice that); more get NOTICE 3",
+  },
+  "handshake-rate": {
+    type: "string",
+    default: "5",
+    value: "N",
+    help:
+      "key exchanges per second per source IP (burst: twice that); more are dropped",
+  },
   compat: {
     type: "boolean",
     help:
@@ -231,6 +245,18 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     1,
     16 * 1024 * 1024,
   );
+  const messagesPerSecond = integerFlag(
+    "message-rate",
+    flags["message-rate"] as string,
+    1,
+    1_000_000_000,
+  );
+  const handshakesPerSecond = integerFlag(
+    "handshake-rate",
+    flags["handshake-rate"] as string,
+    1,
+    1_000_000_000,
+  );
   const logLevel = choiceFlag(
     "log-level",
     flags["log-level"] as string,
@@ -304,6 +330,10 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         compat,
         maxClients,
         maxMessageBytes,
+        messagesPerSecond,
+        messageBurst: 2 * messagesPerSecond,
+        handshakesPerSecond,
+        handshakeBurst: 2 * handshakesPerSecond,
         log,
       });
     log({

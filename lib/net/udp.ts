@@ -88,7 +88,9 @@ export class UdpTransport implements DatagramTransport {
       const from = addr as Deno.NetAddr;
       yield {
         data: view.slice(),
-        from: { hostname: from.hostname, port: from.port },
+        // A link-local IPv6 source may carry a zone id ("fe80::1%eth0"),
+        // which address values cannot express: the address alone is kept.
+        from: { hostname: stripZone(from.hostname), port: from.port },
       };
     }
   }
@@ -112,4 +114,10 @@ export class UdpTransport implements DatagramTransport {
     }
     this.#conn.close();
   }
+}
+
+/** Removes an IPv6 zone id (`%eth0`) from a literal address. */
+function stripZone(hostname: string): string {
+  const percent = hostname.indexOf("%");
+  return percent < 0 ? hostname : hostname.slice(0, percent);
 }

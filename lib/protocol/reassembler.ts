@@ -14,6 +14,12 @@ export interface ReassemblerLimits {
   timeoutMs: number;
   /** Partial buffers one source may have open. Default 64. */
   maxPartialsPerSource: number;
+  /**
+   * Partial buffers open for all sources together. Default 4096. Bounds the
+   * per-buffer overhead that byte caps do not see (many spoofed sources each
+   * sending empty chunks).
+   */
+  maxPartialsTotal: number;
   /** Bytes of chunk data one source may have buffered. Default 1 MiB. */
   maxBytesPerSource: number;
   /** Bytes of chunk data buffered for all sources together. Default 64 MiB. */
@@ -26,6 +32,7 @@ export interface ReassemblerLimits {
 export const DEFAULT_REASSEMBLER_LIMITS: Readonly<ReassemblerLimits> = {
   timeoutMs: 10_000,
   maxPartialsPerSource: 64,
+  maxPartialsTotal: 4096,
   maxBytesPerSource: 1024 * 1024,
   maxBytesTotal: 64 * 1024 * 1024,
   maxCount: 1024,
@@ -43,7 +50,7 @@ export interface ReassemblerCounters {
   countTooLarge: number;
   /** Buffers discarded because they were not complete in time. */
   timedOut: number;
-  /** Chunks dropped because their source had `maxPartialsPerSource` buffers open. */
+  /** Chunks dropped because their source had `maxPartialsPerSource` buffers open, or all sources `maxPartialsTotal`. */
   tooManyPartials: number;
   /** Chunks dropped because their source would exceed `maxBytesPerSource`. */
   sourceBytesExceeded: number;
@@ -80,6 +87,7 @@ function checkLimits(limits: ReassemblerLimits): void {
   for (
     const name of [
       "maxPartialsPerSource",
+      "maxPartialsTotal",
       "maxBytesPerSource",
       "maxBytesTotal",
       "maxCount",
@@ -180,7 +188,7 @@ export class Reassembler {
    * Adds one chunk from `source` (any string key, e.g. a formatted address).
    * Expires timed-out buffers first.
    * @returns the complete stream (chunks concatenated in index order) when this chunk completes it, else undefined
-   * @throws {MalformedDatagramError} when the fragment header itself is invalid (what {@linkcode decodeFragment} rejects)
+   * @throws {MalformedDatagramError} when the fragment header itself is invalid (what `decodeFragment()` rejects)
    */
   add(source: string, fragment: Fragment): Uint8Array | undefined {
     checkFragment(fragment);
@@ -210,7 +218,10 @@ export class Reassembler {
         this.counters.completed++;
         return chunk.slice();
       }
-      if ((state?.buffers.size ?? 0) >= limits.maxPartialsPerSource) {
+      if (
+        (state?.buffers.size ?? 0) >= limits.maxPartialsPerSource ||
+        this.#buffers.size >= limits.maxPartialsTotal
+      ) {
         this.counters.tooManyPartials++;
         return undefined;
       }
@@ -312,5 +323,10 @@ export class Reassembler {
   /** Partial buffers currently open, all sources. */
   get partialCount(): number {
     return this.#buffers.size;
+  }
+
+  /** Sources that currently have at least one partial buffer (their bookkeeping is freed with their last buffer). */
+  get sourceCount(): number {
+    return this.#sources.size;
   }
 }

@@ -152,6 +152,7 @@ const MAX_PENDING_TOTAL = 16_384;
 /** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
 const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
   maxPartialsPerSource: 2,
+  maxPartialsTotal: 1024,
   maxBytesPerSource: 16 * 1024,
   maxBytesTotal: 4 * 1024 * 1024,
   maxCount: 32,

@@ -375,6 +375,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 const limits: fc.Arbitrary<ReassemblerLimits> = fc.record({
   timeoutMs: fc.integer({ min: 1, max: 1000 }),
   maxPartialsPerSource: fc.integer({ min: 1, max: 4 }),
+  maxPartialsTotal: fc.integer({ min: 1, max: 8 }),
   maxBytesPerSource: fc.integer({ min: 1, max: 150 }),
   maxBytesTotal: fc.integer({ min: 1, max: 300 }),
   maxCount: fc.integer({ min: 1, max: 7 }),
@@ -458,7 +459,8 @@ class Model {
       }
       if (
         this.buffers.filter((b) => b.source === source).length >=
-          this.limits.maxPartialsPerSource
+          this.limits.maxPartialsPerSource ||
+        this.buffers.length >= this.limits.maxPartialsTotal
       ) {
         this.counters.tooManyPartials++;
         return undefined;
@@ -524,10 +526,18 @@ test("Reassembler matches a naive model and never exceeds its bounds, whatever i
             assert.ok(model.bytes(source) <= lim.maxBytesPerSource);
           }
           assert.ok(
-            r.partialCount <= SOURCES.length * lim.maxPartialsPerSource,
+            r.partialCount <=
+              Math.min(
+                SOURCES.length * lim.maxPartialsPerSource,
+                lim.maxPartialsTotal,
+              ),
           );
           assert.equal(r.bufferedBytes, model.bytes());
           assert.equal(r.partialCount, model.buffers.length);
+          assert.equal(
+            r.sourceCount,
+            new Set(model.buffers.map((b) => b.source)).size,
+          );
           assert.deepEqual(r.counters, model.counters);
         }
         for (const [name, n] of Object.entries(r.counters)) {
@@ -627,6 +637,7 @@ test("Reassembler returns exactly the original streams of fragmentStream(), in a
 const streamLimits: fc.Arbitrary<ReassemblerLimits> = fc.record({
   timeoutMs: fc.integer({ min: 1, max: 1000 }),
   maxPartialsPerSource: fc.integer({ min: 1, max: 4 }),
+  maxPartialsTotal: fc.integer({ min: 1, max: 8 }),
   maxBytesPerSource: fc.integer({ min: 1, max: 3000 }),
   maxBytesTotal: fc.integer({ min: 1, max: 6000 }),
   maxCount: fc.integer({ min: 1, max: 12 }),
@@ -672,7 +683,11 @@ test("Reassembler under tight bounds and a moving clock only ever returns origin
           }
           assert.ok(r.bufferedBytes <= lim.maxBytesTotal);
           assert.ok(
-            r.partialCount <= SOURCES.length * lim.maxPartialsPerSource,
+            r.partialCount <=
+              Math.min(
+                SOURCES.length * lim.maxPartialsPerSource,
+                lim.maxPartialsTotal,
+              ),
           );
         }
       },

@@ -103,11 +103,12 @@ function make(
 const A = "10.0.0.1:5007";
 const B = "[2001:db8::1]:5007";
 
-test("Reassembler defaults to the bounds of protocol.md section 3", () => {
+test("Reassembler defaults to the bounds of protocol.md section 3 (and 4096 partial buffers in all)", () => {
   const r = new Reassembler();
   assert.deepEqual(r.limits, {
     timeoutMs: 10_000,
     maxPartialsPerSource: 64,
+    maxPartialsTotal: 4096,
     maxBytesPerSource: 1024 * 1024,
     maxBytesTotal: 64 * 1024 * 1024,
     maxCount: 1024,
@@ -382,6 +383,20 @@ test("add() drops a chunk that opens a buffer past maxPartialsPerSource", () => 
   assert.deepEqual(r.counters, counters({ tooManyPartials: 1, completed: 1 }));
 });
 
+test("add() drops a chunk that opens a buffer past maxPartialsTotal, even for empty chunks from many sources", () => {
+  const [r] = make({ maxPartialsTotal: 4 });
+  const empty = (id: number): Fragment => ({
+    msgId: id,
+    index: 0,
+    count: 2,
+    chunk: new Uint8Array(0),
+  });
+  for (let s = 0; s < 10; s++) r.add(`10.0.0.${s}:1`, empty(s));
+  assert.equal(r.partialCount, 4);
+  assert.equal(r.bufferedBytes, 0);
+  assert.deepEqual(r.counters, counters({ tooManyPartials: 6 }));
+});
+
 test("add() lets a count=1 fragment through even when the source is at maxPartialsPerSource", () => {
   const [r] = make({ maxPartialsPerSource: 1 });
   r.add(A, frag(1, 0, 2));
@@ -542,4 +557,23 @@ test("every bound together: counters exact and bufferedBytes back to 0", () => {
   });
   assert.equal(r.bufferedBytes, 0);
   assert.equal(r.partialCount, 0);
+  assert.equal(r.sourceCount, 0);
+});
+
+test("sourceCount follows sources with open buffers and drops each with its last buffer", () => {
+  const [r, clock] = make({ timeoutMs: 100 });
+  r.add(A, frag(1, 0, 2));
+  r.add(B, frag(1, 0, 2));
+  r.add("10.0.0.3:1", frag(1, 0, 2));
+  r.add("10.0.0.4:1", frag(1, 0, 2));
+  assert.equal(r.sourceCount, 4);
+  r.add(A, frag(1, 1, 2)); // completed
+  r.add(B, frag(1, 0, 3)); // count mismatch
+  r.forgetSource("10.0.0.3:1");
+  assert.equal(r.sourceCount, 1);
+  clock.t += 100;
+  r.expire(); // timed out
+  assert.equal(r.sourceCount, 0);
+  r.add(A, frag(2, 0, 1)); // count=1 never opens a buffer
+  assert.equal(r.sourceCount, 0);
 });
