@@ -26,6 +26,7 @@ import {
   portFlag,
   secondsFlag,
 } from "./flags.ts";
+import { InteractiveSession } from "./interactive.ts";
 import {
   createLogSink,
   onTerminationSignal,
@@ -104,6 +105,11 @@ export const CLIENT_FLAGS: FlagSpecs = {
     help: "stderr log level: debug, info, warn or error",
   },
   help: { type: "boolean", help: "show this help" },
+  stdio: {
+    type: "boolean",
+    help:
+      "interactive: read lines from stdin, print what arrives (the default when stdin is a terminal)",
+  },
   version: { type: "boolean", help: "show the version" },
 };
 
@@ -268,7 +274,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
       send(line).then((shown) => {
         if (shown === undefined) return;
         connection.write(shown);
-        printLine(shown);
+        show(shown);
       }).catch((error) => {
         connection.write(
           json
@@ -282,6 +288,8 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     },
   });
   const color = useColor();
+  /** Where lines for the user go: stdout, or above the prompt when interactive. */
+  let show: (line: string) => void = printLine;
   // Events of the first key exchange (present members) wait until the ready
   // line is out, so that it is the first stdout line.
   let early: string[] | undefined = [];
@@ -293,7 +301,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
       ? `\x1b[2m${line}\x1b[0m`
       : line;
     if (early) early.push(shown);
-    else printLine(shown);
+    else show(shown);
   };
   let transport: UdpTransport | undefined;
   try {
@@ -355,7 +363,24 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   );
   for (const line of early) printLine(line);
   early = undefined;
+  let session: InteractiveSession | undefined;
+  if (flags.stdio === true || Deno.stdin.isTerminal()) {
+    const relay = client instanceof RelayClient ? client : undefined;
+    session = new InteractiveSession({
+      send: send!,
+      who: () => [
+        `you: ${address}`,
+        ...(relay
+          ? relay.members().map((member) => `member: ${member}`)
+          : ["(the basic profile has no group)"]),
+      ],
+      quit: stopRequested,
+    }, Deno.stdin.isTerminal());
+    show = (line) => session!.print(line);
+    session.start();
+  }
   await stopped;
+  session?.stop();
   removeSignals();
   await client.close();
   await control.close();

@@ -98,7 +98,8 @@ export const SERVER_FLAGS: FlagSpecs = {
   "key-bits": {
     type: "string",
     value: "BITS",
-    help: "size of a generated key: 2048, 3072 or 4096",
+    help:
+      "size of a generated key: 2048, 3072 or 4096 (default: 2048; 4096 with --profile basic)",
   },
   "client-timeout": {
     type: "string",

@@ -14,6 +14,7 @@ import { RsaDecryptError, RsaPrivateKey, RsaPublicKey } from "../crypto/rsa.ts";
 import {
   decodeAddress,
   formatAddress,
+  isMulticastIPv4,
   type PeerAddress,
 } from "../protocol/address.ts";
 import { decodeFragment, fragmentStream } from "../protocol/fragment.ts";
@@ -417,21 +418,32 @@ export class RelayClient implements AsyncDisposable {
     restart: while (true) {
       let answer: KeyAnswer | undefined;
       let delay = initialMs;
-      for (let i = 0; i < attempts && !answer; i++) {
+      let refused = false;
+      for (let i = 0; i < attempts && !answer && !refused; i++) {
         this.#throwIfClosed();
         this.#sendKeyRequest();
-        answer = await this.#waitFor<KeyAnswer>((w) => {
+        const result = await this.#waitFor<KeyAnswer | "refused">((w) => {
           this.#keyWaiter = w && ((a: KeyAnswer) => {
-            if (this.#pinned && a.serverKey.fingerprint !== this.#pinned) {
-              mismatched = a.serverKey.fingerprint;
-              this.#dropLogged("fingerprint_mismatch", formatAddress(a.from), {
-                fingerprint: a.serverKey.fingerprint,
-              });
-              return;
+            if (!this.#pinned || a.serverKey.fingerprint === this.#pinned) {
+              return w(a);
             }
-            w(a);
+            mismatched = a.serverKey.fingerprint;
+            // The unicast target itself answered with another key: nothing
+            // else will answer for it, so fail now. Under multicast another
+            // member of the group may still answer with the pinned key.
+            if (
+              !isMulticastIPv4(this.#target.hostname) &&
+              formatAddress(a.from) === formatAddress(this.#target)
+            ) {
+              return w("refused");
+            }
+            this.#dropLogged("fingerprint_mismatch", formatAddress(a.from), {
+              fingerprint: a.serverKey.fingerprint,
+            });
           });
         }, delay);
+        if (result === "refused") refused = true;
+        else answer = result;
         delay *= 2;
       }
       this.#throwIfClosed();

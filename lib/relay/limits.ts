@@ -123,3 +123,45 @@ export class OncePerInterval {
     return true;
   }
 }
+
+/**
+ * A set of keys that each expire at a time given when added; bounded (the
+ * oldest entries are forgotten first when full). With a fixed lifetime,
+ * insertion order is expiry order, so pruning is amortised O(1).
+ */
+export class ExpiringSet {
+  readonly #expiry = new Map<string, number>();
+
+  /** @param capacity most keys remembered */
+  constructor(readonly capacity: number) {}
+
+  /** Remembers `key` until `expiresAtMs`. */
+  add(key: string, expiresAtMs: number, nowMs: number): void {
+    this.#prune(nowMs);
+    this.#expiry.delete(key);
+    if (this.#expiry.size >= this.capacity) {
+      const oldest = this.#expiry.keys().next().value;
+      if (oldest !== undefined) this.#expiry.delete(oldest);
+    }
+    this.#expiry.set(key, expiresAtMs);
+  }
+
+  /** Whether `key` is remembered and not expired. */
+  has(key: string, nowMs: number): boolean {
+    this.#prune(nowMs);
+    const expiresAt = this.#expiry.get(key);
+    return expiresAt !== undefined && expiresAt > nowMs;
+  }
+
+  /** Keys remembered now (expired ones may linger until the next call). */
+  get size(): number {
+    return this.#expiry.size;
+  }
+
+  #prune(nowMs: number): void {
+    for (const [key, expiresAt] of this.#expiry) {
+      if (expiresAt > nowMs) return;
+      this.#expiry.delete(key);
+    }
+  }
+}

@@ -38,7 +38,14 @@ import {
   type TlvRecord,
 } from "../protocol/tlv.ts";
 import type { Datagram, DatagramTransport } from "../net/transport.ts";
-import { OncePerInterval, SourceRateLimiter, TokenBucket } from "./limits.ts";
+import {
+  ExpiringSet,
+  OncePerInterval,
+  SourceRateLimiter,
+  TokenBucket,
+} from "./limits.ts";
+import { hmacSha256 } from "../crypto/hmac.ts";
+import { encodeBase64 } from "../crypto/base64.ts";
 import { type LogRecord, type LogSink, silentLog } from "./log.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
@@ -133,6 +140,8 @@ interface Member {
   profile: MemberProfile;
   guard: TokenGuard | undefined;
   rsaKey: RsaPublicKey | undefined;
+  /** Identifies the key it registered with (never the key itself). */
+  keyId: string;
   readonly joinedAt: number;
   lastSeen: number;
   messagesIn: number;
@@ -157,6 +166,14 @@ const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
   maxBytesTotal: 4 * 1024 * 1024,
   maxCount: 32,
 };
+/**
+ * How long an accepted (address, key) registration is remembered: as long as
+ * the cookie that carried it could still be valid (60 s + 5 s of skew), so a
+ * replay of it is always recognised.
+ */
+const REGISTRATION_MEMORY_MS = 66_000;
+/** Registrations remembered at most. */
+const MAX_REMEMBERED_REGISTRATIONS = 65_536;
 /** A drop of one kind is logged at most once per source per this interval. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
@@ -200,6 +217,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #members = new Map<string, Member>();
   readonly #cookies: CookieAuthority;
   readonly #marker = new IvMarker();
+  readonly #keyIdSecret = crypto.getRandomValues(new Uint8Array(32));
+  readonly #usedRegistrations = new ExpiringSet(MAX_REMEMBERED_REGISTRATIONS);
   readonly #memberReassembly: Reassembler;
   readonly #strangerReassembly: Reassembler;
   readonly #handshakeLimiter: SourceRateLimiter;
@@ -595,13 +614,18 @@ export class RelayServer implements AsyncDisposable {
       : "rsa";
     let fernetKey: FernetKey | undefined;
     let rsaKey: RsaPublicKey | undefined;
+    let keyId: string;
     this.#pendingHandshakes++;
     try {
       if (profile === "hybrid") {
         const keyText = await this.#privateKey.decrypt(record.value);
         fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend);
+        keyId = encodeBase64(
+          hmacSha256(this.#keyIdSecret, keyText).subarray(0, 16),
+        );
       } else {
         rsaKey = await RsaPublicKey.fromPem(decoder.decode(record.value));
+        keyId = rsaKey.fingerprint;
         if (rsaKey.modulusBits < 2048 || rsaKey.modulusBits > 4096) {
           this.#drop("client_key_size", source, {
             bits: rsaKey.modulusBits,
@@ -628,14 +652,34 @@ export class RelayServer implements AsyncDisposable {
     if (this.#closing) return;
 
     const now = this.#now();
+    const existing = this.#members.get(source);
+    if (existing?.keyId === keyId) {
+      // A retry of the registration that made this member (its WELCOME was
+      // lost), or a replay of it: answer again, change nothing, so the
+      // member's replay window survives.
+      this.#count("registration_repeated");
+      this.#sendPacked(
+        [await this.#welcome(existing), ...this.#presentRecords(existing)],
+        existing.address,
+      );
+      return;
+    }
+    const used = `${source} ${keyId}`;
+    if (this.#usedRegistrations.has(used, now)) {
+      // A replay of an earlier registration of this address: it would roll
+      // the member back to an old key, or bring a departed member back.
+      this.#drop("registration_replayed", source);
+      return;
+    }
+    this.#usedRegistrations.add(used, now + REGISTRATION_MEMORY_MS, now);
     const guard = fernetKey
       ? new TokenGuard(fernetKey, this.#marker, this.#tokenMaxAge)
       : undefined;
-    const existing = this.#members.get(source);
     if (existing) {
       existing.profile = profile;
       existing.guard = guard;
       existing.rsaKey = rsaKey;
+      existing.keyId = keyId;
       existing.lastSeen = now;
       this.#rekeys++;
       this.#emit({ level: "info", event: "rekey", client: source, profile });
@@ -657,6 +701,7 @@ export class RelayServer implements AsyncDisposable {
       profile,
       guard,
       rsaKey,
+      keyId,
       joinedAt: now,
       lastSeen: now,
       messagesIn: 0,
@@ -672,19 +717,30 @@ export class RelayServer implements AsyncDisposable {
     this.#registrations++;
     this.#emit({ level: "info", event: "join", client: source, profile });
 
-    const present: TlvRecord[] = [];
     const joined = encodeRecords([
       { type: RecordType.NOTIFY_CONNECT, value: addressValue },
     ]);
     for (const other of this.#members.values()) {
-      if (other === member) continue;
-      present.push({
-        type: RecordType.NOTIFY_CONNECT,
-        value: other.addressValue,
-      });
-      this.#send(joined, other.address);
+      if (other !== member) this.#send(joined, other.address);
     }
-    this.#sendPacked([await this.#welcome(member), ...present], from);
+    this.#sendPacked(
+      [await this.#welcome(member), ...this.#presentRecords(member)],
+      from,
+    );
+  }
+
+  /** One NOTIFY_CONNECT per member other than `member`. */
+  #presentRecords(member: Member): TlvRecord[] {
+    const present: TlvRecord[] = [];
+    for (const other of this.#members.values()) {
+      if (other !== member) {
+        present.push({
+          type: RecordType.NOTIFY_CONNECT,
+          value: other.addressValue,
+        });
+      }
+    }
+    return present;
   }
 
   /** The WELCOME record for `member`: its address under its own key. */

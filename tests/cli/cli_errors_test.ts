@@ -1,0 +1,497 @@
+/**
+ * The programs' help, version and start-up errors: every bad value gives one
+ * `error:` line on stderr, a non-zero status and no stack trace; and the
+ * server's `--key-file` is created with mode 0600 and reused.
+ *
+ * Safety: every server here runs with `--no-multicast --bind 127.0.0.1` (or
+ * a bad --bind that cannot bind), and every client either has a loopback
+ * `--server` or a loopback `--group`, so even a flag that wrongly passed
+ * validation could send nothing off this machine.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import denoJson from "../../deno.json" with { type: "json" };
+import { SERVER_FLAGS } from "../../lib/cli/server_main.ts";
+import { CLIENT_FLAGS } from "../../lib/cli/client_main.ts";
+import type { FlagSpecs } from "../../lib/cli/flags.ts";
+import { RSA2048_PRIVATE_PKCS1_PEM } from "../fixtures/rsa_fixtures.ts";
+import {
+  assertNoStackTrace,
+  CAN_RUN,
+  FIXTURE_FINGERPRINT,
+  LOOPBACK_SERVER,
+  NO_RUN_REASON,
+  Proc,
+  startServer,
+  withTempDir,
+  writeFixtureKey,
+} from "./_process.ts";
+
+if (!CAN_RUN) console.log(`cli_errors_test.ts: ignored: ${NO_RUN_REASON}`);
+
+/** Runs a program to its end; returns status, stdout lines and stderr. */
+async function run(
+  script: "server.ts" | "client.ts",
+  args: readonly string[],
+): Promise<{ code: number; stdout: string[]; stderr: string }> {
+  const proc = Proc.deno(script, args);
+  try {
+    const status = await proc.exited(`${script} ${args.join(" ")} to exit`);
+    return {
+      code: status.code,
+      stdout: proc.stdout.lines,
+      stderr: proc.stderr,
+    };
+  } finally {
+    await proc.kill();
+  }
+}
+
+/**
+ * Asserts the program refuses to start with exactly one stderr line that
+ * starts with `error:` and matches `pattern`, nothing on stdout, a non-zero
+ * status (`code` when given) and no stack trace.
+ */
+async function assertStartupError(
+  script: "server.ts" | "client.ts",
+  args: readonly string[],
+  pattern: RegExp,
+  code?: number,
+): Promise<string> {
+  const result = await run(script, args);
+  const context = `${script} ${
+    args.join(" ")
+  }\nstatus ${result.code}\nstdout:\n${
+    result.stdout.join("\n")
+  }\nstderr:\n${result.stderr}`;
+  assert.notEqual(result.code, 0, context);
+  if (code !== undefined) assert.equal(result.code, code, context);
+  assert.deepEqual(result.stdout, [], context);
+  assertNoStackTrace(result.stderr);
+  const lines = result.stderr.split("\n").filter((l) => l.length > 0);
+  assert.equal(lines.length, 1, context);
+  assert.ok(lines[0].startsWith("error: "), context);
+  assert.match(lines[0], pattern, context);
+  return lines[0];
+}
+
+/** Asserts `--help` output lists every flag, with its default when it has one. */
+function assertHelpListsFlags(help: string, specs: FlagSpecs): void {
+  const lines = help.split("\n");
+  for (const [name, spec] of Object.entries(specs)) {
+    const line = lines.find((l) => new RegExp(`^ +--${name}( |$)`).test(l));
+    assert.ok(line, `--help lists --${name}:\n${help}`);
+    if (spec.default !== undefined) {
+      assert.ok(
+        line.includes(`(default: ${spec.default})`),
+        `--${name} shows its default ${spec.default}: ${line}`,
+      );
+    }
+  }
+}
+
+/** Server flags that keep it on loopback, with a free UDP port and control port. */
+const SAFE_SERVER = LOOPBACK_SERVER;
+/** A loopback address where nothing answers: clients refused at start never send, and would only reach loopback anyway. */
+const NOWHERE = "127.0.0.1:9";
+
+Deno.test({
+  name:
+    "server --help and client --help exit 0 and list every flag with its default",
+  ignore: !CAN_RUN,
+  async fn() {
+    const server = await run("server.ts", ["--help"]);
+    assert.equal(server.code, 0, server.stderr);
+    assert.equal(server.stderr, "");
+    const serverHelp = server.stdout.join("\n");
+    assert.match(serverHelp, /^mcrelay server /);
+    assertHelpListsFlags(serverHelp, SERVER_FLAGS);
+    // The defaults protocol.md and the README promise, independently of the code.
+    for (
+      const [flag, value] of [
+        ["group", "224.1.1.1"],
+        ["port", "5007"],
+        ["bind", "0.0.0.0"],
+        ["tcp-host", "127.0.0.1"],
+        ["tcp-port", "9999"],
+        ["mtu", "1200"],
+        ["client-timeout", "30"],
+      ]
+    ) {
+      assert.match(
+        serverHelp,
+        new RegExp(
+          `--${flag} .*\\(default: ${value.replaceAll(".", "\\.")}\\)`,
+        ),
+      );
+    }
+    for (
+      const flag of [
+        "no-multicast",
+        "key-file",
+        "compat",
+        "json",
+        "log-level",
+        "help",
+        "version",
+      ]
+    ) {
+      assert.match(serverHelp, new RegExp(`^ +--${flag}( |$)`, "m"));
+    }
+
+    const client = await run("client.ts", ["--help"]);
+    assert.equal(client.code, 0, client.stderr);
+    assert.equal(client.stderr, "");
+    const clientHelp = client.stdout.join("\n");
+    assert.match(clientHelp, /^mcrelay client /);
+    assertHelpListsFlags(clientHelp, CLIENT_FLAGS);
+    for (
+      const [flag, value] of [
+        ["group", "224.1.1.1"],
+        ["port", "5007"],
+        ["tcp-port", "9000"],
+        ["mtu", "1200"],
+        ["keepalive", "10"],
+      ]
+    ) {
+      assert.match(
+        clientHelp,
+        new RegExp(
+          `--${flag} .*\\(default: ${value.replaceAll(".", "\\.")}\\)`,
+        ),
+      );
+    }
+    for (const flag of ["server", "fingerprint", "json", "help", "version"]) {
+      assert.match(clientHelp, new RegExp(`^ +--${flag}( |$)`, "m"));
+    }
+  },
+});
+
+Deno.test({
+  name: "server --version and client --version print the package version",
+  ignore: !CAN_RUN,
+  async fn() {
+    for (
+      const [script, name] of [["server.ts", "server"], [
+        "client.ts",
+        "client",
+      ]] as const
+    ) {
+      const result = await run(script, ["--version"]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, "");
+      assert.deepEqual(result.stdout, [`mcrelay ${name} ${denoJson.version}`]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server: each bad flag value gives one 'error:' line, a non-zero status and no stack trace",
+  ignore: !CAN_RUN,
+  async fn(t) {
+    const cases: [string, string[], RegExp][] = [
+      [
+        "a --bind that is not an IP",
+        [
+          "--no-multicast",
+          "--port",
+          "0",
+          "--tcp-port",
+          "0",
+          "--bind",
+          "300.1.2.3",
+        ],
+        /--bind "300\.1\.2\.3" is not an IP address/,
+      ],
+      [
+        "a --group that is not multicast",
+        [...SAFE_SERVER, "--group", "127.0.0.1"],
+        /--group "127\.0\.0\.1" is not an IPv4 multicast group/,
+      ],
+      [
+        "--port 70000",
+        [
+          "--no-multicast",
+          "--bind",
+          "127.0.0.1",
+          "--tcp-port",
+          "0",
+          "--port",
+          "70000",
+        ],
+        /--port "70000" is not a port/,
+      ],
+      [
+        "--port abc",
+        [
+          "--no-multicast",
+          "--bind",
+          "127.0.0.1",
+          "--tcp-port",
+          "0",
+          "--port",
+          "abc",
+        ],
+        /--port "abc" is not a port/,
+      ],
+      [
+        "--tcp-port -1",
+        [
+          "--no-multicast",
+          "--bind",
+          "127.0.0.1",
+          "--port",
+          "0",
+          "--tcp-port=-1",
+        ],
+        /--tcp-port "-1" is not a port/,
+      ],
+      [
+        "an unknown flag",
+        [...SAFE_SERVER, "--frobnicate"],
+        /--frobnicate/,
+      ],
+      [
+        "a flag without its value",
+        [...SAFE_SERVER, "--mtu"],
+        /--mtu/,
+      ],
+      [
+        "a stray argument",
+        [...SAFE_SERVER, "extra"],
+        /extra/,
+      ],
+      [
+        "--log-level loud",
+        [...SAFE_SERVER, "--log-level", "loud"],
+        /--log-level "loud" is not one of debug, info, warn, error/,
+      ],
+      [
+        "--mtu 100",
+        [...SAFE_SERVER, "--mtu", "100"],
+        /--mtu "100" is out of range/,
+      ],
+      [
+        "a control port off loopback without a token",
+        [...SAFE_SERVER, "--tcp-host", "0.0.0.0"],
+        /--tcp-host 0\.0\.0\.0 is not a loopback address.*--control-token/,
+      ],
+    ];
+    for (const [what, args, pattern] of cases) {
+      await t.step(what, async () => {
+        await assertStartupError("server.ts", args, pattern, 2);
+      });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "client: each bad flag value gives one 'error:' line, a non-zero status and no stack trace",
+  ignore: !CAN_RUN,
+  async fn(t) {
+    const base = ["--server", NOWHERE, "--tcp-port", "0"];
+    const cases: [string, string[], RegExp][] = [
+      [
+        "a --group that is not multicast (no --server)",
+        ["--tcp-port", "0", "--group", "127.0.0.1"],
+        /--group "127\.0\.0\.1" is not an IPv4 multicast group/,
+      ],
+      [
+        "--port 70000",
+        [...base, "--port", "70000"],
+        /--port "70000" is not a port/,
+      ],
+      ["--port abc", [...base, "--port", "abc"], /--port "abc" is not a port/],
+      [
+        "--port 0",
+        [...base, "--port", "0"],
+        /--port "0" is not a port: give a number from 1/,
+      ],
+      [
+        "a --server without a port",
+        ["--tcp-port", "0", "--server", "127.0.0.1"],
+        /--server "127\.0\.0\.1" is not an address/,
+      ],
+      [
+        "a malformed --fingerprint",
+        [...base, "--fingerprint", "MD5:00:11"],
+        /--fingerprint "MD5:00:11" is not a key fingerprint/,
+      ],
+      [
+        "a control port off loopback",
+        [...base, "--tcp-host", "0.0.0.0"],
+        /--tcp-host 0\.0\.0\.0 is not a loopback address/,
+      ],
+      ["an unknown flag", [...base, "--frobnicate"], /--frobnicate/],
+      [
+        "--profile nope",
+        [...base, "--profile", "nope"],
+        /--profile "nope" is not one of/,
+      ],
+    ];
+    for (const [what, args, pattern] of cases) {
+      await t.step(what, async () => {
+        await assertStartupError("client.ts", args, pattern, 2);
+      });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server --key-file: a file others can read, or one that holds no PKCS#8 RSA key, is refused with one line",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const open = await writeFixtureKey(dir, "open.pem");
+      await Deno.chmod(open, 0o644);
+      const line = await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--key-file", open],
+        /chmod 600/,
+        2,
+      );
+      assert.match(line, /mode 644/);
+      assert.ok(line.includes(open), line);
+
+      const notKey = `${dir}/not_a_key.pem`;
+      await Deno.writeTextFile(notKey, "this is not a key\n", { mode: 0o600 });
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--key-file", notKey],
+        /does not hold an RSA private key in PKCS#8 PEM/,
+        2,
+      );
+
+      const pkcs1 = `${dir}/pkcs1.pem`;
+      await Deno.writeTextFile(pkcs1, RSA2048_PRIVATE_PKCS1_PEM, {
+        mode: 0o600,
+      });
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--key-file", pkcs1],
+        /does not hold an RSA private key in PKCS#8 PEM/,
+        2,
+      );
+
+      // Neither refusal touched the files.
+      assert.equal(await Deno.readTextFile(notKey), "this is not a key\n");
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "server: a UDP port or control port already in use gives one 'error:' line and status 1",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const keyFile = await writeFixtureKey(dir);
+      const udp = Deno.listenDatagram({
+        transport: "udp",
+        hostname: "127.0.0.1",
+        port: 0,
+      });
+      try {
+        const port = (udp.addr as Deno.NetAddr).port;
+        await assertStartupError(
+          "server.ts",
+          [
+            "--no-multicast",
+            "--bind",
+            "127.0.0.1",
+            "--tcp-port",
+            "0",
+            "--key-file",
+            keyFile,
+            "--port",
+            String(port),
+          ],
+          /another process holds that port/,
+          1,
+        );
+      } finally {
+        udp.close();
+      }
+
+      const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      try {
+        await assertStartupError(
+          "server.ts",
+          [
+            "--no-multicast",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--key-file",
+            keyFile,
+            "--tcp-port",
+            String(tcp.addr.port),
+          ],
+          /another process holds that port/,
+          1,
+        );
+      } finally {
+        tcp.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "server --key-file: a missing file is generated with mode 0600 and reused on the next start (same fingerprint)",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const keyFile = `${dir}/generated.pem`;
+      const args = [...LOOPBACK_SERVER, "--key-file", keyFile];
+
+      const first = await startServer(args);
+      try {
+        first.proc.signal("SIGTERM");
+        assert.equal((await first.proc.exited()).code, 0, first.proc.stderr);
+      } finally {
+        await first.proc.kill();
+      }
+      const firstEvents = first.proc.stdout.lines.map((l) => JSON.parse(l));
+      assert.ok(
+        firstEvents.some((e) =>
+          e.event === "key_created" && e.path === keyFile
+        ),
+        first.proc.stdout.lines.join("\n"),
+      );
+      assert.ok(!firstEvents.some((e) => e.event === "ephemeral_key"));
+      const info = await Deno.stat(keyFile);
+      assert.equal(info.mode! & 0o777, 0o600);
+      const pem = await Deno.readTextFile(keyFile);
+      assert.match(pem, /^-----BEGIN PRIVATE KEY-----\n/);
+
+      const second = await startServer(args);
+      try {
+        assert.equal(second.fingerprint, first.fingerprint);
+        second.proc.signal("SIGTERM");
+        assert.equal((await second.proc.exited()).code, 0, second.proc.stderr);
+      } finally {
+        await second.proc.kill();
+      }
+      const secondEvents = second.proc.stdout.lines.map((l) => JSON.parse(l));
+      assert.ok(!secondEvents.some((e) => e.event === "key_created"));
+      assert.equal(await Deno.readTextFile(keyFile), pem, "the file is kept");
+      assert.equal((await Deno.stat(keyFile)).mode! & 0o777, 0o600);
+
+      // The fixture key gives the fingerprint openssl computed.
+      const fixture = await startServer([
+        ...LOOPBACK_SERVER,
+        "--key-file",
+        await writeFixtureKey(dir),
+      ]);
+      await fixture.proc.kill();
+      assert.equal(fixture.fingerprint, FIXTURE_FINGERPRINT);
+    });
+  },
+});

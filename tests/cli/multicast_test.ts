@@ -1,0 +1,164 @@
+/**
+ * The relay over real multicast, in a private network namespace that the
+ * test makes itself: `unshare -n` (plus a private PID namespace, so every
+ * process in it dies with it), loopback up with multicast on and a route for
+ * 224.0.0.0/4, then multicast_scenario.ts runs a server joined to 224.1.1.1
+ * and two clients that send to the group.
+ *
+ * Nothing multicast runs outside that namespace: the command is checked to
+ * start with `unshare -n` before it is spawned, and the scenario itself
+ * refuses to run when it sees any interface other than `lo`.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  CAN_RUN,
+  NO_RUN_REASON,
+  parseJson,
+  Proc,
+  PROGRAM_PERMISSIONS,
+} from "./_process.ts";
+
+/** Sets up the namespace's loopback for multicast. */
+const SETUP = [
+  "ip link set lo up",
+  "ip link set lo multicast on",
+  "ip route add 224.0.0.0/4 dev lo src 127.0.0.1",
+].join(" && ");
+
+/**
+ * `unshare` arguments that run `command` in a new network and PID namespace
+ * after {@linkcode SETUP}; the PID namespace ends (killing all in it) when
+ * unshare dies.
+ */
+function namespaced(command: readonly string[]): string[] {
+  return [
+    "-n",
+    "-p",
+    "-f",
+    "--kill-child",
+    "sh",
+    "-c",
+    `${SETUP} && exec "$@"`,
+    "sh",
+    ...command,
+  ];
+}
+
+/** Throws unless `unshare args` really makes a new network namespace first. */
+function assertNamespaced(command: string, args: readonly string[]): void {
+  const shell = args.indexOf("sh");
+  if (
+    command !== "unshare" || args[0] !== "-n" || shell < 0 ||
+    args.slice(0, shell).some((a) => !a.startsWith("-"))
+  ) {
+    throw new Error(
+      `refusing to run outside a private network namespace: ${command} ${
+        args.join(" ")
+      }`,
+    );
+  }
+}
+
+/** Whether the namespace can be made here; the reason when not. */
+async function probeNamespace(): Promise<string | undefined> {
+  if (!CAN_RUN) return NO_RUN_REASON;
+  const args = namespaced(["true"]);
+  assertNamespaced("unshare", args);
+  try {
+    const result = await new Deno.Command("unshare", {
+      args,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (result.success) return undefined;
+    return `unshare -n (with ${SETUP}) failed with status ${result.code}: ${
+      new TextDecoder().decode(result.stderr).trim()
+    }`;
+  } catch (error) {
+    return `cannot run unshare: ${(error as Error).message}`;
+  }
+}
+
+const notPossible = await probeNamespace();
+if (notPossible) console.log(`multicast_test.ts: ignored: ${notPossible}`);
+
+Deno.test({
+  name:
+    "multicast: in a private network namespace, a server joined to 224.1.1.1 relays between two clients that send to the group",
+  ignore: notPossible !== undefined,
+  async fn() {
+    const args = namespaced([
+      Deno.execPath(),
+      "run",
+      ...PROGRAM_PERMISSIONS,
+      "--allow-run",
+      "tests/cli/multicast_scenario.ts",
+    ]);
+    assertNamespaced("unshare", args);
+    const proc = Proc.spawn("unshare", args, { name: "multicast scenario" });
+    try {
+      const status = await proc.exited("the multicast scenario", 60_000);
+      const line = proc.stdout.lines.find((l) =>
+        parseJson(l)?.ok !== undefined
+      );
+      assert.ok(
+        line,
+        `no result line; status ${status.code}\nstdout:\n${
+          proc.stdout.lines.join("\n")
+        }\nstderr:\n${proc.stderr}`,
+      );
+      const result = parseJson(line)!;
+      assert.equal(result.ok, true, `${result.error}\nstderr:\n${proc.stderr}`);
+      assert.equal(status.code, 0, proc.stderr);
+
+      // It ran in the namespace, with the group joined on its loopback.
+      assert.deepEqual(result.interfaces, ["lo"]);
+      assert.match(String(result.memberships), /inet\s+224\.1\.1\.1/);
+
+      // The server joined the group on a free port, bound to 0.0.0.0.
+      const server = result.server as Record<string, unknown>;
+      const udp = /^0\.0\.0\.0:(\d+)$/.exec(String(server.udp));
+      assert.ok(udp, `server udp ${server.udp}`);
+      const port = udp[1];
+      assert.equal(server.multicast, `224.1.1.1:${port}`);
+
+      // The clients sent to the group (no --server) and were answered by
+      // unicast from the server's port.
+      assert.deepEqual(result.clientArgs, [
+        "--group",
+        "224.1.1.1",
+        "--port",
+        port,
+      ]);
+      const a = result.a as Record<string, string>;
+      const b = result.b as Record<string, string>;
+      assert.match(a.server, new RegExp(`:${port}$`));
+      assert.match(b.server, new RegExp(`:${port}$`));
+
+      // Each message arrived at the other client with the right sender.
+      assert.deepEqual(result.atB, {
+        event: "message",
+        from: a.address,
+        text: "hello over multicast",
+      });
+      assert.deepEqual(result.atA, {
+        event: "message",
+        from: b.address,
+        text: "and back",
+      });
+      const stats = result.stats as Record<string, unknown>;
+      assert.equal(stats.messagesRelayed, 2);
+      assert.equal(stats.registrations, 2);
+      const clients = result.clients as Record<string, unknown>[];
+      assert.deepEqual(
+        new Set(clients.map((c) => c.address)),
+        new Set([a.address, b.address]),
+      );
+    } finally {
+      await proc.kill();
+    }
+  },
+});
