@@ -149,8 +149,11 @@ export {
 export {
   type DecryptedToken,
   type FernetBackend,
+  type FernetDecryptOptions,
+  type FernetEncryptOptions,
   FernetKey,
   parseToken,
+  type TokenFields,
 } from "./lib/crypto/fernet.ts";
 export {
   decodePem,
@@ -160,7 +163,11 @@ export {
   RsaPublicKey,
   spkiFingerprint,
 } from "./lib/crypto/rsa.ts";
-export { type ReplayVerdict, ReplayWindow } from "./lib/crypto/replay.ts";
+export {
+  type ReplayVerdict,
+  ReplayWindow,
+  type ReplayWindowOptions,
+} from "./lib/crypto/replay.ts";
 export {
   computeCookie,
   CookieAuthority,

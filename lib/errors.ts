@@ -7,7 +7,10 @@
 
 /** A datagram or reassembled stream that does not follow the wire format (protocol.md sections 2-3). */
 export class MalformedDatagramError extends RangeError {
-  /** @param message what is wrong with the bytes, e.g. "Cannot decode TLV record: length 900 runs past the end of a 120-byte datagram" */
+  /**
+   * Creates the error.
+   * @param message what is wrong with the bytes, e.g. "Cannot decode TLV record: length 900 runs past the end of a 120-byte datagram"
+   */
   constructor(message: string) {
     super(message);
     this.name = "MalformedDatagramError";
@@ -27,6 +30,7 @@ export class InvalidTokenError extends Error {
   /** Which check failed. */
   readonly reason: InvalidTokenReason;
   /**
+   * Creates the error.
    * @param reason which check failed
    * @param message a sentence for the log
    */
@@ -39,7 +43,10 @@ export class InvalidTokenError extends Error {
 
 /** A key (Fernet key text, PEM, PKCS#8, key file) that cannot be used. */
 export class InvalidKeyError extends TypeError {
-  /** @param message what is wrong with the key and how to fix it */
+  /**
+   * Creates the error.
+   * @param message what is wrong with the key and how to fix it
+   */
   constructor(message: string) {
     super(message);
     this.name = "InvalidKeyError";
@@ -48,7 +55,10 @@ export class InvalidKeyError extends TypeError {
 
 /** A configuration value (flag, option) that is out of range or of the wrong form. */
 export class ConfigError extends Error {
-  /** @param message one line: what is wrong and what to do */
+  /**
+   * Creates the error.
+   * @param message one line: what is wrong and what to do
+   */
   constructor(message: string) {
     super(message);
     this.name = "ConfigError";
@@ -57,7 +67,10 @@ export class ConfigError extends Error {
 
 /** The key exchange with the server did not complete (no answer, pinned fingerprint mismatch, bad WELCOME). */
 export class HandshakeError extends Error {
-  /** @param message what failed and what to check */
+  /**
+   * Creates the error.
+   * @param message what failed and what to check
+   */
   constructor(message: string) {
     super(message);
     this.name = "HandshakeError";

@@ -60,6 +60,7 @@ export class MemoryTransport implements DatagramTransport {
     this.#wake?.();
   }
 
+  /** Yields received datagrams until the transport is closed. */
   async *[Symbol.asyncIterator](): AsyncIterator<Datagram> {
     while (true) {
       const next = this.#queue.shift();

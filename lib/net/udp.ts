@@ -74,6 +74,7 @@ export class UdpTransport implements DatagramTransport {
     return transport;
   }
 
+  /** Yields received datagrams until the transport is closed. */
   async *[Symbol.asyncIterator](): AsyncIterator<Datagram> {
     while (!this.#closed) {
       let received: [Uint8Array, Deno.Addr];

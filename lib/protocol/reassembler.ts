@@ -156,6 +156,7 @@ export class Reassembler {
   #bytes = 0;
 
   /**
+   * Creates an empty reassembler.
    * @param limits bounds, defaults from protocol.md
    * @param now clock in milliseconds (injected for tests)
    * @throws {RangeError} when a limit is not a positive number

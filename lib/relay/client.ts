@@ -119,6 +119,12 @@ interface KeyAnswer {
 
 type Waiter<T> = (value: T) => void;
 
+/** Events waiting for an `events()` reader. */
+interface EventInbox {
+  readonly queue: ClientEvent[];
+  wake: (() => void) | undefined;
+}
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const DISCONNECT_TEXT = encoder.encode("DISCONNECT");
@@ -275,33 +281,42 @@ export class RelayClient implements AsyncDisposable {
 
   /**
    * Events as an async iterable, ending when the client closes or `signal`
-   * aborts. A reader that falls more than `eventBufferSize` events behind
-   * loses the oldest ones (counted in `stats().eventsDropped`).
+   * aborts. It subscribes when called, so no event is missed between this
+   * call and the first read. A reader that falls more than
+   * `eventBufferSize` events behind loses the oldest ones (counted in
+   * `stats().eventsDropped`).
    */
-  async *events(signal?: AbortSignal): AsyncGenerator<ClientEvent> {
-    const queue: ClientEvent[] = [];
-    let wake: (() => void) | undefined;
+  events(signal?: AbortSignal): AsyncGenerator<ClientEvent> {
+    const inbox: EventInbox = { queue: [], wake: undefined };
     const unsubscribe = this.onEvent((event) => {
-      if (queue.length >= this.#eventBufferSize) {
-        queue.shift();
+      if (inbox.queue.length >= this.#eventBufferSize) {
+        inbox.queue.shift();
         this.#eventsDropped++;
       }
-      queue.push(event);
-      wake?.();
+      inbox.queue.push(event);
+      inbox.wake?.();
     });
-    const stop = () => wake?.();
+    return this.#drain(inbox, unsubscribe, signal);
+  }
+
+  async *#drain(
+    inbox: EventInbox,
+    unsubscribe: () => void,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<ClientEvent> {
+    const stop = () => inbox.wake?.();
     signal?.addEventListener("abort", stop);
     this.#abort.signal.addEventListener("abort", stop);
     try {
       while (true) {
-        const event = queue.shift();
+        const event = inbox.queue.shift();
         if (event) {
           yield event;
           continue;
         }
         if (signal?.aborted || this.#abort.signal.aborted) return;
-        await new Promise<void>((resolve) => wake = resolve);
-        wake = undefined;
+        await new Promise<void>((resolve) => inbox.wake = resolve);
+        inbox.wake = undefined;
       }
     } finally {
       unsubscribe();

@@ -1,0 +1,79 @@
+/**
+ * Bench-only entry: the project's {@linkcode RelayServer} on 127.0.0.1 with
+ * limits generous enough that one load generator (every client shares
+ * 127.0.0.1) measures the relay's throughput, not its rate limits. The
+ * `server.ts` CLI has no flags for the per-member message rate or the per-IP
+ * handshake rate, hence this script.
+ *
+ * Prints one JSON line `{"udp":"127.0.0.1:PORT","pid":N,"fingerprint":...}`,
+ * then answers `stats` on stdin with one JSON line of counters. Exits when
+ * stdin closes or on SIGTERM/SIGINT.
+ *
+ *     deno run --allow-net bench/_server_process.ts [--port 0]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
+import { formatAddress } from "../lib/protocol/address.ts";
+import { UdpTransport } from "../lib/net/udp.ts";
+import { RelayServer } from "../lib/relay/server.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    host: { type: "string", default: "127.0.0.1" },
+    port: { type: "string", default: "0" },
+  },
+  strict: true,
+});
+
+const privateKey = await RsaPrivateKey.generate(2048);
+const transport = await UdpTransport.bind({
+  hostname: values.host,
+  port: Number(values.port),
+});
+const server = RelayServer.start({
+  transport,
+  privateKey,
+  maxClients: 100_000,
+  messagesPerSecond: 1e9,
+  messageBurst: 1e9,
+  handshakesPerSecond: 1e9,
+  handshakeBurst: 1e9,
+  maxPendingHandshakes: 100_000,
+});
+
+const encoder = new TextEncoder();
+function writeLine(value: unknown): void {
+  Deno.stdout.writeSync(encoder.encode(JSON.stringify(value) + "\n"));
+}
+
+writeLine({
+  udp: formatAddress(transport.localAddress),
+  pid: Deno.pid,
+  fingerprint: server.fingerprint,
+});
+
+let stopping = false;
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await server.close();
+  Deno.exit(0);
+}
+Deno.addSignalListener("SIGTERM", () => void stop());
+Deno.addSignalListener("SIGINT", () => void stop());
+
+const decoder = new TextDecoder();
+let pending = "";
+for await (const chunk of Deno.stdin.readable) {
+  pending += decoder.decode(chunk, { stream: true });
+  let newline: number;
+  while ((newline = pending.indexOf("\n")) >= 0) {
+    const line = pending.slice(0, newline).trim();
+    pending = pending.slice(newline + 1);
+    if (line === "stats") writeLine({ stats: server.stats() });
+  }
+}
+await stop();

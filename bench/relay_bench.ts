@@ -1,0 +1,1122 @@
+/**
+ * End-to-end benchmark of the mcrelay relay over UDP on 127.0.0.1:
+ * throughput (deliveries/s), one-way latency, losses and duplicates, server
+ * CPU and peak RSS, key exchanges per second against a raw RSA-OAEP
+ * ceiling, latency at half load and under a registration flood, a sweep of
+ * group sizes, and the same traffic through a plain UDP relay (no crypto)
+ * as a ceiling. Bounded in count and time; stops by itself.
+ *
+ *     deno task bench [--quick] [--clients 10] [--messages 200] [--size 100]
+ *                     [--window 8] [--server HOST:PORT] [--skip-sweep]
+ *
+ * Writes bench/results/latest.json and bench/results/chart.svg (and
+ * chart.png when `rsvg-convert` is installed).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
+import {
+  formatAddress,
+  parseAddress,
+  type PeerAddress,
+} from "../lib/protocol/address.ts";
+import { renderChart } from "./_chart.ts";
+import {
+  type BenchClient,
+  closeAll,
+  type FloodResult,
+  type KeyCache,
+  type LatencySummary,
+  MESSAGE_HEADER_SIZE,
+  type Mode,
+  MTU,
+  registerMany,
+  registrationFlood,
+  runTraffic,
+  summarize,
+  type TrafficResult,
+} from "./_loadgen.ts";
+import {
+  ChildServer,
+  loadAverage,
+  machineBusySeconds,
+  readFiles,
+  UsageMeter,
+  type WindowUsage,
+} from "./_proc.ts";
+
+const USAGE = `mcrelay relay benchmark (loopback only, bounded, stops by itself)
+
+Usage: deno task bench [flags]
+
+Flags:
+  --clients N         group size of the main run (default 10)
+  --messages M        messages each client sends in the main run (default 200)
+  --size BYTES        plaintext bytes per message, ${MESSAGE_HEADER_SIZE}-32768 (default 100)
+  --window W          incomplete messages a sender keeps at most (default 8);
+                      a group keeps at most ceil(90 W / (N-1)) messages in
+                      flight (the default group's 10 W), senders taking turns,
+                      and at most ~160 kB of datagrams (large --size)
+  --server IP:PORT    drive an external server on 127.x.x.x instead of
+                      spawning one (its own rate limits apply; server CPU/RSS
+                      are n/a)
+  --quick             short smoke-test run (small counts, short phases)
+  --skip-sweep        skip the group-size sweep (no chart)
+  --server-cpu-prof DIR  run the spawned relay servers with --cpu-prof into DIR
+                      (summarise with bench/_cpuprofile_top.ts)
+  --help              show this help
+
+A message is complete when all N-1 recipients got it. The server runs in its
+own process (bench/_server_process.ts: the project's RelayServer with
+generous rate limits); the ceiling is bench/_plain_relay.ts, a UDP relay with
+no cryptography on the same runtime, driven by the same load generator.
+Results: bench/results/latest.json, bench/results/chart.svg.
+`;
+
+const HERE = new URL(".", import.meta.url);
+const SERVER_SCRIPT = new URL("_server_process.ts", HERE).pathname;
+const PLAIN_SCRIPT = new URL("_plain_relay.ts", HERE).pathname;
+const RESULTS_DIR = new URL("results/", HERE).pathname;
+
+interface Config {
+  clients: number;
+  messages: number;
+  size: number;
+  window: number;
+  server: PeerAddress | undefined;
+  quick: boolean;
+  skipSweep: boolean;
+  warmupMessages: number;
+  pacedSeconds: number;
+  floodConcurrency: number;
+  handshakeClients: number;
+  handshakeConcurrency: number;
+  rsaSeconds: number;
+  sweepSizes: number[];
+  sweepDeliveries: number;
+  giveUpMs: number;
+  idleMs: number;
+  repeats: number;
+  serverDenoFlags: string[];
+}
+
+function parseConfig(): Config | undefined {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      clients: { type: "string" },
+      messages: { type: "string" },
+      size: { type: "string" },
+      window: { type: "string" },
+      server: { type: "string" },
+      quick: { type: "boolean" },
+      "skip-sweep": { type: "boolean" },
+      "server-cpu-prof": { type: "string" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return undefined;
+  }
+  const quick = values.quick === true;
+  const int = (
+    name: string,
+    text: string | undefined,
+    fallback: number,
+    min: number,
+    max: number,
+  ) => {
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new RangeError(
+        `--${name} must be a whole number from ${min} to ${max}, not "${text}"`,
+      );
+    }
+    return value;
+  };
+  let server: PeerAddress | undefined;
+  if (values.server !== undefined) {
+    try {
+      server = parseAddress(values.server);
+    } catch {
+      throw new RangeError(
+        `--server must be IP:PORT with a literal IP (e.g. 127.0.0.1:5007), not "${values.server}"`,
+      );
+    }
+  }
+  if (server && !server.hostname.startsWith("127.")) {
+    throw new RangeError(
+      `--server must be a loopback address (127.x.x.x): the bench's clients bind 127.0.0.1, not "${values.server}"`,
+    );
+  }
+  const cpuProf = values["server-cpu-prof"];
+  return {
+    clients: int("clients", values.clients, quick ? 4 : 10, 2, 1000),
+    messages: int("messages", values.messages, quick ? 30 : 200, 1, 100_000),
+    size: int("size", values.size, 100, MESSAGE_HEADER_SIZE, 32768),
+    window: int("window", values.window, 8, 1, 1000),
+    server,
+    quick,
+    skipSweep: values["skip-sweep"] === true,
+    warmupMessages: quick ? 5 : 20,
+    pacedSeconds: quick ? 1 : 5,
+    floodConcurrency: quick ? 4 : 8,
+    handshakeClients: quick ? 20 : 200,
+    handshakeConcurrency: 16,
+    rsaSeconds: quick ? 0.3 : 1.5,
+    sweepSizes: quick ? [2, 5] : [2, 10, 50, 100],
+    sweepDeliveries: quick ? 1_000 : 40_000,
+    giveUpMs: 5_000,
+    idleMs: 1_000,
+    repeats: quick ? 1 : 3,
+    serverDenoFlags: cpuProf === undefined
+      ? []
+      : ["--cpu-prof", `--cpu-prof-dir=${cpuProf}`],
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+interface Target {
+  readonly address: PeerAddress;
+  readonly child: ChildServer | undefined;
+}
+
+async function startTarget(config: Config, mode: Mode): Promise<Target> {
+  if (mode === "relay" && config.server) {
+    return { address: config.server, child: undefined };
+  }
+  const child = await ChildServer.spawn(
+    mode === "relay" ? SERVER_SCRIPT : PLAIN_SCRIPT,
+    mode === "relay" ? config.serverDenoFlags : [],
+  );
+  return { address: child.address, child };
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+
+interface TrafficPhase {
+  readonly mode: Mode;
+  readonly clients: number;
+  readonly messagesPerClient: number;
+  readonly window: number;
+  /** Messages the group kept in flight at most. */
+  readonly groupWindow: number;
+  readonly size: number;
+  readonly traffic: TrafficResult;
+  readonly usage: WindowUsage;
+  /** Server CPU µs per delivery, when the server is local. */
+  readonly serverCpuUsPerDelivery: number | undefined;
+  /** Server peak RSS (VmHWM) in MiB after the phase, when local. */
+  readonly serverPeakRssMiB: number | undefined;
+  /** The server's own counters after the phase, when local. */
+  readonly serverStats: Record<string, unknown> | undefined;
+  /** Client-side counters summed over the group. */
+  readonly clientCounters: Record<string, number>;
+  /** Repeated runs: deliveries/s of each (this phase is the median one). */
+  readonly repeats?: readonly number[];
+}
+
+/**
+ * Messages a group keeps in flight at most (senders take turns): about
+ * W x 90 deliveries, what the default group (10 clients, 9 recipients) has
+ * with W messages per sender, so every group size sees the same queue of
+ * deliveries and saturated latencies stay comparable. Also at most about
+ * 160 kB of datagrams (kernel accounting: payload + ~1 kB each), so a burst
+ * fits a default 208 KiB socket receive buffer: large messages fragment into
+ * several full-MTU datagrams, and Deno cannot enlarge SO_RCVBUF.
+ */
+function groupWindow(window: number, clients: number, size: number): number {
+  const byDeliveries = Math.ceil((window * 90) / (clients - 1));
+  // The relay's datagrams for one message: a Fernet token (base64 of
+  // 57 bytes + the padded ciphertext) in a TLV record, fragmented past the MTU.
+  const token = 4 * Math.ceil((57 + 16 * Math.ceil((size + 1) / 16)) / 3);
+  const stream = 4 + token + 10;
+  const datagrams = stream <= MTU ? 1 : Math.ceil(stream / (MTU - 12));
+  const bytes = datagrams * (Math.min(stream, MTU) + 1024);
+  const byBuffer = Math.floor(160_000 / bytes);
+  return Math.max(1, Math.min(byDeliveries, byBuffer));
+}
+
+function sumCounters(clients: readonly BenchClient[]): Record<string, number> {
+  const total: Record<string, number> = {
+    foreign: 0,
+    malformed: 0,
+    decryptFailed: 0,
+  };
+  for (const c of clients) {
+    total.foreign += c.counters.foreign;
+    total.malformed += c.counters.malformed;
+    total.decryptFailed += c.counters.decryptFailed;
+    for (const [code, count] of Object.entries(c.counters.notices)) {
+      total[`notice${code}`] = (total[`notice${code}`] ?? 0) + count;
+    }
+  }
+  return total;
+}
+
+async function measureTraffic(
+  config: Config,
+  target: Target,
+  mode: Mode,
+  clients: readonly BenchClient[],
+  options: {
+    messagesPerClient: number;
+    warmup: number;
+    pacedRate?: number;
+    totalMessages?: number;
+    maxDurationMs: number;
+  },
+): Promise<TrafficPhase> {
+  const window = config.window;
+  const cap = groupWindow(window, clients.length, config.size);
+  if (options.warmup > 0) {
+    await runTraffic({
+      clients,
+      size: config.size,
+      messagesPerClient: options.warmup,
+      window,
+      groupWindow: cap,
+      giveUpMs: config.giveUpMs,
+      idleMs: config.idleMs,
+      maxDurationMs: 30_000,
+    });
+  }
+  const meter = new UsageMeter(
+    target.child?.pid,
+    target.address.hostname === "127.0.0.1" ? target.address.port : undefined,
+    clients.map((c) => c.transport.localAddress.port),
+  );
+  const traffic = await runTraffic({
+    clients,
+    size: config.size,
+    messagesPerClient: options.messagesPerClient,
+    window,
+    groupWindow: cap,
+    pacedRate: options.pacedRate,
+    totalMessages: options.totalMessages,
+    giveUpMs: config.giveUpMs,
+    idleMs: config.idleMs,
+    maxDurationMs: options.maxDurationMs,
+  });
+  const usage = meter.stop();
+  const memory = target.child?.memoryKiB();
+  return {
+    mode,
+    clients: clients.length,
+    messagesPerClient: options.pacedRate === undefined
+      ? options.messagesPerClient
+      : Math.ceil((options.totalMessages ?? 0) / clients.length),
+    window,
+    groupWindow: Math.min(cap, window * clients.length),
+    size: config.size,
+    traffic,
+    usage,
+    serverCpuUsPerDelivery:
+      usage.serverCpuS !== undefined && traffic.deliveries > 0
+        ? (usage.serverCpuS * 1e6) / traffic.deliveries
+        : undefined,
+    serverPeakRssMiB: memory ? memory.peak / 1024 : undefined,
+    serverStats: await target.child?.stats(),
+    clientCounters: sumCounters(clients),
+  };
+}
+
+/**
+ * The closed-loop run `config.repeats` times on one group (warm-up before
+ * the first): the median run by deliveries/s, with every run's figure.
+ */
+async function measureRepeated(
+  config: Config,
+  target: Target,
+  mode: Mode,
+  group: readonly BenchClient[],
+): Promise<TrafficPhase> {
+  const runs: TrafficPhase[] = [];
+  for (let i = 0; i < config.repeats; i++) {
+    runs.push(
+      await measureTraffic(config, target, mode, group, {
+        messagesPerClient: config.messages,
+        warmup: i === 0 ? config.warmupMessages : 0,
+        maxDurationMs: 90_000,
+      }),
+    );
+  }
+  const sorted = [...runs].sort((a, b) =>
+    a.traffic.deliveriesPerSecond - b.traffic.deliveriesPerSecond
+  );
+  return {
+    ...sorted[Math.floor((sorted.length - 1) / 2)],
+    repeats: runs.map((r) => r.traffic.deliveriesPerSecond),
+  };
+}
+
+async function registerGroup(
+  config: Config,
+  target: Target,
+  mode: Mode,
+  count: number,
+  keys: KeyCache,
+): Promise<BenchClient[]> {
+  const result = await registerMany(
+    mode,
+    target.address,
+    count,
+    16,
+    config.server && mode === "relay" ? 60_000 : 20_000,
+    keys,
+  );
+  if (result.failed > 0) {
+    progress(
+      `  warning: ${result.failed} of ${count} ${mode} clients did not register; the group has ${result.clients.length}`,
+    );
+  }
+  if (result.clients.length < 2) {
+    await closeAll(result.clients);
+    throw new Error(
+      `only ${result.clients.length} ${mode} client(s) registered with ${
+        formatAddress(target.address)
+      }: cannot measure a group`,
+    );
+  }
+  return result.clients;
+}
+
+interface RsaCeiling {
+  readonly singlePerSecond: number;
+  readonly allCoresPerSecond: number;
+  readonly concurrency: number;
+  /** Average cores used by other processes while it ran (noise indicator). */
+  readonly otherCores: number | undefined;
+}
+
+async function measureRsa(seconds: number): Promise<RsaCeiling> {
+  const key = await RsaPrivateKey.generate(2048);
+  const block = await key.publicKey.encrypt(new Uint8Array(44));
+  const run = async (concurrency: number) => {
+    let count = 0;
+    const t0 = performance.now();
+    const end = t0 + seconds * 1000;
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (performance.now() < end) {
+          await key.decrypt(block);
+          count++;
+        }
+      }),
+    );
+    return count / ((performance.now() - t0) / 1000);
+  };
+  await run(2); // warm-up
+  const cores = navigator.hardwareConcurrency;
+  // Deno runs WebCrypto RSA on a thread pool: more calls in flight than
+  // cores keep every core busy (8 measured best on 2 cores).
+  const concurrency = Math.max(4, 4 * cores);
+  const meter = new UsageMeter(undefined);
+  const singlePerSecond = await run(1);
+  const allCoresPerSecond = await run(concurrency);
+  return {
+    singlePerSecond,
+    allCoresPerSecond,
+    concurrency,
+    otherCores: meter.stop().otherCores,
+  };
+}
+
+interface HandshakePhase {
+  readonly clients: number;
+  readonly registered: number;
+  readonly failed: number;
+  readonly concurrency: number;
+  readonly durationS: number;
+  readonly perSecond: number;
+  readonly latencyMs: LatencySummary;
+  readonly usage: WindowUsage;
+  readonly serverCpuMsPerHandshake: number | undefined;
+  readonly serverPeakRssMiB: number | undefined;
+}
+
+async function measureHandshakes(
+  config: Config,
+  keys: KeyCache,
+): Promise<HandshakePhase> {
+  const target = await startTarget(config, "relay");
+  try {
+    // Prime the key cache (one RSA import per server key) before timing.
+    const primer = await registerGroup(config, target, "relay", 2, keys);
+    await closeAll(primer);
+    const meter = new UsageMeter(target.child?.pid);
+    const result = await registerMany(
+      "relay",
+      target.address,
+      config.handshakeClients,
+      config.handshakeConcurrency,
+      config.server ? 60_000 : 30_000,
+      keys,
+    );
+    const usage = meter.stop();
+    const memory = target.child?.memoryKiB();
+    await closeAll(result.clients);
+    const registered = result.clients.length;
+    return {
+      clients: config.handshakeClients,
+      registered,
+      failed: result.failed,
+      concurrency: config.handshakeConcurrency,
+      durationS: result.durationS,
+      perSecond: registered / result.durationS,
+      latencyMs: summarize(result.latenciesMs),
+      usage,
+      serverCpuMsPerHandshake: usage.serverCpuS !== undefined && registered > 0
+        ? (usage.serverCpuS * 1000) / registered
+        : undefined,
+      serverPeakRssMiB: memory ? memory.peak / 1024 : undefined,
+    };
+  } finally {
+    await target.child?.close();
+  }
+}
+
+interface SweepRow {
+  readonly clients: number;
+  readonly relay: TrafficPhase;
+  readonly plain: TrafficPhase;
+  readonly shareOfCeiling: number;
+}
+
+async function measureGroup(
+  config: Config,
+  mode: Mode,
+  clients: number,
+  messagesPerClient: number,
+  keys: KeyCache,
+): Promise<TrafficPhase> {
+  const target = await startTarget(config, mode);
+  try {
+    const group = await registerGroup(config, target, mode, clients, keys);
+    try {
+      return await measureTraffic(config, target, mode, group, {
+        messagesPerClient,
+        warmup: Math.max(
+          1,
+          Math.min(config.warmupMessages, Math.ceil(messagesPerClient / 10)),
+        ),
+        maxDurationMs: 60_000,
+      });
+    } finally {
+      await closeAll(group);
+    }
+  } finally {
+    await target.child?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+function progress(line: string): void {
+  console.log(line);
+}
+
+const fmt = {
+  runs: (v: readonly number[] | undefined) =>
+    v === undefined || v.length <= 1
+      ? "1 run"
+      : `${v.length} runs: ${
+        v.map((x) => Math.round(x).toLocaleString("en-US")).join(" / ")
+      }`,
+  int: (v: number | undefined) =>
+    v === undefined || !Number.isFinite(v)
+      ? "n/a"
+      : Math.round(v).toLocaleString("en-US"),
+  ms: (v: number | undefined) =>
+    v === undefined || !Number.isFinite(v)
+      ? "n/a"
+      : v < 10
+      ? v.toFixed(2)
+      : v.toFixed(1),
+  s: (v: number | undefined) =>
+    v === undefined || !Number.isFinite(v) ? "n/a" : v.toFixed(2),
+  pct: (v: number | undefined) =>
+    v === undefined || !Number.isFinite(v) ? "n/a" : `${(v * 100).toFixed(1)}%`,
+  mib: (v: number | undefined) =>
+    v === undefined || !Number.isFinite(v) ? "n/a" : `${v.toFixed(1)} MiB`,
+  x: (v: number | undefined) =>
+    v === undefined || !Number.isFinite(v) ? "n/a" : v.toFixed(2),
+};
+
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => r[i].length))
+  );
+  const line = (cells: string[]) =>
+    cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
+      .join("  ");
+  return [
+    line(headers),
+    widths.map((w) => "-".repeat(w)).join("  "),
+    ...rows.map(line),
+  ].join("\n");
+}
+
+function trafficRow(label: string, p: TrafficPhase): string[] {
+  const t = p.traffic;
+  return [
+    label,
+    `${p.clients}`,
+    fmt.int(t.messagesSent),
+    fmt.int(t.deliveriesPerSecond),
+    fmt.ms(t.latencyMs.p50),
+    fmt.ms(t.latencyMs.p90),
+    fmt.ms(t.latencyMs.p99),
+    fmt.ms(t.latencyMs.max),
+    `${t.lost}/${t.duplicates}`,
+    fmt.s(p.usage.serverCpuS),
+    fmt.x(p.serverCpuUsPerDelivery),
+    fmt.s(p.usage.benchCpuS),
+    fmt.x(p.usage.otherCores),
+  ];
+}
+
+const TRAFFIC_HEADERS = [
+  "run",
+  "N",
+  "msgs",
+  "deliv/s",
+  "p50 ms",
+  "p90 ms",
+  "p99 ms",
+  "max ms",
+  "lost/dup",
+  "srv CPU s",
+  "srv µs/deliv",
+  "gen CPU s",
+  "other cores",
+];
+
+function socketDrops(p: TrafficPhase): string {
+  return `${fmt.int(p.usage.serverSocketDrops)}/${
+    fmt.int(p.usage.clientSocketDrops)
+  }`;
+}
+
+function nonZeroDrops(stats: Record<string, unknown> | undefined): string {
+  const dropped = stats?.dropped as Record<string, number> | undefined;
+  if (!dropped) return "";
+  const entries = Object.entries(dropped).filter(([, v]) => v > 0);
+  return entries.map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+// ---------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<number> {
+  let config: Config | undefined;
+  try {
+    config = parseConfig();
+  } catch (error) {
+    console.error(`error: ${(error as Error).message} (see --help)`);
+    return 2;
+  }
+  if (!config) return 0;
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const loadAvgStart = loadAverage();
+  const machineStart = machineBusySeconds();
+  const keys: KeyCache = new Map();
+  const external = config.server !== undefined;
+
+  progress(
+    `mcrelay relay benchmark: ${config.clients} clients x ${config.messages} messages x ${config.size} B, window ${config.window}` +
+      (config.quick ? " (quick)" : ""),
+  );
+  progress(
+    `deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores, load average at start ${
+      loadAvgStart ?? "n/a"
+    }`,
+  );
+  if (external) {
+    progress(
+      `server: external ${
+        formatAddress(config.server!)
+      }: its own limits apply (defaults: 200 messages/s per member, burst 400; 5 key exchanges/s per IP, burst 10; every bench client is 127.0.0.1); server CPU and RSS are n/a`,
+    );
+  } else {
+    progress(
+      "server: bench/_server_process.ts (RelayServer, limits raised: messages/s, handshakes/s and bursts 1e9, 100000 pending handshakes)",
+    );
+  }
+
+  // 1. RSA ceiling (no server running yet).
+  progress(
+    `\n[1/7] RSA-OAEP-2048 decryption ceiling (${config.rsaSeconds} s per setting)`,
+  );
+  const rsa = await measureRsa(config.rsaSeconds);
+  progress(
+    `  ${fmt.int(rsa.singlePerSecond)}/s one at a time, ${
+      fmt.int(rsa.allCoresPerSecond)
+    }/s with ${rsa.concurrency} concurrent crypto.subtle.decrypt calls (other processes: ${
+      fmt.x(rsa.otherCores)
+    } cores)`,
+  );
+
+  // 2-4. Main run, half-rate run and registration flood on one relay server and group.
+  progress(
+    `\n[2/7] relay: ${config.clients} clients, closed loop, window ${config.window}`,
+  );
+  const relayTarget = await startTarget(config, "relay");
+  let main: TrafficPhase;
+  let half: TrafficPhase;
+  let flood: TrafficPhase;
+  let floodResult: FloodResult;
+  try {
+    const group = await registerGroup(
+      config,
+      relayTarget,
+      "relay",
+      config.clients,
+      keys,
+    );
+    try {
+      main = await measureRepeated(config, relayTarget, "relay", group);
+      progress(
+        `  ${
+          fmt.int(main.traffic.deliveriesPerSecond)
+        } deliveries/s (median of ${fmt.runs(main.repeats)}), p99 ${
+          fmt.ms(main.traffic.latencyMs.p99)
+        } ms, lost ${main.traffic.lost}`,
+      );
+
+      const rate = Math.max(1, main.traffic.messagesPerSecond / 2);
+      const total = Math.min(
+        100_000,
+        Math.max(2 * group.length, Math.round(rate * config.pacedSeconds)),
+      );
+      progress(
+        `\n[3/7] relay at half the sustained rate: ${
+          fmt.int(rate)
+        } messages/s (${
+          fmt.int(rate * (group.length - 1))
+        } deliveries/s), ${total} messages`,
+      );
+      half = await measureTraffic(config, relayTarget, "relay", group, {
+        messagesPerClient: 0,
+        warmup: 0,
+        pacedRate: rate,
+        totalMessages: total,
+        maxDurationMs: 60_000,
+      });
+      progress(
+        `  p50 ${fmt.ms(half.traffic.latencyMs.p50)} ms, p99 ${
+          fmt.ms(half.traffic.latencyMs.p99)
+        } ms`,
+      );
+
+      progress(
+        `\n[4/7] relay at half rate during a registration flood (${config.floodConcurrency} concurrent key exchanges, register + disconnect)`,
+      );
+      const stop = { stopped: false };
+      const flooding = registrationFlood(
+        relayTarget.address,
+        config.floodConcurrency,
+        stop,
+        keys,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      flood = await measureTraffic(config, relayTarget, "relay", group, {
+        messagesPerClient: 0,
+        warmup: 0,
+        pacedRate: rate,
+        totalMessages: total,
+        maxDurationMs: 60_000,
+      });
+      stop.stopped = true;
+      floodResult = await flooding;
+      progress(
+        `  p99 ${fmt.ms(flood.traffic.latencyMs.p99)} ms while ${
+          fmt.int(floodResult.perSecond)
+        } key exchanges/s ran`,
+      );
+    } finally {
+      await closeAll(group);
+    }
+  } finally {
+    await relayTarget.child?.close();
+  }
+
+  // 5. Ceiling: the same main traffic through the plain relay.
+  progress(`\n[5/7] plain UDP relay (no crypto): same traffic as [2/7]`);
+  const plainTarget = await startTarget(config, "plain");
+  let ceiling: TrafficPhase;
+  try {
+    const group = await registerGroup(
+      config,
+      plainTarget,
+      "plain",
+      config.clients,
+      keys,
+    );
+    try {
+      ceiling = await measureRepeated(config, plainTarget, "plain", group);
+    } finally {
+      await closeAll(group);
+    }
+  } finally {
+    await plainTarget.child?.close();
+  }
+  const share = main.traffic.deliveriesPerSecond /
+    ceiling.traffic.deliveriesPerSecond;
+  progress(
+    `  ${
+      fmt.int(ceiling.traffic.deliveriesPerSecond)
+    } deliveries/s: the relay reaches ${fmt.pct(share)} of it`,
+  );
+
+  // 6. Key exchanges per second.
+  progress(
+    `\n[6/7] key exchanges: ${config.handshakeClients} clients, ${config.handshakeConcurrency} at a time`,
+  );
+  const handshakes = await measureHandshakes(config, keys);
+  progress(
+    `  ${
+      fmt.int(handshakes.perSecond)
+    } registrations/s (${handshakes.registered} of ${handshakes.clients}), ${
+      fmt.pct(handshakes.perSecond / rsa.allCoresPerSecond)
+    } of the RSA ceiling`,
+  );
+
+  // 7. Sweep of group sizes.
+  const sweep: SweepRow[] = [];
+  if (!config.skipSweep) {
+    progress(
+      `\n[7/7] group-size sweep: ${config.sweepSizes.join(", ")} clients`,
+    );
+    for (const size of config.sweepSizes) {
+      const messages = Math.max(
+        3,
+        Math.min(
+          20_000,
+          Math.round(config.sweepDeliveries / (size * (size - 1))),
+        ),
+      );
+      const relay = await measureGroup(config, "relay", size, messages, keys);
+      const plain = await measureGroup(config, "plain", size, messages, keys);
+      const row = {
+        clients: size,
+        relay,
+        plain,
+        shareOfCeiling: relay.traffic.deliveriesPerSecond /
+          plain.traffic.deliveriesPerSecond,
+      };
+      sweep.push(row);
+      progress(
+        `  N=${size}: ${messages} msgs/client, ${relay.groupWindow} in flight: relay ${
+          fmt.int(relay.traffic.deliveriesPerSecond)
+        } deliveries/s (p99 ${fmt.ms(relay.traffic.latencyMs.p99)} ms), plain ${
+          fmt.int(plain.traffic.deliveriesPerSecond)
+        }/s: ${fmt.pct(row.shareOfCeiling)}`,
+      );
+    }
+  } else {
+    progress(`\n[7/7] group-size sweep skipped (--skip-sweep)`);
+  }
+
+  const elapsedS = (performance.now() - started) / 1000;
+  const machineEnd = machineBusySeconds();
+  const loadAvgEnd = loadAverage();
+
+  // Report.
+  const lines: string[] = [];
+  lines.push("", "=".repeat(100), "RESULTS", "=".repeat(100));
+  lines.push(
+    `message ${config.size} B plaintext; latency = one-way, sender's send call to recipient's decrypted message (one process clock)`,
+  );
+  lines.push(
+    "deliv/s = distinct (message, recipient) pairs / (last delivery - first send); lost = expected - distinct deliveries",
+  );
+  lines.push(
+    "srv CPU = server process user+sys seconds in the window (/proc); gen CPU = this load generator's; other cores = average cores used by other processes",
+    "(the flood row's server CPU includes the key exchanges of the flood)",
+    "",
+  );
+  lines.push(table(TRAFFIC_HEADERS, [
+    trafficRow("relay (closed loop)", main),
+    trafficRow("relay at 50% rate", half),
+    trafficRow("relay 50% + reg flood", flood),
+    trafficRow("plain UDP ceiling", ceiling),
+  ]));
+  lines.push("");
+  lines.push(
+    `relay share of the plain-UDP ceiling (deliveries/s): ${
+      fmt.pct(share)
+    } (closed-loop rows: median of ${fmt.runs(main.repeats)} relay; ${
+      fmt.runs(ceiling.repeats)
+    } plain)`,
+  );
+  lines.push(
+    `server peak RSS (VmHWM): ${
+      fmt.mib(main.serverPeakRssMiB)
+    } after the main run, ${
+      fmt.mib(flood.serverPeakRssMiB)
+    } after the flood; plain relay ${fmt.mib(ceiling.serverPeakRssMiB)}`,
+  );
+  lines.push(
+    `p99 latency: ${fmt.ms(main.traffic.latencyMs.p99)} ms saturated, ${
+      fmt.ms(half.traffic.latencyMs.p99)
+    } ms at 50% rate, ${
+      fmt.ms(flood.traffic.latencyMs.p99)
+    } ms at 50% rate during the flood (${
+      fmt.int(floodResult.perSecond)
+    } registrations/s, ${floodResult.completed} done, ${floodResult.failed} failed, handshake p99 ${
+      fmt.ms(floodResult.latencyMs.p99)
+    } ms)`,
+  );
+  lines.push(
+    `pacer: worst lateness ${fmt.ms(half.traffic.paceLagMs)} ms (50%), ${
+      fmt.ms(flood.traffic.paceLagMs)
+    } ms (flood)`,
+  );
+  const drops = [
+    ["main", main],
+    ["50%", half],
+    ["flood", flood],
+  ].map(([label, p]) => {
+    const phase = p as TrafficPhase;
+    return `${label}: ${nonZeroDrops(phase.serverStats) || "none"}`;
+  });
+  if (!external) {
+    lines.push(`server drop counters (cumulative): ${drops.join("; ")}`);
+  }
+  // The group of runs 2-4 is one set of clients: its counters are cumulative.
+  const notices = Object.entries(flood.clientCounters).filter(([k, v]) =>
+    k.startsWith("notice") && v > 0
+  );
+  if (notices.length > 0) {
+    lines.push(
+      `NOTICEs received by the clients (cumulative; 3 = RATE_LIMITED, 1 = UNKNOWN_CLIENT): ${
+        notices.map(([k, v]) => `${k}=${v}`).join(" ")
+      }`,
+    );
+  }
+  lines.push(
+    `UDP receive-buffer drops (/proc/net/udp), server socket / client sockets: main ${
+      socketDrops(main)
+    }, 50% ${socketDrops(half)}, flood ${socketDrops(flood)}, ceiling ${
+      socketDrops(ceiling)
+    }; messages given up (slot freed) main ${main.traffic.givenUp}, 50% ${half.traffic.givenUp}, flood ${flood.traffic.givenUp}`,
+  );
+  lines.push("");
+  lines.push(
+    `key exchanges: ${
+      fmt.int(handshakes.perSecond)
+    }/s (${handshakes.registered}/${handshakes.clients} registered, ${handshakes.concurrency} at a time, ${
+      fmt.s(handshakes.durationS)
+    } s; handshake p50 ${fmt.ms(handshakes.latencyMs.p50)} ms, p99 ${
+      fmt.ms(handshakes.latencyMs.p99)
+    } ms; server ${
+      fmt.x(handshakes.serverCpuMsPerHandshake)
+    } CPU ms each, generator ${
+      fmt.s(handshakes.usage.benchCpuS)
+    } CPU s, other cores ${fmt.x(handshakes.usage.otherCores)})`,
+  );
+  lines.push(
+    `RSA-OAEP-2048 decrypt ceiling: ${
+      fmt.int(rsa.singlePerSecond)
+    }/s one at a time, ${
+      fmt.int(rsa.allCoresPerSecond)
+    }/s with ${rsa.concurrency} concurrent (all ${navigator.hardwareConcurrency} cores); key exchanges reach ${
+      fmt.pct(handshakes.perSecond / rsa.allCoresPerSecond)
+    } of it`,
+  );
+  if (sweep.length > 0) {
+    lines.push(
+      "",
+      "group-size sweep (fresh server per size; in flight = messages the group keeps in flight: min(N W, ceil(90 W / (N-1)), ~160 kB)):",
+    );
+    lines.push(table(
+      [
+        "N",
+        "msgs/client",
+        "in flight",
+        "relay deliv/s",
+        "p50 ms",
+        "p99 ms",
+        "srv µs/deliv",
+        "lost/dup",
+        "sock drops",
+        "plain deliv/s",
+        "plain p99 ms",
+        "share",
+        "other cores",
+      ],
+      sweep.map((r) => [
+        `${r.clients}`,
+        `${r.relay.messagesPerClient}`,
+        `${r.relay.groupWindow}`,
+        fmt.int(r.relay.traffic.deliveriesPerSecond),
+        fmt.ms(r.relay.traffic.latencyMs.p50),
+        fmt.ms(r.relay.traffic.latencyMs.p99),
+        fmt.x(r.relay.serverCpuUsPerDelivery),
+        `${r.relay.traffic.lost}/${r.relay.traffic.duplicates}`,
+        socketDrops(r.relay),
+        fmt.int(r.plain.traffic.deliveriesPerSecond),
+        fmt.ms(r.plain.traffic.latencyMs.p99),
+        fmt.pct(r.shareOfCeiling),
+        `${fmt.x(r.relay.usage.otherCores)}/${fmt.x(r.plain.usage.otherCores)}`,
+      ]),
+    ));
+    lines.push(
+      "(sock drops: relay server socket / client sockets; other cores: relay run / plain run)",
+    );
+    const sweepDrops = sweep.map((
+      r,
+    ) => [r.clients, nonZeroDrops(r.relay.serverStats)])
+      .filter(([, d]) => d !== "");
+    if (sweepDrops.length > 0) {
+      lines.push(
+        `server drop counters in the sweep: ${
+          sweepDrops.map(([n, d]) => `N=${n}: ${d}`).join("; ")
+        }${
+          sweepDrops.some(([, d]) => String(d).includes("token_expired"))
+            ? " (token_expired: the server remembers 4096 IVs per member key (TokenGuard default), so a member sending more than about 4096 messages within one second gets drops)"
+            : ""
+        }`,
+      );
+    }
+  }
+  let otherCoresOverall: number | undefined;
+  if (machineStart !== undefined && machineEnd !== undefined) {
+    // Everything busy on the machine during the run: a context figure.
+    otherCoresOverall = (machineEnd - machineStart) / elapsedS;
+  }
+  lines.push(
+    "",
+    `run time ${elapsedS.toFixed(1)} s; load average ${
+      loadAvgStart ?? "n/a"
+    } -> ${loadAvgEnd ?? "n/a"}; machine busy ${
+      fmt.x(otherCoresOverall)
+    } of ${navigator.hardwareConcurrency} cores on average (bench and servers included)`,
+  );
+  if (external) {
+    lines.push(
+      `external server ${
+        formatAddress(config.server!)
+      }: its own rate limits applied; server CPU/RSS n/a`,
+    );
+  }
+  const noisy = [
+    main,
+    half,
+    flood,
+    ceiling,
+    ...sweep.flatMap((r) => [r.relay, r.plain]),
+  ].some((p) => (p.usage.otherCores ?? 0) > 0.3) ||
+    (rsa.otherCores ?? 0) > 0.3;
+  if (noisy) {
+    lines.push(
+      "note: other processes used more than 0.3 cores during at least one phase (column 'other cores'): figures are noisy",
+    );
+  }
+  for (const line of lines) console.log(line);
+
+  // Files.
+  await Deno.mkdir(RESULTS_DIR, { recursive: true });
+  const json = {
+    startedAt,
+    elapsedS,
+    config: {
+      ...config,
+      server: config.server ? formatAddress(config.server) : null,
+    },
+    environment: {
+      deno: Deno.version.deno,
+      v8: Deno.version.v8,
+      cores: navigator.hardwareConcurrency,
+      cpu: readCpuModel(),
+      loadAverageStart: loadAvgStart,
+      loadAverageEnd: loadAvgEnd,
+      server: external ? "external" : "bench/_server_process.ts",
+      serverLimits: external
+        ? "the external server's own"
+        : "messagesPerSecond/messageBurst/handshakesPerSecond/handshakeBurst 1e9, maxPendingHandshakes 100000, maxClients 100000",
+    },
+    rsaCeiling: rsa,
+    main,
+    halfRate: half,
+    flood: { traffic: flood, registrations: floodResult },
+    ceiling,
+    shareOfCeiling: share,
+    handshakes,
+    sweep,
+  };
+  const jsonPath = `${RESULTS_DIR}latest.json`;
+  await Deno.writeTextFile(jsonPath, JSON.stringify(json, null, 2) + "\n");
+  console.log(`\nwrote ${relative(jsonPath)}`);
+  if (sweep.length > 0) {
+    const svgPath = `${RESULTS_DIR}chart.svg`;
+    await Deno.writeTextFile(
+      svgPath,
+      renderChart(
+        sweep.map((r) => ({
+          clients: r.clients,
+          relayDeliveriesPerSecond: r.relay.traffic.deliveriesPerSecond,
+          relayP99Ms: r.relay.traffic.latencyMs.p99,
+          plainDeliveriesPerSecond: r.plain.traffic.deliveriesPerSecond,
+          plainP99Ms: r.plain.traffic.latencyMs.p99,
+        })),
+        `${config.size} B messages, closed loop; ${
+          startedAt.slice(0, 16).replace("T", " ")
+        } UTC; deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores; server ${
+          external ? "external" : "local process"
+        }`,
+      ),
+    );
+    console.log(`wrote ${relative(svgPath)}`);
+    if (await toPng(svgPath, `${RESULTS_DIR}chart.png`)) {
+      console.log(
+        `wrote ${relative(`${RESULTS_DIR}chart.png`)} (rsvg-convert)`,
+      );
+    }
+  }
+  return 0;
+}
+
+function readCpuModel(): string | undefined {
+  try {
+    return /^model name\s*:\s*(.*)$/m.exec(
+      readFiles(["/proc/cpuinfo"])[0] ?? "",
+    )?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+function relative(path: string): string {
+  const cwd = Deno.cwd() + "/";
+  return path.startsWith(cwd) ? path.slice(cwd.length) : path;
+}
+
+/** Converts the SVG with rsvg-convert when it is installed; quietly does nothing otherwise. */
+async function toPng(svg: string, png: string): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command("rsvg-convert", {
+      args: ["-o", png, svg],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}
