@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { createCipheriv, createDecipheriv, createHmac } from "node:crypto";
+import { createCipheriv, createDecipheriv } from "node:crypto";
+import { HmacSha256 } from "./sha256.ts";
 import { InvalidKeyError, InvalidTokenError } from "../errors.ts";
 import { decodeBase64Url, encodeBase64UrlToAscii } from "./base64.ts";
 import { constantTimeEqual } from "./hmac.ts";
@@ -141,6 +142,8 @@ export function parseToken(token: Uint8Array | string): TokenFields {
 interface KeyMaterial {
   signing: Uint8Array<ArrayBuffer>;
   encryption: Uint8Array<ArrayBuffer>;
+  /** The signing key with its HMAC pads pre-hashed (node backend). */
+  mac?: HmacSha256;
   hmacKey?: CryptoKey;
   aesKey?: CryptoKey;
 }
@@ -151,7 +154,9 @@ async function importMaterial(
 ): Promise<KeyMaterial> {
   const signing = raw.slice(0, 16);
   const encryption = raw.slice(16, 32);
-  if (backend === "node") return { signing, encryption };
+  if (backend === "node") {
+    return { signing, encryption, mac: new HmacSha256(signing) };
+  }
   const [hmacKey, aesKey] = await Promise.all([
     crypto.subtle.importKey(
       "raw",
@@ -319,10 +324,48 @@ export class FernetKey {
       return this.#encryptWebCrypto(plaintext, options);
     }
     try {
-      return Promise.resolve(this.#encryptNode(plaintext, options));
+      return Promise.resolve(this.encryptSync(plaintext, options));
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * Encrypts synchronously (the node backend only): the relay's hot path.
+   * @throws {TypeError} for a key of the webcrypto backend
+   */
+  encryptSync(
+    plaintext: Uint8Array,
+    options: FernetEncryptOptions = {},
+  ): Uint8Array {
+    return this.#encryptNode(plaintext, options);
+  }
+
+  /**
+   * Verifies and decrypts synchronously (the node backend only).
+   * @throws {InvalidTokenError} naming the failed check
+   * @throws {TypeError} for a key of the webcrypto backend
+   */
+  decryptSync(
+    token: Uint8Array | string,
+    options: FernetDecryptOptions = {},
+  ): DecryptedToken {
+    return this.#decryptNode(token, options);
+  }
+
+  /** Whether {@linkcode encryptSync} and {@linkcode decryptSync} are available. */
+  get canRunSync(): boolean {
+    return this.#keys.mac !== undefined;
+  }
+
+  #nodeMac(): HmacSha256 {
+    const mac = this.#keys.mac;
+    if (!mac) {
+      throw new TypeError(
+        "Synchronous Fernet operations need a key of the node backend",
+      );
+    }
+    return mac;
   }
 
   /**
@@ -337,7 +380,7 @@ export class FernetKey {
       return this.#decryptWebCrypto(token, options);
     }
     try {
-      return Promise.resolve(this.#decryptNode(token, options));
+      return Promise.resolve(this.decryptSync(token, options));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -347,6 +390,7 @@ export class FernetKey {
     plaintext: Uint8Array,
     options: FernetEncryptOptions,
   ): Uint8Array<ArrayBuffer> {
+    const mac = this.#nodeMac();
     const { timestamp, iv } = encryptArgs(options);
     const cipher = createCipheriv("aes-128-cbc", this.#keys.encryption, iv);
     const head = cipher.update(plaintext);
@@ -356,9 +400,7 @@ export class FernetKey {
     token.set(head, HEADER_SIZE);
     token.set(tail, HEADER_SIZE + head.length);
     const signed = token.subarray(0, HEADER_SIZE + ctLength);
-    const mac = createHmac("sha256", this.#keys.signing).update(signed)
-      .digest();
-    token.set(mac, HEADER_SIZE + ctLength);
+    mac.macInto([signed], token, HEADER_SIZE + ctLength);
     return encodeBase64UrlToAscii(token);
   }
 
@@ -386,11 +428,12 @@ export class FernetKey {
     token: Uint8Array | string,
     options: FernetDecryptOptions,
   ): DecryptedToken {
+    const mac = this.#nodeMac();
     const { raw, fields } = parseRaw(token);
     const signed = raw.subarray(0, raw.length - HMAC_SIZE);
-    const expected = createHmac("sha256", this.#keys.signing).update(signed)
-      .digest();
-    if (!constantTimeEqual(expected, fields.hmac)) throw signatureError();
+    if (!constantTimeEqual(mac.mac(signed), fields.hmac)) {
+      throw signatureError();
+    }
     checkTime(fields.timestamp, options);
     const decipher = createDecipheriv(
       "aes-128-cbc",

@@ -4,14 +4,14 @@
  *
  * @module
  */
-import { createHmac } from "node:crypto";
+import { HmacSha256 } from "./sha256.ts";
 
-/** HMAC-SHA-256 of `data` under `key` (32 bytes out). */
+/**
+ * HMAC-SHA-256 of `data` under `key` (32 bytes out), for one-off keys. A key
+ * used many times is cheaper as an {@linkcode HmacSha256} instance.
+ */
 export function hmacSha256(key: Uint8Array, ...data: Uint8Array[]): Uint8Array {
-  const h = createHmac("sha256", key);
-  for (const part of data) h.update(part);
-  // Copy out of the Buffer (which may sit in a shared pool) into an exact-size array.
-  return new Uint8Array(h.digest());
+  return new HmacSha256(key).mac(...data);
 }
 
 /** Compares two byte arrays in time independent of where they differ. Different lengths compare unequal. */

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { constantTimeEqual, hmacSha256 } from "./hmac.ts";
+import { constantTimeEqual } from "./hmac.ts";
+import { HmacSha256 } from "./sha256.ts";
 
 /** Size of a Fernet IV. */
 const IV_SIZE = 16;
@@ -16,7 +17,11 @@ export const IV_MARK_MIN_SECRET_SIZE = 16;
 
 /** Makes and recognises this side's marked IVs. */
 export class IvMarker {
-  #secret: Uint8Array;
+  readonly #mac: HmacSha256;
+  readonly #digest = new Uint8Array(32);
+  /** Random bytes drawn in batches; r is taken from here. */
+  readonly #pool = new Uint8Array(4096);
+  #poolNext = 4096;
 
   /**
    * Creates a marker.
@@ -24,21 +29,19 @@ export class IvMarker {
    * @throws {RangeError} when the secret is shorter than 16 bytes
    */
   constructor(secret?: Uint8Array) {
-    if (secret === undefined) {
-      this.#secret = crypto.getRandomValues(new Uint8Array(32));
-    } else if (secret.length < IV_MARK_MIN_SECRET_SIZE) {
+    if (secret !== undefined && secret.length < IV_MARK_MIN_SECRET_SIZE) {
       throw new RangeError(
         `IvMarker secret is ${secret.length} bytes; it needs at least ${IV_MARK_MIN_SECRET_SIZE}`,
       );
-    } else {
-      this.#secret = secret.slice();
     }
+    this.#mac = new HmacSha256(
+      secret ?? crypto.getRandomValues(new Uint8Array(32)),
+    );
   }
 
   /** A fresh marked 16-byte IV. @param random the 8 random bytes r (injectable for tests) */
   create(random?: Uint8Array): Uint8Array {
-    const r = random ??
-      crypto.getRandomValues(new Uint8Array(IV_MARK_RANDOM_SIZE));
+    const r = random ?? this.#randomR();
     if (r.length !== IV_MARK_RANDOM_SIZE) {
       throw new RangeError(
         `IvMarker.create needs ${IV_MARK_RANDOM_SIZE} random bytes, got ${r.length}`,
@@ -46,18 +49,31 @@ export class IvMarker {
     }
     const iv = new Uint8Array(IV_SIZE);
     iv.set(r);
+    this.#mac.macInto([r], this.#digest, 0);
     iv.set(
-      hmacSha256(this.#secret, r).subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE),
+      this.#digest.subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE),
       IV_MARK_RANDOM_SIZE,
     );
     return iv;
   }
 
+  #randomR(): Uint8Array {
+    if (this.#poolNext + IV_MARK_RANDOM_SIZE > this.#pool.length) {
+      crypto.getRandomValues(this.#pool);
+      this.#poolNext = 0;
+    }
+    const start = this.#poolNext;
+    this.#poolNext += IV_MARK_RANDOM_SIZE;
+    return this.#pool.subarray(start, this.#poolNext);
+  }
+
   /** Whether `iv` (16 bytes) carries this side's mark. */
   isOwn(iv: Uint8Array): boolean {
     if (iv.length !== IV_SIZE) return false;
-    const mark = hmacSha256(this.#secret, iv.subarray(0, IV_MARK_RANDOM_SIZE))
-      .subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE);
-    return constantTimeEqual(mark, iv.subarray(IV_MARK_RANDOM_SIZE));
+    this.#mac.macInto([iv.subarray(0, IV_MARK_RANDOM_SIZE)], this.#digest, 0);
+    return constantTimeEqual(
+      this.#digest.subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE),
+      iv.subarray(IV_MARK_RANDOM_SIZE),
+    );
   }
 }
