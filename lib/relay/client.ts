@@ -551,7 +551,7 @@ export class RelayClient implements AsyncDisposable {
     this.#ready = false;
     this.#members.clear();
     this.#emit({ type: "reconnecting", reason });
-    this.#emitLog({ level: "warn", event: "reconnecting", reason });
+    this.#emitLog({ level: "info", event: "reconnecting", reason });
     this.#reconnecting = (async () => {
       let delay = this.#retryInitialMs;
       while (!this.#abort.signal.aborted) {
@@ -874,7 +874,7 @@ export class RelayClient implements AsyncDisposable {
     }
     this.#emit({ type: "notice", code: notice.code, text: notice.text });
     this.#emitLog({
-      level: "warn",
+      level: "info",
       event: "notice",
       code: notice.code,
       text: notice.text,

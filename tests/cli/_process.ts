@@ -285,6 +285,8 @@ export interface SpawnOptions {
   readonly name?: string;
   /** Extra environment variables. */
   readonly env?: Record<string, string>;
+  /** "piped" to write to the process's stdin with {@linkcode Proc.write}; closed by default. */
+  readonly stdin?: "piped" | "null";
 }
 
 /** A child process whose stdout is read line by line and stderr collected. */
@@ -298,10 +300,16 @@ export class Proc implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;
   readonly #stderr = { text: "" };
   readonly #readers: Promise<void>;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #exited = false;
 
-  private constructor(child: Deno.ChildProcess, name: string) {
+  private constructor(
+    child: Deno.ChildProcess,
+    name: string,
+    pipedStdin: boolean,
+  ) {
     this.#child = child;
+    this.#stdin = pipedStdin ? child.stdin.getWriter() : undefined;
     this.pid = child.pid;
     this.stdout = new LineLog(name);
     this.status = child.status.then((status) => {
@@ -324,11 +332,15 @@ export class Proc implements AsyncDisposable {
       args: [...args],
       cwd: options.cwd ?? ROOT,
       env: { NO_COLOR: "1", ...options.env },
-      stdin: "null",
+      stdin: options.stdin ?? "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    return new Proc(child, options.name ?? `${command} ${args.join(" ")}`);
+    return new Proc(
+      child,
+      options.name ?? `${command} ${args.join(" ")}`,
+      options.stdin === "piped",
+    );
   }
 
   /** Starts `deno run <program permissions> <script> args` in the project root. */
@@ -342,6 +354,12 @@ export class Proc implements AsyncDisposable {
       ["run", ...PROGRAM_PERMISSIONS, script, ...args],
       { name: `${script} ${args.join(" ")}`, ...options },
     );
+  }
+
+  /** Writes text to the process's stdin (spawned with `stdin: "piped"`). */
+  async write(text: string): Promise<void> {
+    if (!this.#stdin) throw new Error("stdin is not piped");
+    await this.#stdin.write(new TextEncoder().encode(text));
   }
 
   /** The stderr text read so far (all of it once the process has exited). */
@@ -374,6 +392,7 @@ export class Proc implements AsyncDisposable {
     this.signal("SIGKILL");
     await this.status;
     await this.#readers;
+    await this.#stdin?.close().catch(() => {});
   }
 
   /** Same as {@linkcode kill}. */
