@@ -163,7 +163,7 @@ function parseConfig(): Config | undefined {
     server,
     quick,
     skipSweep: values["skip-sweep"] === true,
-    warmupMessages: quick ? 5 : 20,
+    warmupMessages: quick ? 5 : 200,
     pacedSeconds: quick ? 1 : 5,
     floodConcurrency: quick ? 4 : 8,
     handshakeClients: quick ? 20 : 200,
@@ -173,7 +173,7 @@ function parseConfig(): Config | undefined {
     sweepDeliveries: quick ? 1_000 : 40_000,
     giveUpMs: 5_000,
     idleMs: 1_000,
-    repeats: quick ? 1 : 3,
+    repeats: quick ? 1 : 5,
     serverDenoFlags: cpuProf === undefined
       ? []
       : ["--cpu-prof", `--cpu-prof-dir=${cpuProf}`],

@@ -97,11 +97,7 @@ export class UdpTransport implements DatagramTransport {
   }
 
   async send(data: Uint8Array, to: PeerAddress): Promise<void> {
-    await this.#conn.send(data, {
-      transport: "udp",
-      hostname: to.hostname,
-      port: to.port,
-    });
+    await this.#conn.send(data, netAddr(to));
   }
 
   close(): void {
@@ -121,4 +117,16 @@ export class UdpTransport implements DatagramTransport {
 function stripZone(hostname: string): string {
   const percent = hostname.indexOf("%");
   return percent < 0 ? hostname : hostname.slice(0, percent);
+}
+
+/** Deno socket addresses, made once per address object (members keep theirs). */
+const netAddrs = new WeakMap<PeerAddress, Deno.NetAddr>();
+
+function netAddr(to: PeerAddress): Deno.NetAddr {
+  let addr = netAddrs.get(to);
+  if (addr === undefined) {
+    addr = { transport: "udp", hostname: to.hostname, port: to.port };
+    netAddrs.set(to, addr);
+  }
+  return addr;
 }

@@ -41,6 +41,7 @@ import type { Datagram, DatagramTransport } from "../net/transport.ts";
 import {
   ExpiringSet,
   OncePerInterval,
+  Semaphore,
   SourceRateLimiter,
   TokenBucket,
 } from "./limits.ts";
@@ -79,8 +80,14 @@ export interface RelayServerOptions {
   readonly handshakesPerSecond?: number;
   /** Burst of the per-IP handshake bucket. Default 10. */
   readonly handshakeBurst?: number;
-  /** RSA decryptions in flight at most; registrations past it are dropped (the client retries). Default 64. */
+  /** RSA decryptions waiting or running at most; registrations past it are dropped (the client retries). Default 64. */
   readonly maxPendingHandshakes?: number;
+  /**
+   * RSA decryptions running at once (on Deno's crypto threads). Default: the
+   * number of cores less one (at least 1), so a flood of key exchanges always
+   * leaves a core to the relay loop.
+   */
+  readonly maxConcurrentRsa?: number;
   /** Reassembly bounds for registered members (protocol.md section 3 defaults). */
   readonly reassembly?: Partial<ReassemblerLimits>;
   /** Fernet implementation. Default: the library default. */
@@ -225,9 +232,11 @@ export class RelayServer implements AsyncDisposable {
   readonly #noticeGate = new OncePerInterval(1000);
   readonly #dropLogGate = new OncePerInterval(DROP_LOG_INTERVAL_MS);
   readonly #queues = new Map<string, SourceQueue>();
-  readonly #pendingSends = new Set<Promise<void>>();
+  #sendsInFlight = 0;
+  #sendsDrained: (() => void) | undefined;
   #pendingTotal = 0;
   #pendingHandshakes = 0;
+  readonly #rsaSlots: Semaphore;
 
   readonly #dropped: Record<string, number> = {};
   #datagramsIn = 0;
@@ -256,6 +265,10 @@ export class RelayServer implements AsyncDisposable {
     this.#messagesPerSecond = options.messagesPerSecond ?? 200;
     this.#messageBurst = options.messageBurst ?? 400;
     this.#maxPendingHandshakes = options.maxPendingHandshakes ?? 64;
+    this.#rsaSlots = new Semaphore(
+      options.maxConcurrentRsa ??
+        Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
+    );
     this.#fernetBackend = options.fernetBackend;
     this.#log = options.log ?? silentLog;
     this.#now = options.now ?? Date.now;
@@ -385,7 +398,9 @@ export class RelayServer implements AsyncDisposable {
       members: this.#members.size,
     });
     this.#members.clear();
-    await Promise.all(this.#pendingSends);
+    if (this.#sendsInFlight > 0) {
+      await new Promise<void>((resolve) => this.#sendsDrained = resolve);
+    }
     this.#transport.close();
     await this.#receiving;
   }
@@ -618,7 +633,9 @@ export class RelayServer implements AsyncDisposable {
     this.#pendingHandshakes++;
     try {
       if (profile === "hybrid") {
-        const keyText = await this.#privateKey.decrypt(record.value);
+        const keyText = await this.#rsaSlots.run(() =>
+          this.#privateKey.decrypt(record.value)
+        );
         fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend);
         keyId = encodeBase64(
           hmacSha256(this.#keyIdSecret, keyText).subarray(0, 16),
@@ -790,7 +807,9 @@ export class RelayServer implements AsyncDisposable {
     let plaintext: Uint8Array;
     this.#pendingHandshakes++;
     try {
-      plaintext = await this.#privateKey.decryptChunks(blocks);
+      plaintext = await this.#rsaSlots.run(() =>
+        this.#privateKey.decryptChunks(blocks)
+      );
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
         this.#drop("bad_rsa_block", member.key);
@@ -829,23 +848,34 @@ export class RelayServer implements AsyncDisposable {
       type: RecordType.SENDER,
       value: sender.addressValue,
     };
-    const deliveries: Promise<void>[] = [];
+    // Members whose key seals synchronously (the hot path) are served in
+    // this loop; the others (RSA, or a WebCrypto Fernet backend) after it.
+    const later: Promise<void>[] = [];
+    let recipients = 0;
     for (const member of this.#members.values()) {
-      if (member !== sender) {
-        deliveries.push(this.#deliver(member, senderRecord, plaintext, now));
+      if (member === sender) continue;
+      recipients++;
+      if (member.guard?.canSealSync) {
+        this.#deliver(member, [senderRecord, {
+          type: RecordType.FERNET_MESSAGE,
+          value: member.guard.sealSync(plaintext, now),
+        }]);
+      } else {
+        later.push(this.#deliverAsync(member, senderRecord, plaintext, now));
       }
     }
-    await Promise.all(deliveries);
+    if (later.length > 0) await Promise.all(later);
     this.#emit({
       level: "debug",
       event: "relay",
       from: sender.key,
       bytes: plaintext.length,
-      recipients: deliveries.length,
+      recipients,
     });
   }
 
-  async #deliver(
+  /** Encrypts for `member` asynchronously (RSA members, WebCrypto keys) and sends. */
+  async #deliverAsync(
     member: Member,
     senderRecord: TlvRecord,
     plaintext: Uint8Array,
@@ -862,6 +892,11 @@ export class RelayServer implements AsyncDisposable {
         records.push({ type: RecordType.RSA_RELAY_BLOCK, value: block });
       }
     }
+    this.#deliver(member, records);
+  }
+
+  /** Sends one relay stream (SENDER + the message for `member`). */
+  #deliver(member: Member, records: readonly TlvRecord[]): void {
     member.messagesOut++;
     this.#deliveries++;
     this.#sendStream(encodeRecords(records), member.address);
@@ -935,14 +970,16 @@ export class RelayServer implements AsyncDisposable {
   /** Packs records into as few datagrams of at most the MTU as their order allows. */
   #sendPacked(records: readonly TlvRecord[], to: PeerAddress): void {
     let batch: TlvRecord[] = [];
+    let size = 0;
     for (const record of records) {
-      if (
-        batch.length > 0 && encodedSize([...batch, record]) > this.#mtu
-      ) {
+      const recordSize = encodedSize([record]);
+      if (batch.length > 0 && size + recordSize > this.#mtu) {
         this.#sendStream(encodeRecords(batch), to);
         batch = [];
+        size = 0;
       }
       batch.push(record);
+      size += recordSize;
     }
     if (batch.length > 0) this.#sendStream(encodeRecords(batch), to);
   }
@@ -960,12 +997,17 @@ export class RelayServer implements AsyncDisposable {
   #send(datagram: Uint8Array, to: PeerAddress): void {
     this.#datagramsOut++;
     this.#bytesOut += datagram.length;
-    const sending = this.#transport.send(datagram, to).catch((error) => {
+    this.#sendsInFlight++;
+    this.#transport.send(datagram, to).then(this.#sendDone, (error) => {
       this.#drop("send_failed", formatAddress(to), { error: String(error) });
+      this.#sendDone();
     });
-    this.#pendingSends.add(sending);
-    sending.finally(() => this.#pendingSends.delete(sending));
   }
+
+  /** Counts a finished send; wakes a shutdown waiting for the last one. */
+  readonly #sendDone = (): void => {
+    if (--this.#sendsInFlight === 0) this.#sendsDrained?.();
+  };
 
   #count(reason: string): void {
     this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;

@@ -56,6 +56,22 @@ export class TokenGuard {
     });
   }
 
+  /** Whether {@linkcode sealSync} is available (keys of the node backend). */
+  get canSealSync(): boolean {
+    return this.key.canRunSync;
+  }
+
+  /**
+   * Encrypts `plaintext` under a fresh marked IV, synchronously.
+   * @throws {TypeError} for a key of the webcrypto backend
+   */
+  sealSync(plaintext: Uint8Array, nowMs: number): Uint8Array {
+    return this.key.encryptSync(plaintext, {
+      nowSeconds: Math.floor(nowMs / 1000),
+      iv: this.marker.create(),
+    });
+  }
+
   /** Verifies and decrypts a token; records its IV when accepted. */
   async open(token: Uint8Array, nowMs: number): Promise<OpenResult> {
     const nowSeconds = Math.floor(nowMs / 1000);

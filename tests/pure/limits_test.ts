@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import {
+  BoundedMap,
+  ExpiringSet,
+  OncePerInterval,
+  Semaphore,
+  SourceRateLimiter,
+  TokenBucket,
+} from "../../lib/relay/limits.ts";
+
+const test = (name: string, fn: () => void | Promise<void>) =>
+  Deno.test({ name, permissions: "none", fn });
+
+test("TokenBucket allows its burst at once, then refills at its rate", () => {
+  const bucket = new TokenBucket(2, 3, 0);
+  assert.deepEqual([0, 0, 0, 0].map(() => bucket.take(0)), [
+    true,
+    true,
+    true,
+    false,
+  ]);
+  assert.equal(bucket.take(499), false); // 0.998 tokens
+  assert.equal(bucket.take(500), true); // 1 token after 0.5 s at 2/s
+  assert.equal(bucket.take(500), false);
+  assert.equal(bucket.take(100_000), true); // capped at the burst
+  assert.equal(bucket.take(100_000), true);
+  assert.equal(bucket.take(100_000), true);
+  assert.equal(bucket.take(100_000), false);
+});
+
+test("TokenBucket does not mint tokens when the clock goes backwards", () => {
+  const bucket = new TokenBucket(1, 1, 10_000);
+  assert.equal(bucket.take(10_000), true);
+  assert.equal(bucket.take(0), false);
+  assert.equal(bucket.take(500), false);
+});
+
+test("BoundedMap forgets the least recently used key when full", () => {
+  const map = new BoundedMap<number>(2);
+  map.upsert("a", () => 1);
+  map.upsert("b", () => 2);
+  assert.equal(map.upsert("a", () => 99), 1); // a is now most recent
+  map.upsert("c", () => 3); // evicts b
+  assert.equal(map.size, 2);
+  assert.equal(map.upsert("b", () => 4), 4); // b was forgotten: created anew
+  assert.equal(map.upsert("c", () => 5), 3); // c stayed
+});
+
+test("SourceRateLimiter keeps one bucket per source, bounded in sources", () => {
+  const limiter = new SourceRateLimiter(1, 1, 2);
+  assert.equal(limiter.allow("a", 0), true);
+  assert.equal(limiter.allow("a", 0), false);
+  assert.equal(limiter.allow("b", 0), true);
+  assert.equal(limiter.allow("c", 0), true); // evicts a (least recent)
+  assert.equal(limiter.size, 2);
+  assert.equal(limiter.allow("a", 0), true); // a fresh bucket
+});
+
+test("OncePerInterval lets a key through once per interval", () => {
+  const gate = new OncePerInterval(1000, 10);
+  assert.equal(gate.allow("x", 0), true);
+  assert.equal(gate.allow("x", 999), false);
+  assert.equal(gate.allow("y", 999), true);
+  assert.equal(gate.allow("x", 1000), true);
+});
+
+test("ExpiringSet remembers keys until they expire, and at most its capacity", () => {
+  const set = new ExpiringSet(3);
+  set.add("a", 100, 0);
+  set.add("b", 200, 0);
+  assert.equal(set.has("a", 99), true);
+  assert.equal(set.has("a", 100), false);
+  assert.equal(set.has("b", 150), true);
+  set.add("c", 300, 150);
+  set.add("d", 400, 150);
+  set.add("e", 500, 150); // full (b, c, d): b is forgotten
+  assert.equal(set.has("b", 150), false);
+  assert.deepEqual(["c", "d", "e"].map((k) => set.has(k, 150)), [
+    true,
+    true,
+    true,
+  ]);
+  assert.ok(set.size <= 3);
+  assert.equal(set.has("e", 1000), false);
+  assert.equal(set.size, 0); // pruned
+});
+
+test("Semaphore runs at most its slots at once, in order, and frees slots on failure", async () => {
+  const semaphore = new Semaphore(2);
+  let running = 0;
+  let peak = 0;
+  const order: number[] = [];
+  const gates: (() => void)[] = [];
+  const task = (id: number) => () =>
+    new Promise<number>((resolve) => {
+      running++;
+      peak = Math.max(peak, running);
+      order.push(id);
+      gates.push(() => {
+        running--;
+        resolve(id);
+      });
+    });
+  const results = [1, 2, 3, 4].map((id) => semaphore.run(task(id)));
+  await Promise.resolve();
+  assert.deepEqual(order, [1, 2]);
+  assert.equal(semaphore.waiting, 2);
+  while (gates.length > 0) {
+    gates.shift()!();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.deepEqual(await Promise.all(results), [1, 2, 3, 4]);
+  assert.deepEqual(order, [1, 2, 3, 4]);
+  assert.equal(peak, 2);
+  await assert.rejects(
+    semaphore.run(() => Promise.reject(new Error("boom"))),
+    /boom/,
+  );
+  assert.equal(await semaphore.run(() => Promise.resolve(7)), 7);
+  assert.equal(new Semaphore(0).waiting, 0); // at least one slot
+});
