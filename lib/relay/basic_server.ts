@@ -23,8 +23,8 @@ import {
   type ReassemblerCounters,
 } from "../protocol/reassembler.ts";
 import type { DatagramTransport } from "../net/transport.ts";
-import { OncePerInterval } from "./limits.ts";
-import { type LogRecord, type LogSink, silentLog } from "./log.ts";
+import { type LogSink, silentLog } from "./log.ts";
+import { DropCounter, guardedSink } from "./drops.ts";
 
 /** A message the basic server decrypted. */
 export interface BasicMessage {
@@ -89,12 +89,11 @@ export class BasicServer implements AsyncDisposable {
   readonly #compat: boolean;
   readonly #onMessage: ((message: BasicMessage) => void) | undefined;
   readonly #log: LogSink;
+  readonly #drops: DropCounter;
   readonly #now: () => number;
   readonly #maxClients: number;
   readonly #keys = new Map<string, ClientRecord>();
   readonly #reassembler: Reassembler;
-  readonly #dropLogGate = new OncePerInterval(10_000);
-  readonly #dropped: Record<string, number> = {};
   readonly #tasks = new Set<Promise<void>>();
   readonly #pendingSends = new Set<Promise<void>>();
   readonly #messageListeners = new Set<(message: BasicMessage) => void>();
@@ -113,8 +112,9 @@ export class BasicServer implements AsyncDisposable {
     this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
     this.#compat = options.compat ?? false;
     this.#onMessage = options.onMessage;
-    this.#log = options.log ?? silentLog;
+    this.#log = guardedSink(options.log ?? silentLog);
     this.#now = options.now ?? Date.now;
+    this.#drops = new DropCounter(this.#log, this.#now);
     this.#maxClients = options.maxClients ?? 4096;
     this.#reassembler = new Reassembler({
       timeoutMs: options.fragmentTimeoutMs ?? 10_000,
@@ -178,7 +178,7 @@ export class BasicServer implements AsyncDisposable {
       bytesOut: this.#bytesOut,
       messages: this.#messages,
       members: this.#keys.size,
-      dropped: { ...this.#dropped },
+      dropped: this.#drops.snapshot(),
       reassembly: { ...this.#reassembler.counters },
     };
   }
@@ -188,7 +188,7 @@ export class BasicServer implements AsyncDisposable {
     const key = formatAddress(parseAddress(address));
     if (!this.#keys.has(key)) return false;
     this.#keys.delete(key);
-    this.#emit({ level: "info", event: "leave", client: key, reason: "kick" });
+    this.#log({ level: "info", event: "leave", client: key, reason: "kick" });
     return true;
   }
 
@@ -200,7 +200,7 @@ export class BasicServer implements AsyncDisposable {
       await this.#receiving;
       await Promise.all(this.#tasks);
       await Promise.all(this.#pendingSends);
-      this.#emit({ level: "info", event: "shutdown" });
+      this.#log({ level: "info", event: "shutdown" });
     })();
     return this.#closing;
   }
@@ -216,7 +216,7 @@ export class BasicServer implements AsyncDisposable {
         this.#datagramsIn++;
         this.#bytesIn += data.length;
         const task = this.#onDatagram(data, from).catch((error) => {
-          this.#emit({
+          this.#log({
             level: "error",
             event: "internal_error",
             error: String(error?.stack ?? error),
@@ -227,7 +227,7 @@ export class BasicServer implements AsyncDisposable {
       }
     } catch (error) {
       if (!this.#closing) {
-        this.#emit({
+        this.#log({
           level: "error",
           event: "receive_failed",
           error: String(error),
@@ -245,7 +245,7 @@ export class BasicServer implements AsyncDisposable {
     switch (datagram.kind) {
       case "key_request":
         if (!this.#compat && data.length < this.#publicPem.length) {
-          this.#drop("short_key_request", source, {
+          this.#drops.drop("short_key_request", source, {
             size: data.length,
             needed: this.#publicPem.length,
           });
@@ -266,7 +266,7 @@ export class BasicServer implements AsyncDisposable {
         const before = this.#reassembler.counters.countMismatch;
         const ciphertext = this.#reassembler.add(source, datagram.fragment);
         if (this.#reassembler.counters.countMismatch !== before) {
-          this.#drop("inconsistent_fragment", source, {
+          this.#drops.drop("inconsistent_fragment", source, {
             msgId: datagram.fragment.msgId,
           });
         }
@@ -279,7 +279,7 @@ export class BasicServer implements AsyncDisposable {
         );
       }
       case "invalid":
-        this.#drop("malformed", source, { detail: datagram.reason });
+        this.#drops.drop("malformed", source, { detail: datagram.reason });
     }
   }
 
@@ -289,13 +289,13 @@ export class BasicServer implements AsyncDisposable {
       key = await RsaPublicKey.fromPem(pem);
     } catch (error) {
       if (error instanceof InvalidKeyError) {
-        this.#drop("bad_client_key", source, { error: error.message });
+        this.#drops.drop("bad_client_key", source, { error: error.message });
         return;
       }
       throw error;
     }
     if (key.modulusBits < 2048 || key.modulusBits > 4096) {
-      this.#drop("client_key_size", source, { bits: key.modulusBits });
+      this.#drops.drop("client_key_size", source, { bits: key.modulusBits });
       return;
     }
     const record = { key, lastSeen: this.#now(), messagesIn: 0 };
@@ -305,7 +305,7 @@ export class BasicServer implements AsyncDisposable {
       // Forget the least recently registered key.
       this.#keys.delete(this.#keys.keys().next().value!);
     }
-    this.#emit({
+    this.#log({
       level: "info",
       event: existed ? "rekey" : "join",
       client: source,
@@ -325,7 +325,7 @@ export class BasicServer implements AsyncDisposable {
       data = await this.#privateKey.decrypt(ciphertext);
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
-        this.#drop("undecryptable", source, {
+        this.#drops.drop("undecryptable", source, {
           size: ciphertext.length,
           error: error.message,
         });
@@ -342,7 +342,7 @@ export class BasicServer implements AsyncDisposable {
       data,
       ...(msgId === undefined ? {} : { msgId }),
     };
-    this.#emit({
+    this.#log({
       level: "info",
       event: "message",
       from: source,
@@ -359,28 +359,11 @@ export class BasicServer implements AsyncDisposable {
     this.#datagramsOut++;
     this.#bytesOut += data.length;
     const sending = this.#transport.send(data, to).catch((error) => {
-      this.#drop("send_failed", formatAddress(to), { error: String(error) });
+      this.#drops.drop("send_failed", formatAddress(to), {
+        error: String(error),
+      });
     });
     this.#pendingSends.add(sending);
     sending.finally(() => this.#pendingSends.delete(sending));
-  }
-
-  #drop(
-    reason: string,
-    source: string,
-    details: Record<string, unknown>,
-  ): void {
-    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;
-    if (this.#dropLogGate.allow(`${reason} ${source}`, this.#now())) {
-      this.#emit({ level: "warn", event: "drop", reason, source, ...details });
-    }
-  }
-
-  #emit(record: LogRecord): void {
-    try {
-      this.#log(record);
-    } catch {
-      // A failing log sink must never take the server down.
-    }
   }
 }

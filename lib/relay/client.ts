@@ -28,10 +28,10 @@ import {
   type TlvRecord,
 } from "../protocol/tlv.ts";
 import type { DatagramTransport } from "../net/transport.ts";
-import { type LogRecord, type LogSink, silentLog } from "./log.ts";
+import { type LogSink, silentLog } from "./log.ts";
+import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
-import { OncePerInterval } from "./limits.ts";
 import type { MemberProfile } from "./server.ts";
 
 /** Something the client observed, delivered to {@linkcode RelayClient.events} and listeners. */
@@ -152,14 +152,13 @@ export class RelayClient implements AsyncDisposable {
   readonly #fernetBackend: FernetBackend | undefined;
   readonly #eventBufferSize: number;
   readonly #log: LogSink;
+  readonly #drops: DropCounter;
   readonly #now: () => number;
 
   readonly #marker = new IvMarker();
   readonly #reassembler: Reassembler;
   readonly #listeners = new Set<(event: ClientEvent) => void>();
   readonly #members = new Set<string>();
-  readonly #dropped: Record<string, number> = {};
-  readonly #dropLogGate = new OncePerInterval(10_000);
   readonly #abort = new AbortController();
 
   #rsaKey: RsaPrivateKey | undefined;
@@ -199,8 +198,9 @@ export class RelayClient implements AsyncDisposable {
     this.#tokenMaxAge = options.tokenMaxAgeSeconds ?? 60;
     this.#fernetBackend = options.fernetBackend;
     this.#eventBufferSize = options.eventBufferSize ?? 10_000;
-    this.#log = options.log ?? silentLog;
+    this.#log = guardedSink(options.log ?? silentLog);
     this.#now = options.now ?? Date.now;
+    this.#drops = new DropCounter(this.#log, this.#now);
     this.#reassembler = new Reassembler({}, this.#now);
     if (options.onEvent) this.#listeners.add(options.onEvent);
   }
@@ -266,7 +266,7 @@ export class RelayClient implements AsyncDisposable {
       messagesReceived: this.#messagesReceived,
       registrations: this.#registrations,
       eventsDropped: this.#eventsDropped,
-      dropped: { ...this.#dropped },
+      dropped: this.#drops.snapshot(),
     };
   }
 
@@ -452,7 +452,7 @@ export class RelayClient implements AsyncDisposable {
             ) {
               return w("refused");
             }
-            this.#dropLogged("fingerprint_mismatch", formatAddress(a.from), {
+            this.#drops.drop("fingerprint_mismatch", formatAddress(a.from), {
               fingerprint: a.serverKey.fingerprint,
             });
           });
@@ -514,7 +514,7 @@ export class RelayClient implements AsyncDisposable {
           this.#address = address;
           this.#ready = true;
           this.#registrations++;
-          this.#emitLog({
+          this.#log({
             level: "info",
             event: "registered",
             server: this.serverAddress,
@@ -551,7 +551,7 @@ export class RelayClient implements AsyncDisposable {
     this.#ready = false;
     this.#members.clear();
     this.#emit({ type: "reconnecting", reason });
-    this.#emitLog({ level: "info", event: "reconnecting", reason });
+    this.#log({ level: "info", event: "reconnecting", reason });
     this.#reconnecting = (async () => {
       let delay = this.#retryInitialMs;
       while (!this.#abort.signal.aborted) {
@@ -560,7 +560,7 @@ export class RelayClient implements AsyncDisposable {
           return;
         } catch (error) {
           if (this.#abort.signal.aborted) return;
-          this.#emitLog({
+          this.#log({
             level: "warn",
             event: "reconnect_failed",
             error: (error as Error).message,
@@ -607,7 +607,7 @@ export class RelayClient implements AsyncDisposable {
   /** Keeps a send's promise until it settles, so close() can wait for it; errors are counted. */
   #track(sending: Promise<void>): Promise<void> {
     const tracked = sending.catch((error) => {
-      this.#dropLogged("send_failed", formatAddress(this.#target), {
+      this.#drops.drop("send_failed", formatAddress(this.#target), {
         error: String(error),
       });
     });
@@ -624,7 +624,7 @@ export class RelayClient implements AsyncDisposable {
       }
     } catch (error) {
       if (!this.#abort.signal.aborted) {
-        this.#emitLog({
+        this.#log({
           level: "error",
           event: "receive_failed",
           error: String(error),
@@ -641,7 +641,7 @@ export class RelayClient implements AsyncDisposable {
     try {
       records = decodeRecords(data);
     } catch {
-      this.#dropLogged("malformed", source);
+      this.#drops.drop("malformed", source);
       return;
     }
     if (!fromServer) {
@@ -652,14 +652,14 @@ export class RelayClient implements AsyncDisposable {
       ) {
         await this.#processStream(records, from, false);
       } else {
-        this.#dropLogged("not_from_server", source);
+        this.#drops.drop("not_from_server", source);
       }
       return;
     }
     try {
       await this.#processStream(records, from, false);
     } catch (error) {
-      this.#emitLog({
+      this.#log({
         level: "error",
         event: "internal_error",
         error: String((error as Error)?.stack ?? error),
@@ -674,7 +674,7 @@ export class RelayClient implements AsyncDisposable {
   ): Promise<void> {
     const source = formatAddress(from);
     if (reassembled && records.some((r) => r.type === RecordType.FRAGMENT)) {
-      this.#dropLogged("nested_fragment", source);
+      this.#drops.drop("nested_fragment", source);
       return;
     }
     let cookie: Uint8Array | undefined;
@@ -690,7 +690,7 @@ export class RelayClient implements AsyncDisposable {
               decodeFragment(record.value),
             );
           } catch {
-            this.#dropLogged("malformed_fragment", source);
+            this.#drops.drop("malformed_fragment", source);
             break;
           }
           if (!stream) break;
@@ -698,7 +698,7 @@ export class RelayClient implements AsyncDisposable {
           try {
             inner = decodeRecords(stream);
           } catch {
-            this.#dropLogged("malformed", source);
+            this.#drops.drop("malformed", source);
             break;
           }
           await this.#processStream(inner, from, true);
@@ -721,7 +721,7 @@ export class RelayClient implements AsyncDisposable {
           try {
             sender = formatAddress(decodeAddress(record.value));
           } catch {
-            this.#dropLogged("malformed_sender", source);
+            this.#drops.drop("malformed_sender", source);
             sender = undefined;
           }
           break;
@@ -735,7 +735,7 @@ export class RelayClient implements AsyncDisposable {
           this.#onNotice(record.value);
           break;
         default:
-          this.#count("unexpected_type");
+          this.#drops.count("unexpected_type");
       }
     }
     if (rsaBlocks.length > 0) await this.#onRsaMessage(rsaBlocks, sender);
@@ -748,18 +748,18 @@ export class RelayClient implements AsyncDisposable {
   ): Promise<void> {
     const waiter = this.#keyWaiter;
     if (!waiter) {
-      this.#count("unexpected_key");
+      this.#drops.count("unexpected_key");
       return;
     }
     if (!cookie) {
-      this.#dropLogged("key_without_cookie", formatAddress(from));
+      this.#drops.drop("key_without_cookie", formatAddress(from));
       return;
     }
     let serverKey: RsaPublicKey;
     try {
       serverKey = await RsaPublicKey.fromPem(decoder.decode(pem));
     } catch (error) {
-      this.#dropLogged("bad_server_key", formatAddress(from), {
+      this.#drops.drop("bad_server_key", formatAddress(from), {
         error: (error as Error).message,
       });
       return;
@@ -770,14 +770,14 @@ export class RelayClient implements AsyncDisposable {
   async #onWelcome(value: Uint8Array): Promise<void> {
     const waiter = this.#welcomeWaiter;
     if (!waiter) {
-      this.#count("unexpected_welcome");
+      this.#drops.count("unexpected_welcome");
       return;
     }
     let addressValue: Uint8Array;
     if (this.#profile === "hybrid") {
       const opened = await this.#pendingGuard!.open(value, this.#now());
       if (!opened.ok) {
-        this.#dropLogged(`welcome_${opened.reason}`, this.serverAddress);
+        this.#drops.drop(`welcome_${opened.reason}`, this.serverAddress);
         return;
       }
       addressValue = opened.plaintext;
@@ -785,14 +785,14 @@ export class RelayClient implements AsyncDisposable {
       try {
         addressValue = await this.#rsaKey!.decrypt(value);
       } catch {
-        this.#dropLogged("welcome_undecryptable", this.serverAddress);
+        this.#drops.drop("welcome_undecryptable", this.serverAddress);
         return;
       }
     }
     try {
       waiter(decodeAddress(addressValue));
     } catch {
-      this.#dropLogged("welcome_bad_address", this.serverAddress);
+      this.#drops.drop("welcome_bad_address", this.serverAddress);
     }
   }
 
@@ -801,7 +801,7 @@ export class RelayClient implements AsyncDisposable {
     try {
       address = formatAddress(decodeAddress(record.value));
     } catch {
-      this.#dropLogged("malformed_presence", this.serverAddress);
+      this.#drops.drop("malformed_presence", this.serverAddress);
       return;
     }
     if (record.type === RecordType.NOTIFY_CONNECT) {
@@ -819,16 +819,16 @@ export class RelayClient implements AsyncDisposable {
     sender: string | undefined,
   ): Promise<void> {
     if (!this.#guard || !this.#ready) {
-      this.#count("message_before_ready");
+      this.#drops.count("message_before_ready");
       return;
     }
     if (!sender) {
-      this.#dropLogged("message_without_sender", this.serverAddress);
+      this.#drops.drop("message_without_sender", this.serverAddress);
       return;
     }
     const opened = await this.#guard.open(token, this.#now());
     if (!opened.ok) {
-      this.#dropLogged(opened.reason, this.serverAddress);
+      this.#drops.drop(opened.reason, this.serverAddress);
       return;
     }
     this.#deliver(sender, opened.plaintext);
@@ -839,11 +839,11 @@ export class RelayClient implements AsyncDisposable {
     sender: string | undefined,
   ): Promise<void> {
     if (this.#profile !== "rsa" || !this.#ready) {
-      this.#count("message_before_ready");
+      this.#drops.count("message_before_ready");
       return;
     }
     if (!sender) {
-      this.#dropLogged("message_without_sender", this.serverAddress);
+      this.#drops.drop("message_without_sender", this.serverAddress);
       return;
     }
     let plaintext: Uint8Array;
@@ -851,7 +851,7 @@ export class RelayClient implements AsyncDisposable {
       plaintext = await this.#rsaKey!.decryptChunks(blocks);
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
-        this.#dropLogged("bad_rsa_block", this.serverAddress);
+        this.#drops.drop("bad_rsa_block", this.serverAddress);
         return;
       }
       throw error;
@@ -869,11 +869,11 @@ export class RelayClient implements AsyncDisposable {
     try {
       notice = decodeNotice(value);
     } catch {
-      this.#dropLogged("malformed_notice", this.serverAddress);
+      this.#drops.drop("malformed_notice", this.serverAddress);
       return;
     }
     this.#emit({ type: "notice", code: notice.code, text: notice.text });
-    this.#emitLog({
+    this.#log({
       level: "info",
       event: "notice",
       code: notice.code,
@@ -892,27 +892,6 @@ export class RelayClient implements AsyncDisposable {
     }
   }
 
-  #count(reason: string): void {
-    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;
-  }
-
-  #dropLogged(
-    reason: string,
-    source: string,
-    details: Record<string, unknown> = {},
-  ): void {
-    this.#count(reason);
-    if (this.#dropLogGate.allow(`${reason} ${source}`, this.#now())) {
-      this.#emitLog({
-        level: "warn",
-        event: "drop",
-        reason,
-        source,
-        ...details,
-      });
-    }
-  }
-
   #emit(event: ClientEvent): void {
     for (const listener of this.#listeners) {
       try {
@@ -920,14 +899,6 @@ export class RelayClient implements AsyncDisposable {
       } catch {
         // A failing listener must not break the client.
       }
-    }
-  }
-
-  #emitLog(record: LogRecord): void {
-    try {
-      this.#log(record);
-    } catch {
-      // A failing log sink must not break the client.
     }
   }
 }

@@ -47,7 +47,8 @@ import {
 } from "./limits.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
 import { encodeBase64 } from "../crypto/base64.ts";
-import { type LogRecord, type LogSink, silentLog } from "./log.ts";
+import { type LogSink, silentLog } from "./log.ts";
+import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
 
@@ -219,6 +220,7 @@ export class RelayServer implements AsyncDisposable {
   readonly #maxPendingHandshakes: number;
   readonly #fernetBackend: FernetBackend | undefined;
   readonly #log: LogSink;
+  readonly #drops: DropCounter;
   readonly #now: () => number;
 
   readonly #members = new Map<string, Member>();
@@ -230,7 +232,6 @@ export class RelayServer implements AsyncDisposable {
   readonly #strangerReassembly: Reassembler;
   readonly #handshakeLimiter: SourceRateLimiter;
   readonly #noticeGate = new OncePerInterval(1000);
-  readonly #dropLogGate = new OncePerInterval(DROP_LOG_INTERVAL_MS);
   readonly #queues = new Map<string, SourceQueue>();
   #sendsInFlight = 0;
   #sendsDrained: (() => void) | undefined;
@@ -238,7 +239,6 @@ export class RelayServer implements AsyncDisposable {
   #pendingHandshakes = 0;
   readonly #rsaSlots: Semaphore;
 
-  readonly #dropped: Record<string, number> = {};
   #datagramsIn = 0;
   #bytesIn = 0;
   #datagramsOut = 0;
@@ -270,8 +270,9 @@ export class RelayServer implements AsyncDisposable {
         Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
     );
     this.#fernetBackend = options.fernetBackend;
-    this.#log = options.log ?? silentLog;
+    this.#log = guardedSink(options.log ?? silentLog);
     this.#now = options.now ?? Date.now;
+    this.#drops = new DropCounter(this.#log, this.#now, DROP_LOG_INTERVAL_MS);
     this.#cookies = new CookieAuthority({ now: this.#now });
     this.#memberReassembly = new Reassembler(options.reassembly, this.#now);
     this.#strangerReassembly = new Reassembler(STRANGER_REASSEMBLY, this.#now);
@@ -335,7 +336,7 @@ export class RelayServer implements AsyncDisposable {
       registrations: this.#registrations,
       rekeys: this.#rekeys,
       members: this.#members.size,
-      dropped: { ...this.#dropped },
+      dropped: this.#drops.snapshot(),
       reassembly,
     };
   }
@@ -392,7 +393,7 @@ export class RelayServer implements AsyncDisposable {
         this.#send(datagram, member.address);
       }
     }
-    this.#emit({
+    this.#log({
       level: "info",
       event: "shutdown",
       members: this.#members.size,
@@ -413,7 +414,7 @@ export class RelayServer implements AsyncDisposable {
       }
     } catch (error) {
       if (!this.#closing) {
-        this.#emit({
+        this.#log({
           level: "error",
           event: "receive_failed",
           error: String(error),
@@ -430,7 +431,7 @@ export class RelayServer implements AsyncDisposable {
     try {
       records = decodeRecords(datagram.data);
     } catch {
-      this.#drop("malformed", source);
+      this.#drops.drop("malformed", source);
       return;
     }
     this.#enqueue(
@@ -454,18 +455,18 @@ export class RelayServer implements AsyncDisposable {
       this.#queues.set(source, queue);
     }
     if (queue.pending >= MAX_PENDING_PER_SOURCE) {
-      this.#drop("backlog", source);
+      this.#drops.drop("backlog", source);
       return;
     }
     if (this.#pendingTotal >= MAX_PENDING_TOTAL) {
-      this.#drop("overload", source);
+      this.#drops.drop("overload", source);
       return;
     }
     queue.pending++;
     this.#pendingTotal++;
     const q = queue;
     q.tail = q.tail.then(task).catch((error) => {
-      this.#emit({
+      this.#log({
         level: "error",
         event: "internal_error",
         source,
@@ -488,7 +489,7 @@ export class RelayServer implements AsyncDisposable {
     reassembled: boolean,
   ): Promise<void> {
     if (reassembled && records.some((r) => r.type === RecordType.FRAGMENT)) {
-      this.#drop("nested_fragment", source);
+      this.#drops.drop("nested_fragment", source);
       return;
     }
     let member = this.#members.get(source);
@@ -519,22 +520,23 @@ export class RelayServer implements AsyncDisposable {
           break;
         case RecordType.RSA_BLOCK:
           if (!member) return this.#unknownSource(from, source, requestSize);
-          if (member.profile !== "rsa") this.#drop("profile_mismatch", source);
-          else rsaBlocks.push(record.value);
+          if (member.profile !== "rsa") {
+            this.#drops.drop("profile_mismatch", source);
+          } else rsaBlocks.push(record.value);
           break;
         case RecordType.KEEPALIVE:
           if (!member) return this.#unknownSource(from, source, requestSize);
           await this.#onKeepalive(member, record.value);
           break;
         case RecordType.DISCONNECT:
-          if (!member) this.#drop("disconnect_unknown", source);
+          if (!member) this.#drops.drop("disconnect_unknown", source);
           else await this.#onDisconnect(member, record.value);
           break;
         default:
           if (SERVER_ONLY_TYPES.has(record.type)) {
-            this.#drop("unexpected_type", source);
+            this.#drops.drop("unexpected_type", source);
           } else if (!isKnownRecordType(record.type)) {
-            this.#count("unknown_type");
+            this.#drops.count("unknown_type");
           }
       }
     }
@@ -554,7 +556,7 @@ export class RelayServer implements AsyncDisposable {
     try {
       fragment = decodeFragment(value);
     } catch {
-      this.#drop("malformed_fragment", source);
+      this.#drops.drop("malformed_fragment", source);
       return;
     }
     const reassembler = member
@@ -566,7 +568,7 @@ export class RelayServer implements AsyncDisposable {
     try {
       records = decodeRecords(stream);
     } catch {
-      this.#drop("malformed", source);
+      this.#drops.drop("malformed", source);
       return;
     }
     await this.#processStream(records, from, source, stream.length, true);
@@ -579,11 +581,11 @@ export class RelayServer implements AsyncDisposable {
   ): void {
     const answerSize = 2 * 4 + 20 + this.#publicPem.length;
     if (!this.#compat && requestSize < answerSize) {
-      this.#drop("short_key_request", source);
+      this.#drops.drop("short_key_request", source);
       return;
     }
     if (!this.#handshakeLimiter.allow(from.hostname, this.#now())) {
-      this.#drop("handshake_rate", source);
+      this.#drops.drop("handshake_rate", source);
       return;
     }
     const cookie = this.#cookies.issue(encodeAddress(from));
@@ -606,22 +608,22 @@ export class RelayServer implements AsyncDisposable {
     const addressValue = encodeAddress(from);
     if (cookie === undefined) {
       if (!this.#compat) {
-        this.#drop("cookie_missing", source);
+        this.#drops.drop("cookie_missing", source);
         return;
       }
     } else {
       const verdict = this.#cookies.verify(cookie, addressValue);
       if (verdict !== "valid") {
-        this.#drop(`cookie_${verdict}`, source);
+        this.#drops.drop(`cookie_${verdict}`, source);
         return;
       }
     }
     if (!this.#handshakeLimiter.allow(from.hostname, this.#now())) {
-      this.#drop("handshake_rate", source);
+      this.#drops.drop("handshake_rate", source);
       return;
     }
     if (this.#pendingHandshakes >= this.#maxPendingHandshakes) {
-      this.#drop("handshake_busy", source);
+      this.#drops.drop("handshake_busy", source);
       return;
     }
     const profile: MemberProfile = record.type === RecordType.SYMMETRIC_KEY
@@ -644,7 +646,7 @@ export class RelayServer implements AsyncDisposable {
         rsaKey = await RsaPublicKey.fromPem(decoder.decode(record.value));
         keyId = rsaKey.fingerprint;
         if (rsaKey.modulusBits < 2048 || rsaKey.modulusBits > 4096) {
-          this.#drop("client_key_size", source, {
+          this.#drops.drop("client_key_size", source, {
             bits: rsaKey.modulusBits,
           });
           return;
@@ -655,7 +657,7 @@ export class RelayServer implements AsyncDisposable {
         error instanceof RsaDecryptError || error instanceof RangeError ||
         error instanceof InvalidKeyError
       ) {
-        this.#drop(
+        this.#drops.drop(
           profile === "hybrid" ? "bad_symmetric_key" : "bad_client_key",
           source,
           { error: error.message },
@@ -674,7 +676,7 @@ export class RelayServer implements AsyncDisposable {
       // A retry of the registration that made this member (its WELCOME was
       // lost), or a replay of it: answer again, change nothing, so the
       // member's replay window survives.
-      this.#count("registration_repeated");
+      this.#drops.count("registration_repeated");
       this.#sendPacked(
         [await this.#welcome(existing), ...this.#presentRecords(existing)],
         existing.address,
@@ -685,7 +687,7 @@ export class RelayServer implements AsyncDisposable {
     if (this.#usedRegistrations.has(used, now)) {
       // A replay of an earlier registration of this address: it would roll
       // the member back to an old key, or bring a departed member back.
-      this.#drop("registration_replayed", source);
+      this.#drops.drop("registration_replayed", source);
       return;
     }
     this.#usedRegistrations.add(used, now + REGISTRATION_MEMORY_MS, now);
@@ -699,7 +701,7 @@ export class RelayServer implements AsyncDisposable {
       existing.keyId = keyId;
       existing.lastSeen = now;
       this.#rekeys++;
-      this.#emit({ level: "info", event: "rekey", client: source, profile });
+      this.#log({ level: "info", event: "rekey", client: source, profile });
       this.#sendStream(
         encodeRecords([await this.#welcome(existing)]),
         existing.address,
@@ -707,7 +709,7 @@ export class RelayServer implements AsyncDisposable {
       return;
     }
     if (this.#members.size >= this.#maxClients) {
-      this.#drop("server_full", source);
+      this.#drops.drop("server_full", source);
       this.#sendNotice(from, NoticeCode.SERVER_FULL, requestSize);
       return;
     }
@@ -732,7 +734,7 @@ export class RelayServer implements AsyncDisposable {
     this.#members.set(source, member);
     this.#strangerReassembly.forgetSource(source);
     this.#registrations++;
-    this.#emit({ level: "info", event: "join", client: source, profile });
+    this.#log({ level: "info", event: "join", client: source, profile });
 
     const joined = encodeRecords([
       { type: RecordType.NOTIFY_CONNECT, value: addressValue },
@@ -774,13 +776,13 @@ export class RelayServer implements AsyncDisposable {
     requestSize: number,
   ): Promise<void> {
     if (!member.guard) {
-      this.#drop("profile_mismatch", member.key);
+      this.#drops.drop("profile_mismatch", member.key);
       return;
     }
     const now = this.#now();
     const opened = await member.guard.open(token, now);
     if (!opened.ok) {
-      this.#drop(opened.reason, member.key);
+      this.#drops.drop(opened.reason, member.key);
       return;
     }
     member.lastSeen = now;
@@ -796,7 +798,7 @@ export class RelayServer implements AsyncDisposable {
     if (
       blocks.length > Math.max(1, Math.ceil(this.#maxMessageBytes / perBlock))
     ) {
-      this.#drop("message_too_large", member.key);
+      this.#drops.drop("message_too_large", member.key);
       this.#sendNotice(
         member.address,
         NoticeCode.MESSAGE_TOO_LARGE,
@@ -812,7 +814,7 @@ export class RelayServer implements AsyncDisposable {
       );
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
-        this.#drop("bad_rsa_block", member.key);
+        this.#drops.drop("bad_rsa_block", member.key);
         return;
       }
       throw error;
@@ -829,7 +831,7 @@ export class RelayServer implements AsyncDisposable {
   ): Promise<void> {
     const now = this.#now();
     if (plaintext.length > this.#maxMessageBytes) {
-      this.#drop("message_too_large", sender.key);
+      this.#drops.drop("message_too_large", sender.key);
       this.#sendNotice(
         sender.address,
         NoticeCode.MESSAGE_TOO_LARGE,
@@ -838,7 +840,7 @@ export class RelayServer implements AsyncDisposable {
       return;
     }
     if (!sender.messageRate.take(now)) {
-      this.#drop("rate_limited", sender.key);
+      this.#drops.drop("rate_limited", sender.key);
       this.#sendNotice(sender.address, NoticeCode.RATE_LIMITED, requestSize);
       return;
     }
@@ -865,7 +867,7 @@ export class RelayServer implements AsyncDisposable {
       }
     }
     if (later.length > 0) await Promise.all(later);
-    this.#emit({
+    this.#log({
       level: "debug",
       event: "relay",
       from: sender.key,
@@ -906,15 +908,15 @@ export class RelayServer implements AsyncDisposable {
     if (member.profile === "rsa") return; // refreshed at stream start
     if (value.length === 0 || value.every((b) => b === 0)) {
       if (this.#compat) member.lastSeen = this.#now();
-      else this.#drop("keepalive_unauthenticated", member.key);
+      else this.#drops.drop("keepalive_unauthenticated", member.key);
       return;
     }
     const now = this.#now();
     const opened = await member.guard!.open(value, now);
     if (!opened.ok) {
-      this.#drop(opened.reason, member.key);
+      this.#drops.drop(opened.reason, member.key);
     } else if (opened.plaintext.length !== 0) {
-      this.#drop("keepalive_not_empty", member.key);
+      this.#drops.drop("keepalive_not_empty", member.key);
     } else {
       member.lastSeen = now;
     }
@@ -923,26 +925,26 @@ export class RelayServer implements AsyncDisposable {
   async #onDisconnect(member: Member, value: Uint8Array): Promise<void> {
     if (member.profile === "rsa") {
       if (value.length === 0) this.#remove(member, "disconnect");
-      else this.#drop("forged_disconnect", member.key);
+      else this.#drops.drop("forged_disconnect", member.key);
       return;
     }
     const opened = await member.guard!.open(value, this.#now());
     if (!opened.ok) {
-      this.#drop(
+      this.#drops.drop(
         opened.reason === "token_signature"
           ? "forged_disconnect"
           : opened.reason,
         member.key,
       );
     } else if (!bytesEqual(opened.plaintext, DISCONNECT_TEXT)) {
-      this.#drop("forged_disconnect", member.key);
+      this.#drops.drop("forged_disconnect", member.key);
     } else if (this.#members.get(member.key) === member) {
       this.#remove(member, "disconnect");
     }
   }
 
   #unknownSource(from: PeerAddress, source: string, requestSize: number): void {
-    this.#drop("unknown_source", source);
+    this.#drops.drop("unknown_source", source);
     this.#sendNotice(from, NoticeCode.UNKNOWN_CLIENT, requestSize);
   }
 
@@ -950,7 +952,7 @@ export class RelayServer implements AsyncDisposable {
     if (this.#members.get(member.key) !== member) return;
     this.#members.delete(member.key);
     this.#memberReassembly.forgetSource(member.key);
-    this.#emit({ level: "info", event: "leave", client: member.key, reason });
+    this.#log({ level: "info", event: "leave", client: member.key, reason });
     const left = encodeRecords([
       { type: RecordType.NOTIFY_DISCONNECT, value: member.addressValue },
     ]);
@@ -999,7 +1001,9 @@ export class RelayServer implements AsyncDisposable {
     this.#bytesOut += datagram.length;
     this.#sendsInFlight++;
     this.#transport.send(datagram, to).then(this.#sendDone, (error) => {
-      this.#drop("send_failed", formatAddress(to), { error: String(error) });
+      this.#drops.drop("send_failed", formatAddress(to), {
+        error: String(error),
+      });
       this.#sendDone();
     });
   }
@@ -1008,37 +1012,6 @@ export class RelayServer implements AsyncDisposable {
   readonly #sendDone = (): void => {
     if (--this.#sendsInFlight === 0) this.#sendsDrained?.();
   };
-
-  #count(reason: string): void {
-    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + 1;
-  }
-
-  /** Counts a drop and logs it at most once per source and reason per interval. */
-  #drop(
-    reason: string,
-    source: string,
-    details: Record<string, unknown> = {},
-  ): void {
-    this.#count(reason);
-    if (this.#dropLogGate.allow(`${reason} ${source}`, this.#now())) {
-      this.#emit({
-        level: "warn",
-        event: "drop",
-        reason,
-        source,
-        count: this.#dropped[reason],
-        ...details,
-      });
-    }
-  }
-
-  #emit(record: LogRecord): void {
-    try {
-      this.#log(record);
-    } catch {
-      // A failing log sink must never take the relay down.
-    }
-  }
 }
 
 /** Whether two byte arrays are equal (not constant time: for public data). */

@@ -7,6 +7,8 @@ import {
   SourceRateLimiter,
   TokenBucket,
 } from "../../lib/relay/limits.ts";
+import { DropCounter, guardedSink } from "../../lib/relay/drops.ts";
+import type { LogRecord } from "../../lib/relay/log.ts";
 
 const test = (name: string, fn: () => void | Promise<void>) =>
   Deno.test({ name, permissions: "none", fn });
@@ -118,4 +120,48 @@ test("Semaphore runs at most its slots at once, in order, and frees slots on fai
   );
   assert.equal(await semaphore.run(() => Promise.resolve(7)), 7);
   assert.equal(new Semaphore(0).waiting, 0); // at least one slot
+});
+
+test("DropCounter counts every drop and logs each (reason, source) once per interval", () => {
+  const logged: LogRecord[] = [];
+  let now = 0;
+  const drops = new DropCounter((r) => logged.push(r), () => now, 1000);
+  drops.drop("malformed", "1.2.3.4:5");
+  drops.drop("malformed", "1.2.3.4:5");
+  drops.drop("malformed", "5.6.7.8:9", { size: 3 });
+  drops.count("unknown_type");
+  now = 1000;
+  drops.drop("malformed", "1.2.3.4:5");
+  assert.deepEqual(drops.snapshot(), { malformed: 4, unknown_type: 1 });
+  assert.deepEqual(logged, [
+    {
+      level: "warn",
+      event: "drop",
+      reason: "malformed",
+      source: "1.2.3.4:5",
+      count: 1,
+    },
+    {
+      level: "warn",
+      event: "drop",
+      reason: "malformed",
+      source: "5.6.7.8:9",
+      count: 3,
+      size: 3,
+    },
+    {
+      level: "warn",
+      event: "drop",
+      reason: "malformed",
+      source: "1.2.3.4:5",
+      count: 4,
+    },
+  ]);
+});
+
+test("guardedSink() swallows a throwing sink", () => {
+  const sink = guardedSink(() => {
+    throw new Error("disk full");
+  });
+  sink({ level: "info", event: "x" }); // does not throw
 });
