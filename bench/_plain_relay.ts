@@ -15,6 +15,7 @@
  */
 import { formatAddress, type PeerAddress } from "../lib/protocol/address.ts";
 import { UdpTransport } from "../lib/net/udp.ts";
+import { LineSplitter } from "../lib/net/lines.ts";
 
 const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
 const members = new Map<string, PeerAddress>();
@@ -67,14 +68,10 @@ function stop(): void {
 Deno.addSignalListener("SIGTERM", stop);
 Deno.addSignalListener("SIGINT", stop);
 
-const decoder = new TextDecoder();
-let pending = "";
+const lines = new LineSplitter();
 for await (const chunk of Deno.stdin.readable) {
-  pending += decoder.decode(chunk, { stream: true });
-  let newline: number;
-  while ((newline = pending.indexOf("\n")) >= 0) {
-    const line = pending.slice(0, newline).trim();
-    pending = pending.slice(newline + 1);
+  for (const raw of lines.push(chunk)) {
+    const line = raw.trim();
     if (line === "stats") {
       writeLine({
         stats: {

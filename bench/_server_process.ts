@@ -18,6 +18,7 @@ import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
 import { formatAddress } from "../lib/protocol/address.ts";
 import { UdpTransport } from "../lib/net/udp.ts";
 import { RelayServer } from "../lib/relay/server.ts";
+import { LineSplitter } from "../lib/net/lines.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -65,14 +66,10 @@ async function stop(): Promise<void> {
 Deno.addSignalListener("SIGTERM", () => void stop());
 Deno.addSignalListener("SIGINT", () => void stop());
 
-const decoder = new TextDecoder();
-let pending = "";
+const lines = new LineSplitter();
 for await (const chunk of Deno.stdin.readable) {
-  pending += decoder.decode(chunk, { stream: true });
-  let newline: number;
-  while ((newline = pending.indexOf("\n")) >= 0) {
-    const line = pending.slice(0, newline).trim();
-    pending = pending.slice(newline + 1);
+  for (const raw of lines.push(chunk)) {
+    const line = raw.trim();
     if (line === "stats") writeLine({ stats: server.stats() });
   }
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import { CLEAR_LINE, LineEditor, printAboveText } from "./line_editor.ts";
+import { LineSplitter } from "../net/lines.ts";
 
 /** What the interactive session needs from the client. */
 export interface InteractiveHooks {
@@ -85,8 +86,7 @@ export class InteractiveSession {
 
   async #readLoop(): Promise<void> {
     const buffer = new Uint8Array(4096);
-    const decoder = new TextDecoder();
-    let pending = "";
+    const splitter = new LineSplitter();
     try {
       while (!this.#done) {
         const n = await Deno.stdin.read(buffer);
@@ -101,11 +101,7 @@ export class InteractiveSession {
           if (exit) break;
           this.#write(CLEAR_LINE + this.#prompt + this.#editor.buffer);
         } else {
-          pending += decoder.decode(buffer.subarray(0, n), { stream: true });
-          let newline: number;
-          while ((newline = pending.indexOf("\n")) >= 0) {
-            const line = pending.slice(0, newline).replace(/\r$/, "");
-            pending = pending.slice(newline + 1);
+          for (const line of splitter.push(buffer.subarray(0, n))) {
             if (await this.#handle(line)) return;
           }
         }

@@ -9,6 +9,7 @@
  */
 import { constantTimeEqual } from "../crypto/hmac.ts";
 import { formatAddress } from "../protocol/address.ts";
+import { LineSplitter } from "./lines.ts";
 
 /** One control connection, as handed to command handlers. */
 export interface ControlConnection {
@@ -128,20 +129,14 @@ class Connection implements ControlConnection {
 
   /** Reads lines until EOF, error, or an over-long line. */
   async *lines(maxLineBytes: number): AsyncGenerator<string> {
-    const decoder = new TextDecoder();
+    const splitter = new LineSplitter();
     const buffer = new Uint8Array(16 * 1024);
-    let pending = "";
     try {
       while (!this.#closed) {
         const n = await this.#conn.read(buffer);
         if (n === null) break;
-        pending += decoder.decode(buffer.subarray(0, n), { stream: true });
-        let newline: number;
-        while ((newline = pending.indexOf("\n")) >= 0) {
-          yield pending.slice(0, newline).replace(/\r$/, "");
-          pending = pending.slice(newline + 1);
-        }
-        if (pending.length > maxLineBytes) {
+        yield* splitter.push(buffer.subarray(0, n));
+        if (splitter.pendingLength > maxLineBytes) {
           this.write("error: line too long");
           break;
         }

@@ -1,0 +1,23 @@
+import assert from "node:assert/strict";
+import { LineSplitter } from "../../lib/net/lines.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+Deno.test({
+  name: "LineSplitter returns complete lines across odd splits, LF and CRLF",
+  permissions: "none",
+  fn() {
+    const splitter = new LineSplitter();
+    const input = bytes("help\r\nkick 1.2.3.4:5\n\nexit\nhalf");
+    const lines: string[] = [];
+    // Feed one byte at a time: lines come out whole and in order.
+    for (let i = 0; i < input.length; i++) {
+      lines.push(...splitter.push(input.subarray(i, i + 1)));
+    }
+    assert.deepEqual(lines, ["help", "kick 1.2.3.4:5", "", "exit"]);
+    assert.equal(splitter.pendingLength, 4);
+    const euro = bytes("€\n");
+    assert.deepEqual(splitter.push(euro.subarray(0, 2)), []);
+    assert.deepEqual(splitter.push(euro.subarray(2)), ["half€"]);
+  },
+});
