@@ -88,6 +88,8 @@ interface Config {
   quick: boolean;
   skipSweep: boolean;
   warmupMessages: number;
+  /** Deliveries sent to warm each fresh server of the sweep before measuring. */
+  sweepWarmupDeliveries: number;
   pacedSeconds: number;
   floodConcurrency: number;
   handshakeClients: number;
@@ -171,6 +173,7 @@ function parseConfig(): Config | undefined {
     rsaSeconds: quick ? 0.3 : 1.5,
     sweepSizes: quick ? [2, 5] : [2, 10, 50, 100],
     sweepDeliveries: quick ? 1_000 : 40_000,
+    sweepWarmupDeliveries: quick ? 200 : 20_000,
     giveUpMs: 5_000,
     idleMs: 1_000,
     repeats: quick ? 1 : 5,
@@ -504,9 +507,13 @@ async function measureGroup(
     try {
       return await measureTraffic(config, target, mode, group, {
         messagesPerClient,
+        // A fresh server is cold: warm it with the same number of
+        // deliveries at every group size, so sizes compare like for like.
         warmup: Math.max(
           1,
-          Math.min(config.warmupMessages, Math.ceil(messagesPerClient / 10)),
+          Math.ceil(
+            config.sweepWarmupDeliveries / (clients * (clients - 1)),
+          ),
         ),
         maxDurationMs: 60_000,
       });
