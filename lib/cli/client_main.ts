@@ -16,6 +16,7 @@ import { LOG_LEVELS, type LogLevel } from "../relay/log.ts";
 import {
   addressFlag,
   choiceFlag,
+  controlTokenFlag,
   fingerprintFlag,
   type FlagSpecs,
   formatFlagHelp,
@@ -78,6 +79,12 @@ export const CLIENT_FLAGS: FlagSpecs = {
     default: "127.0.0.1",
     value: "IP",
     help: "control port address",
+  },
+  "control-token": {
+    type: "string",
+    value: "TOKEN",
+    help:
+      "require 'auth TOKEN' on the control port (or MCRELAY_CONTROL_TOKEN); needed off loopback",
   },
   "tcp-port": {
     type: "string",
@@ -224,11 +231,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     ]),
   );
   const tcpHost = hostFlag("tcp-host", flags["tcp-host"] as string);
-  if (!tcpHost.startsWith("127.") && tcpHost !== "::1") {
-    throw new ConfigError(
-      `--tcp-host ${tcpHost} is not a loopback address: the client's control port sends as you, so it stays on 127.0.0.1 or ::1`,
-    );
-  }
+  const token = controlTokenFlag(flags, tcpHost);
   const tcpPort = portFlag("tcp-port", flags["tcp-port"] as string);
   const keepaliveMs = secondsFlag(
     "keepalive",
@@ -258,6 +261,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   const control = ControlServer.listen({
     hostname: tcpHost,
     port: tcpPort,
+    token,
     onLine: (connection, line) => {
       if (line === "exit") {
         connection.write(

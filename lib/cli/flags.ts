@@ -224,3 +224,26 @@ export function choiceFlag<T extends string>(
   }
   return text as T;
 }
+
+/** The environment variable that may hold the control-port token. */
+export const CONTROL_TOKEN_ENV = "MCRELAY_CONTROL_TOKEN";
+
+/**
+ * The control-port token: `--control-token`, else the environment variable.
+ * A control port off loopback must have one.
+ * @throws {ConfigError} when `host` is not a loopback address and no token is given
+ */
+export function controlTokenFlag(
+  flags: FlagValues,
+  host: string,
+): string | undefined {
+  const token = (flags["control-token"] as string | undefined) ??
+    Deno.env.get(CONTROL_TOKEN_ENV);
+  const loopback = host.startsWith("127.") || host === "::1";
+  if (!loopback && !token) {
+    throw new ConfigError(
+      `--tcp-host ${host} is not a loopback address: give --control-token TOKEN (or set ${CONTROL_TOKEN_ENV}) so the control port asks for it`,
+    );
+  }
+  return token;
+}

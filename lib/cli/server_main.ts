@@ -15,6 +15,7 @@ import type { LogLevel } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
 import {
   choiceFlag,
+  controlTokenFlag,
   type FlagSpecs,
   formatFlagHelp,
   groupFlag,
@@ -179,10 +180,6 @@ const CONTROL_HELP = [
   "  exit             stop the server",
 ];
 
-function isLoopback(host: string): boolean {
-  return host.startsWith("127.") || host === "::1";
-}
-
 /**
  * Runs the server until `exit`, SIGINT or SIGTERM.
  * @returns the exit status
@@ -265,13 +262,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   ) as LogLevel;
   const json = flags.json === true;
   const compat = flags.compat === true;
-  const token = (flags["control-token"] as string | undefined) ??
-    Deno.env.get("MCRELAY_CONTROL_TOKEN");
-  if (!isLoopback(tcpHost) && !token) {
-    throw new ConfigError(
-      `--tcp-host ${tcpHost} is not a loopback address: give --control-token TOKEN (or set MCRELAY_CONTROL_TOKEN) so the control port asks for it`,
-    );
-  }
+  const token = controlTokenFlag(flags, tcpHost);
 
   const { key, created } = await loadOrCreateKey(
     flags["key-file"] as string | undefined,

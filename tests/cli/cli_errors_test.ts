@@ -321,9 +321,9 @@ Deno.test({
         /--fingerprint "MD5:00:11" is not a key fingerprint/,
       ],
       [
-        "a control port off loopback",
+        "a control port off loopback without a token",
         [...base, "--tcp-host", "0.0.0.0"],
-        /--tcp-host 0\.0\.0\.0 is not a loopback address/,
+        /--tcp-host 0\.0\.0\.0 is not a loopback address.*--control-token/,
       ],
       ["an unknown flag", [...base, "--frobnicate"], /--frobnicate/],
       [
