@@ -28,6 +28,7 @@ import {
   secondsFlag,
 } from "./flags.ts";
 import { InteractiveSession } from "./interactive.ts";
+import { escapeControl } from "./log_format.ts";
 import {
   createLogSink,
   onTerminationSignal,
@@ -165,13 +166,13 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
   }
   switch (event.type) {
     case "message":
-      return `[${event.from}] ${event.text}`;
+      return `[${event.from}] ${escapeControl(event.text)}`;
     case "join":
       return `* ${event.address} joined`;
     case "leave":
       return `* ${event.address} left`;
     case "notice":
-      return `! notice ${event.code}: ${event.text}`;
+      return `! notice ${event.code}: ${escapeControl(event.text)}`;
     case "ready":
       return `* registered with ${event.server} as ${event.address}`;
     case "reconnecting":

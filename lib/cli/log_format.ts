@@ -64,3 +64,16 @@ export function formatLogRecord(
     : `${ts} ${levelText} ${event}`;
   return parts.length > 0 ? `${head} ${parts.join(" ")}` : head;
 }
+
+/**
+ * Escapes control characters (C0 but tab, DEL, C1) as `\u00XX`, so text from
+ * the network can neither start a new output line nor send terminal escape
+ * sequences.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(
+    // deno-lint-ignore no-control-regex
+    /[\x00-\x08\x0a-\x1f\x7f-\x9f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}

@@ -9,7 +9,7 @@ import { ConfigError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
-import { RelayServer } from "../relay/server.ts";
+import { keyAnswerSize, RelayServer } from "../relay/server.ts";
 import { BasicServer } from "../relay/basic_server.ts";
 import type { LogLevel } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
@@ -275,6 +275,15 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       } holds a ${key.publicKey.modulusBits}-bit one: give another --key-file`,
     );
   }
+  if (!basic && mtu < keyAnswerSize(key)) {
+    throw new ConfigError(
+      `--mtu ${mtu} is smaller than the key answer (${
+        keyAnswerSize(key)
+      } bytes for a ${key.publicKey.modulusBits}-bit key), which must fit one datagram: give --mtu ${
+        keyAnswerSize(key)
+      } or more`,
+    );
+  }
   // The basic profile is a unicast endpoint: it never joins the group.
   const multicast = flags["no-multicast"] || basic
     ? undefined
@@ -384,8 +393,10 @@ function handleCommand(
     text: string[],
     data: Record<string, unknown>,
   ) => {
-    if (json) connection.write(JSON.stringify({ event, ...data }));
-    else for (const t of text) connection.write(t);
+    // One queue entry per reply, so a long `clients` list is never cut.
+    connection.write(
+      json ? JSON.stringify({ event, ...data }) : text.join("\n"),
+    );
   };
   switch (command) {
     case "":

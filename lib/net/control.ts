@@ -15,7 +15,10 @@ import { LineSplitter } from "./lines.ts";
 export interface ControlConnection {
   /** The peer's `IP:PORT`. */
   readonly remote: string;
-  /** Queues one line (a newline is appended) for this connection. Never blocks. */
+  /**
+   * Queues text (one line, or several joined by newlines: one reply) for this
+   * connection; a newline is appended. Never blocks.
+   */
   write(line: string): void;
   /** Closes this connection after the queued lines are written. */
   close(): void;
@@ -39,6 +42,8 @@ export interface ControlServerOptions {
   readonly maxQueuedLines?: number;
   /** Longest accepted input line; a longer one closes the connection. Default 64 KiB. */
   readonly maxLineBytes?: number;
+  /** Connections open at once at most; more are told so and closed. Default 64. */
+  readonly maxConnections?: number;
 }
 
 const encoder = new TextEncoder();
@@ -151,12 +156,15 @@ class Connection implements ControlConnection {
 export class ControlServer implements AsyncDisposable {
   /** Lines not delivered because a connection's queue was full. */
   droppedLines = 0;
+  /** Connections refused because `maxConnections` were open. */
+  rejectedConnections = 0;
   readonly #listener: Deno.TcpListener;
   readonly #options: ControlServerOptions;
   readonly #connections = new Set<Connection>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
   #closing: Promise<void> | undefined;
+  #wakeAccept: (() => void) | undefined;
 
   private constructor(
     listener: Deno.TcpListener,
@@ -213,6 +221,7 @@ export class ControlServer implements AsyncDisposable {
       } catch {
         // Already closed.
       }
+      this.#wakeAccept?.();
       await this.#accepting;
       for (const connection of this.#connections) connection.destroy();
       await Promise.all(this.#tasks);
@@ -226,16 +235,46 @@ export class ControlServer implements AsyncDisposable {
   }
 
   async #acceptLoop(): Promise<void> {
-    while (true) {
+    while (!this.#closing) {
       let conn: Deno.TcpConn;
       try {
         conn = await this.#listener.accept();
-      } catch {
-        return; // listener closed
+      } catch (error) {
+        if (
+          this.#closing || error instanceof Deno.errors.BadResource ||
+          error instanceof Deno.errors.Interrupted
+        ) {
+          return; // listener closed
+        }
+        // A passing failure (e.g. out of file descriptors): pause, go on.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 100);
+          this.#wakeAccept = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wakeAccept = undefined;
+        continue;
       }
       if (this.#closing) {
         conn.close();
         return;
+      }
+      if (this.#connections.size >= (this.#options.maxConnections ?? 64)) {
+        this.rejectedConnections++;
+        const refusal = conn.write(
+          encoder.encode("error: too many control connections\n"),
+        ).then(() => {}, () => {}).finally(() => {
+          try {
+            conn.close();
+          } catch {
+            // Already closed.
+          }
+        });
+        this.#tasks.add(refusal);
+        refusal.finally(() => this.#tasks.delete(refusal));
+        continue;
       }
       const task = this.#serve(conn);
       this.#tasks.add(task);

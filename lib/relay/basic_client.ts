@@ -151,32 +151,42 @@ export class BasicClient implements AsyncDisposable {
         `Cannot send a message of ${data.length} bytes: the basic profile carries at most ${this.maxMessageBytes} bytes (one RSA block)`,
       );
     }
+    if (this.#closing) throw new Error("The client is closed");
     const ciphertext = await this.#serverKey.encrypt(data);
+    if (this.#closing) throw new Error("The client is closed");
     const fragmented = this.#fragment === "always" ||
       (this.#fragment === "auto" && ciphertext.length > this.#mtu);
-    if (fragmented) {
-      const msgId = randomMsgId();
-      const payload = Math.min(
-        BASIC_MAX_FRAGMENT_PAYLOAD,
-        this.#mtu - BASIC_FRAGMENT_HEADER_SIZE,
+    const msgId = fragmented ? randomMsgId() : undefined;
+    // Cut first: a bad MTU fails here, before an ACK is expected.
+    const datagrams = msgId === undefined
+      ? [ciphertext]
+      : fragmentBasicCiphertext(
+        ciphertext,
+        msgId,
+        Math.min(
+          BASIC_MAX_FRAGMENT_PAYLOAD,
+          this.#mtu - BASIC_FRAGMENT_HEADER_SIZE,
+        ),
       );
-      const acked = this.#expectAck(
+    const expected = msgId === undefined
+      ? this.#expectAck((p) => this.#wholeAcks.push(p), (p) => {
+        const at = this.#wholeAcks.indexOf(p);
+        if (at >= 0) this.#wholeAcks.splice(at, 1);
+      })
+      : this.#expectAck(
         (p) => this.#fragmentAcks.set(msgId, p),
         () => this.#fragmentAcks.delete(msgId),
       );
-      for (
-        const datagram of fragmentBasicCiphertext(ciphertext, msgId, payload)
-      ) {
+    try {
+      for (const datagram of datagrams) {
         await this.#transport.send(datagram, this.#server);
       }
-      return await acked;
+    } catch (error) {
+      // Nothing went out: stop waiting for an ACK (and its timer).
+      expected.pending.reject(error as Error);
+      throw error;
     }
-    const acked = this.#expectAck((p) => this.#wholeAcks.push(p), (p) => {
-      const at = this.#wholeAcks.indexOf(p);
-      if (at >= 0) this.#wholeAcks.splice(at, 1);
-    });
-    await this.#transport.send(ciphertext, this.#server);
-    return await acked;
+    return await expected.acked;
   }
 
   /** Stops: fails pending sends, closes the transport. Safe to call twice. */
@@ -199,12 +209,14 @@ export class BasicClient implements AsyncDisposable {
     return this.close();
   }
 
+  /** Registers a waiter for the next ACK; it fails after the ACK timeout. */
   #expectAck(
     register: (pending: PendingAck) => void,
     unregister: (pending: PendingAck) => void,
-  ): Promise<BasicAck> {
-    return new Promise((resolve, reject) => {
-      const pending: PendingAck = {
+  ): { acked: Promise<BasicAck>; pending: PendingAck } {
+    let pending!: PendingAck;
+    const acked = new Promise<BasicAck>((resolve, reject) => {
+      pending = {
         resolve: (ack) => {
           clearTimeout(pending.timer);
           unregister(pending);
@@ -226,8 +238,12 @@ export class BasicClient implements AsyncDisposable {
           );
         }, this.#ackTimeoutMs),
       };
-      register(pending);
     });
+    register(pending);
+    // Marked handled at once: close() or a failed send may reject it before
+    // send() awaits it, and an unhandled rejection would end the process.
+    acked.catch(() => {});
+    return { acked, pending };
   }
 
   /** Sends padded key requests with backoff until the server's (pinned) PEM arrives. */

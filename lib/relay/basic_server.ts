@@ -24,6 +24,7 @@ import {
 } from "../protocol/reassembler.ts";
 import type { DatagramTransport } from "../net/transport.ts";
 import { type LogSink, silentLog } from "./log.ts";
+import { Semaphore, SourceRateLimiter } from "./limits.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 
 /** A message the basic server decrypted. */
@@ -48,6 +49,12 @@ export interface BasicServerOptions {
   readonly compat?: boolean;
   /** Incomplete fragment buffers expire after this. Default 10_000 ms. */
   readonly fragmentTimeoutMs?: number;
+  /** Messages (RSA decryptions) per second per source IP. Default 20, burst 40. */
+  readonly messagesPerSecond?: number;
+  /** RSA decryptions waiting or running at most; more are dropped. Default 64. */
+  readonly maxPendingDecryptions?: number;
+  /** RSA decryptions running at once. Default: cores less one, at least 1. */
+  readonly maxConcurrentRsa?: number;
   /** Client keys remembered at most (least recently registered forgotten). Default 4096. */
   readonly maxClients?: number;
   /** Called for every decrypted message. */
@@ -92,6 +99,10 @@ export class BasicServer implements AsyncDisposable {
   readonly #drops: DropCounter;
   readonly #now: () => number;
   readonly #maxClients: number;
+  readonly #rate: SourceRateLimiter;
+  readonly #rsaSlots: Semaphore;
+  readonly #maxPendingDecryptions: number;
+  #pendingDecryptions = 0;
   readonly #keys = new Map<string, ClientRecord>();
   readonly #reassembler: Reassembler;
   readonly #tasks = new Set<Promise<void>>();
@@ -116,6 +127,13 @@ export class BasicServer implements AsyncDisposable {
     this.#now = options.now ?? Date.now;
     this.#drops = new DropCounter(this.#log, this.#now);
     this.#maxClients = options.maxClients ?? 4096;
+    const perSecond = options.messagesPerSecond ?? 20;
+    this.#rate = new SourceRateLimiter(perSecond, 2 * perSecond);
+    this.#rsaSlots = new Semaphore(
+      options.maxConcurrentRsa ??
+        Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
+    );
+    this.#maxPendingDecryptions = options.maxPendingDecryptions ?? 64;
     this.#reassembler = new Reassembler({
       timeoutMs: options.fragmentTimeoutMs ?? 10_000,
       maxCount: 255,
@@ -320,9 +338,22 @@ export class BasicServer implements AsyncDisposable {
     source: string,
     msgId: number | undefined,
   ): Promise<void> {
+    // RSA-4096 costs milliseconds: rate-limit per IP and bound the queue
+    // before any of it (sources are spoofable).
+    if (!this.#rate.allow(from.hostname, this.#now())) {
+      this.#drops.drop("rate_limited", source);
+      return;
+    }
+    if (this.#pendingDecryptions >= this.#maxPendingDecryptions) {
+      this.#drops.drop("busy", source);
+      return;
+    }
     let data: Uint8Array;
+    this.#pendingDecryptions++;
     try {
-      data = await this.#privateKey.decrypt(ciphertext);
+      data = await this.#rsaSlots.run(() =>
+        this.#privateKey.decrypt(ciphertext)
+      );
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
         this.#drops.drop("undecryptable", source, {
@@ -332,6 +363,8 @@ export class BasicServer implements AsyncDisposable {
         return;
       }
       throw error;
+    } finally {
+      this.#pendingDecryptions--;
     }
     this.#messages++;
     const client = this.#keys.get(source);

@@ -430,6 +430,7 @@ export class RelayClient implements AsyncDisposable {
    */
   async #handshake(attempts: number, initialMs: number): Promise<void> {
     let mismatched: string | undefined;
+    let restarts = 0;
     restart: while (true) {
       let answer: KeyAnswer | undefined;
       let delay = initialMs;
@@ -501,7 +502,12 @@ export class RelayClient implements AsyncDisposable {
       delay = initialMs;
       for (let i = 0; i < attempts; i++) {
         this.#throwIfClosed();
-        if (this.#now() - cookieReceivedAt > COOKIE_REUSE_MS) continue restart;
+        if (this.#now() - cookieReceivedAt > COOKIE_REUSE_MS) {
+          // The cookie is too old to register with: start again from step 1,
+          // a bounded number of times.
+          if (++restarts > attempts) break;
+          continue restart;
+        }
         this.#pendingGuard = guard;
         await this.#sendStream(registration);
         const address = await this.#waitFor<PeerAddress>(
@@ -645,12 +651,13 @@ export class RelayClient implements AsyncDisposable {
       return;
     }
     if (!fromServer) {
-      // Only a key answer may come from elsewhere, and only while one is awaited.
-      if (
-        this.#keyWaiter &&
-        records.some((r) => r.type === RecordType.SERVER_PUBLIC_KEY)
-      ) {
-        await this.#processStream(records, from, false);
+      // Only a key answer may come from elsewhere, only while one is awaited,
+      // and only its COOKIE and SERVER_PUBLIC_KEY records are looked at:
+      // presence, notices and fragments from a stranger are never processed.
+      const key = records.find((r) => r.type === RecordType.SERVER_PUBLIC_KEY);
+      if (this.#keyWaiter && key) {
+        const cookie = records.find((r) => r.type === RecordType.COOKIE);
+        await this.#onServerKey(key.value, cookie?.value, from);
       } else {
         this.#drops.drop("not_from_server", source);
       }

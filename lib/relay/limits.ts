@@ -25,13 +25,13 @@ export class TokenBucket {
     this.#updatedMs = nowMs;
   }
 
-  /** Takes one token if there is one. @returns whether it was taken */
-  take(nowMs: number): boolean {
+  /** Takes `count` tokens (default 1) if there are that many. @returns whether they were taken */
+  take(nowMs: number, count = 1): boolean {
     const elapsed = Math.max(0, nowMs - this.#updatedMs) / 1000;
     this.#tokens = Math.min(this.burst, this.#tokens + elapsed * this.rate);
     this.#updatedMs = nowMs;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    if (this.#tokens < count) return false;
+    this.#tokens -= count;
     return true;
   }
 }

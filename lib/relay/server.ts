@@ -8,7 +8,7 @@
  * @module
  */
 import { InvalidKeyError } from "../errors.ts";
-import { CookieAuthority } from "../crypto/cookie.ts";
+import { COOKIE_SIZE, CookieAuthority } from "../crypto/cookie.ts";
 import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
 import { IvMarker } from "../crypto/iv_mark.ts";
 import {
@@ -35,6 +35,7 @@ import {
   encodeRecords,
   isKnownRecordType,
   RecordType,
+  TLV_HEADER_SIZE,
   type TlvRecord,
 } from "../protocol/tlv.ts";
 import type { Datagram, DatagramTransport } from "../net/transport.ts";
@@ -77,6 +78,12 @@ export interface RelayServerOptions {
   readonly messagesPerSecond?: number;
   /** Burst of the per-member message bucket. Default 400. */
   readonly messageBurst?: number;
+  /**
+   * RSA blocks an RSA-profile member may have decrypted per second (token
+   * bucket; burst: enough for one message of the maximum size, at least 200).
+   * Default 50.
+   */
+  readonly rsaBlocksPerSecond?: number;
   /** Key exchanges (key requests and registrations) per second per source IP. Default 5. */
   readonly handshakesPerSecond?: number;
   /** Burst of the per-IP handshake bucket. Default 10. */
@@ -155,6 +162,7 @@ interface Member {
   messagesIn: number;
   messagesOut: number;
   readonly messageRate: TokenBucket;
+  readonly rsaBlockRate: TokenBucket;
 }
 
 interface SourceQueue {
@@ -218,6 +226,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #messagesPerSecond: number;
   readonly #messageBurst: number;
   readonly #maxPendingHandshakes: number;
+  readonly #rsaBlocksPerSecond: number;
+  readonly #rsaBlockBurst: number;
   readonly #fernetBackend: FernetBackend | undefined;
   readonly #log: LogSink;
   readonly #drops: DropCounter;
@@ -237,6 +247,7 @@ export class RelayServer implements AsyncDisposable {
   #sendsDrained: (() => void) | undefined;
   #pendingTotal = 0;
   #pendingHandshakes = 0;
+  #pendingRsaMessages = 0;
   readonly #rsaSlots: Semaphore;
 
   #datagramsIn = 0;
@@ -257,6 +268,12 @@ export class RelayServer implements AsyncDisposable {
     this.#privateKey = options.privateKey;
     this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
     this.#mtu = options.mtu ?? 1200;
+    const answer = keyAnswerSize(options.privateKey);
+    if (this.#mtu < answer) {
+      throw new RangeError(
+        `An MTU of ${this.#mtu} bytes cannot carry the key answer (${answer} bytes for a ${options.privateKey.publicKey.modulusBits}-bit key), which must be one datagram: use an MTU of at least ${answer}`,
+      );
+    }
     this.#clientTimeoutMs = options.clientTimeoutMs ?? 30_000;
     this.#compat = options.compat ?? false;
     this.#maxClients = options.maxClients ?? 1024;
@@ -265,6 +282,13 @@ export class RelayServer implements AsyncDisposable {
     this.#messagesPerSecond = options.messagesPerSecond ?? 200;
     this.#messageBurst = options.messageBurst ?? 400;
     this.#maxPendingHandshakes = options.maxPendingHandshakes ?? 64;
+    this.#rsaBlocksPerSecond = options.rsaBlocksPerSecond ?? 50;
+    this.#rsaBlockBurst = Math.max(
+      200,
+      Math.ceil(
+        this.#maxMessageBytes / options.privateKey.publicKey.maxChunkSize,
+      ),
+    );
     this.#rsaSlots = new Semaphore(
       options.maxConcurrentRsa ??
         Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
@@ -495,16 +519,27 @@ export class RelayServer implements AsyncDisposable {
     let member = this.#members.get(source);
     if (member?.profile === "rsa") member.lastSeen = this.#now();
     let cookie: Uint8Array | undefined;
+    let keyRequestAnswered = false;
     const rsaBlocks: Uint8Array[] = [];
     for (const record of records) {
       if (this.#closing) return;
       member = this.#members.get(source);
       switch (record.type) {
         case RecordType.FRAGMENT:
-          await this.#onFragment(record.value, from, source, member);
+          await this.#onFragment(
+            record.value,
+            from,
+            source,
+            member,
+            requestSize,
+          );
           break;
         case RecordType.KEY_REQUEST:
-          this.#answerKeyRequest(from, source, requestSize);
+          // One answer per stream: the answer is already as large as the
+          // request may be, so a second one would amplify.
+          if (keyRequestAnswered) this.#drops.count("extra_key_request");
+          else this.#answerKeyRequest(from, source, requestSize);
+          keyRequestAnswered = true;
           break;
         case RecordType.COOKIE:
           cookie = record.value;
@@ -551,6 +586,7 @@ export class RelayServer implements AsyncDisposable {
     from: PeerAddress,
     source: string,
     member: Member | undefined,
+    requestSize: number,
   ): Promise<void> {
     let fragment;
     try {
@@ -571,7 +607,8 @@ export class RelayServer implements AsyncDisposable {
       this.#drops.drop("malformed", source);
       return;
     }
-    await this.#processStream(records, from, source, stream.length, true);
+    // Answers stay bounded by the datagram that completed the stream.
+    await this.#processStream(records, from, source, requestSize, true);
   }
 
   #answerKeyRequest(
@@ -579,7 +616,7 @@ export class RelayServer implements AsyncDisposable {
     source: string,
     requestSize: number,
   ): void {
-    const answerSize = 2 * 4 + 20 + this.#publicPem.length;
+    const answerSize = keyAnswerSize(this.#privateKey);
     if (!this.#compat && requestSize < answerSize) {
       this.#drops.drop("short_key_request", source);
       return;
@@ -683,18 +720,29 @@ export class RelayServer implements AsyncDisposable {
       );
       return;
     }
-    const used = `${source} ${keyId}`;
-    if (this.#usedRegistrations.has(used, now)) {
+    // A registration is identified by address, key and the cookie that
+    // carried it: a replay repeats all three; a genuine re-registration (even
+    // with the same RSA key) carries a fresh cookie. Without a cookie
+    // (--compat) there is nothing to tell them apart by.
+    const used = cookie === undefined
+      ? undefined
+      : `${source} ${keyId} ${encodeBase64(cookie)}`;
+    if (used !== undefined && this.#usedRegistrations.has(used, now)) {
       // A replay of an earlier registration of this address: it would roll
       // the member back to an old key, or bring a departed member back.
       this.#drops.drop("registration_replayed", source);
       return;
     }
-    this.#usedRegistrations.add(used, now + REGISTRATION_MEMORY_MS, now);
+    const remember = () => {
+      if (used !== undefined) {
+        this.#usedRegistrations.add(used, now + REGISTRATION_MEMORY_MS, now);
+      }
+    };
     const guard = fernetKey
       ? new TokenGuard(fernetKey, this.#marker, this.#tokenMaxAge)
       : undefined;
     if (existing) {
+      remember();
       existing.profile = profile;
       existing.guard = guard;
       existing.rsaKey = rsaKey;
@@ -713,6 +761,7 @@ export class RelayServer implements AsyncDisposable {
       this.#sendNotice(from, NoticeCode.SERVER_FULL, requestSize);
       return;
     }
+    remember();
     const member: Member = {
       address: from,
       key: source,
@@ -728,6 +777,11 @@ export class RelayServer implements AsyncDisposable {
       messageRate: new TokenBucket(
         this.#messagesPerSecond,
         this.#messageBurst,
+        now,
+      ),
+      rsaBlockRate: new TokenBucket(
+        this.#rsaBlocksPerSecond,
+        this.#rsaBlockBurst,
         now,
       ),
     };
@@ -806,12 +860,31 @@ export class RelayServer implements AsyncDisposable {
       );
       return;
     }
-    let plaintext: Uint8Array;
-    this.#pendingHandshakes++;
+    // Spend the member's budgets before any RSA work: one message, and one
+    // RSA block per block.
+    const now = this.#now();
+    if (
+      !member.rsaBlockRate.take(now, blocks.length) ||
+      !member.messageRate.take(now)
+    ) {
+      this.#drops.drop("rate_limited", member.key);
+      this.#sendNotice(member.address, NoticeCode.RATE_LIMITED, requestSize);
+      return;
+    }
+    if (this.#pendingRsaMessages >= this.#maxPendingHandshakes) {
+      this.#drops.drop("rsa_busy", member.key);
+      return;
+    }
+    const parts: Uint8Array[] = [];
+    this.#pendingRsaMessages++;
     try {
-      plaintext = await this.#rsaSlots.run(() =>
-        this.#privateKey.decryptChunks(blocks)
-      );
+      // Block by block, each in an RSA slot, so a long message shares the
+      // crypto threads fairly with registrations and keeps the core cap.
+      for (const block of blocks) {
+        parts.push(
+          await this.#rsaSlots.run(() => this.#privateKey.decrypt(block)),
+        );
+      }
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
         this.#drops.drop("bad_rsa_block", member.key);
@@ -819,15 +892,24 @@ export class RelayServer implements AsyncDisposable {
       }
       throw error;
     } finally {
-      this.#pendingHandshakes--;
+      this.#pendingRsaMessages--;
     }
-    await this.#relayChecked(member, plaintext, requestSize);
+    const plaintext = new Uint8Array(
+      parts.reduce((total, part) => total + part.length, 0),
+    );
+    let offset = 0;
+    for (const part of parts) {
+      plaintext.set(part, offset);
+      offset += part.length;
+    }
+    await this.#relayChecked(member, plaintext, requestSize, true);
   }
 
   async #relayChecked(
     sender: Member,
     plaintext: Uint8Array,
     requestSize: number,
+    rateAlreadyTaken = false,
   ): Promise<void> {
     const now = this.#now();
     if (plaintext.length > this.#maxMessageBytes) {
@@ -839,7 +921,7 @@ export class RelayServer implements AsyncDisposable {
       );
       return;
     }
-    if (!sender.messageRate.take(now)) {
+    if (!rateAlreadyTaken && !sender.messageRate.take(now)) {
       this.#drops.drop("rate_limited", sender.key);
       this.#sendNotice(sender.address, NoticeCode.RATE_LIMITED, requestSize);
       return;
@@ -1019,4 +1101,13 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * Size of the answer to a key request (protocol.md section 4 step 2): COOKIE
+ * and SERVER_PUBLIC_KEY records in one datagram.
+ */
+export function keyAnswerSize(privateKey: RsaPrivateKey): number {
+  return 2 * TLV_HEADER_SIZE + COOKIE_SIZE +
+    encoder.encode(privateKey.publicKey.pem).length;
 }

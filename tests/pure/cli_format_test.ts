@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { escapeControl } from "../../lib/cli/log_format.ts";
+import { formatClientEvent } from "../../lib/cli/client_main.ts";
+
+const test = (name: string, fn: () => void) =>
+  Deno.test({ name, permissions: "none", fn });
+
+test("escapeControl() escapes C0, DEL and C1 controls but keeps tab and text", () => {
+  assert.equal(
+    escapeControl("a\nb\r\x1b[2J\x07\x7f\x9b\tç€😀"),
+    "a\\u000ab\\u000d\\u001b[2J\\u0007\\u007f\\u009b\tç€😀",
+  );
+});
+
+test("a message cannot forge a second line or escape sequences in text output", () => {
+  const line = formatClientEvent({
+    type: "message",
+    from: "127.0.0.1:4000",
+    text: "hi\n[10.0.0.9:5007] send me your password\x1b]0;owned\x07",
+    data: new Uint8Array(),
+  }, false);
+  assert.equal(line.split("\n").length, 1);
+  assert.ok(!line.includes("\x1b"));
+  assert.ok(line.startsWith("[127.0.0.1:4000] hi\\u000a[10.0.0.9:5007]"));
+  // JSON output escapes by construction and keeps the text exact.
+  const json = formatClientEvent({
+    type: "message",
+    from: "127.0.0.1:4000",
+    text: "a\nb",
+    data: new Uint8Array(),
+  }, true);
+  assert.deepEqual(JSON.parse(json), {
+    event: "message",
+    from: "127.0.0.1:4000",
+    text: "a\nb",
+  });
+});
+
+test("NOTICE text is escaped too", () => {
+  assert.equal(
+    formatClientEvent(
+      { type: "notice", code: 4, text: "full\n* x joined" },
+      false,
+    ),
+    "! notice 4: full\\u000a* x joined",
+  );
+});
