@@ -324,7 +324,10 @@ export class BenchClient {
           if (!sink) break;
           let plaintext: Uint8Array;
           try {
-            plaintext = (await this.key!.decrypt(record.value)).plaintext;
+            const key = this.key!;
+            plaintext = key.canRunSync
+              ? key.decryptSync(record.value).plaintext
+              : (await key.decrypt(record.value)).plaintext;
           } catch {
             this.counters.decryptFailed++;
             break;

@@ -6,7 +6,11 @@
  * @module
  */
 import { InvalidTokenError } from "../errors.ts";
-import type { FernetKey } from "../crypto/fernet.ts";
+import type {
+  DecryptedToken,
+  FernetDecryptOptions,
+  FernetKey,
+} from "../crypto/fernet.ts";
 import type { IvMarker } from "../crypto/iv_mark.ts";
 import { ReplayWindow } from "../crypto/replay.ts";
 
@@ -74,20 +78,44 @@ export class TokenGuard {
 
   /** Verifies and decrypts a token; records its IV when accepted. */
   async open(token: Uint8Array, nowMs: number): Promise<OpenResult> {
-    const nowSeconds = Math.floor(nowMs / 1000);
-    let opened;
+    if (this.key.canRunSync) return this.openSync(token, nowMs);
+    const options = this.#decryptOptions(nowMs);
+    let opened: DecryptedToken;
     try {
-      opened = await this.key.decrypt(token, {
-        nowSeconds,
-        ttlSeconds: this.maxAgeSeconds,
-        maxClockSkewSeconds: this.maxAgeSeconds,
-      });
+      opened = await this.key.decrypt(token, options);
     } catch (error) {
-      if (error instanceof InvalidTokenError) {
-        return { ok: false, reason: `token_${error.reason}` };
-      }
-      throw error;
+      return rejection(error);
     }
+    return this.#admit(opened, options.nowSeconds);
+  }
+
+  /**
+   * {@linkcode open}, synchronously (keys of the node backend): the hot path.
+   * @throws {TypeError} for a key of the webcrypto backend
+   */
+  openSync(token: Uint8Array, nowMs: number): OpenResult {
+    const options = this.#decryptOptions(nowMs);
+    let opened: DecryptedToken;
+    try {
+      opened = this.key.decryptSync(token, options);
+    } catch (error) {
+      return rejection(error);
+    }
+    return this.#admit(opened, options.nowSeconds);
+  }
+
+  #decryptOptions(
+    nowMs: number,
+  ): FernetDecryptOptions & { nowSeconds: number } {
+    return {
+      nowSeconds: Math.floor(nowMs / 1000),
+      ttlSeconds: this.maxAgeSeconds,
+      maxClockSkewSeconds: this.maxAgeSeconds,
+    };
+  }
+
+  /** The checks after decryption: own IV mark (reflection), then replay. */
+  #admit(opened: DecryptedToken, nowSeconds: number): OpenResult {
     if (this.marker.isOwn(opened.iv)) {
       return { ok: false, reason: "token_reflected" };
     }
@@ -97,4 +125,12 @@ export class TokenGuard {
     }
     return { ok: true, plaintext: opened.plaintext };
   }
+}
+
+/** Maps a Fernet failure to its rejection reason; rethrows anything else. */
+function rejection(error: unknown): OpenResult {
+  if (error instanceof InvalidTokenError) {
+    return { ok: false, reason: `token_${error.reason}` };
+  }
+  throw error;
 }
