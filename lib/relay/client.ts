@@ -95,6 +95,11 @@ export interface RelayClientOptions {
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
   readonly now?: () => number;
+  /**
+   * Aborting it closes the client, as {@linkcode RelayClient.close} does;
+   * during {@linkcode RelayClient.connect} it makes connect reject.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** Counters of a client. */
@@ -173,6 +178,7 @@ export class RelayClient implements AsyncDisposable {
   #pendingGuard: TokenGuard | undefined;
   #reconnecting: Promise<void> | undefined;
   #keepalive: ReturnType<typeof setInterval> | undefined;
+  #unlinkSignal: (() => void) | undefined;
   #receiving: Promise<void> = Promise.resolve();
   #closing: Promise<void> | undefined;
   readonly #pendingSends = new Set<Promise<void>>();
@@ -213,6 +219,14 @@ export class RelayClient implements AsyncDisposable {
   static async connect(options: RelayClientOptions): Promise<RelayClient> {
     const client = new RelayClient(options);
     client.#receiving = client.#receiveLoop();
+    const signal = options.signal;
+    const stop = () => {
+      if (client.#keepalive === undefined) client.#abort.abort(); // connecting
+      else void client.close();
+    };
+    if (signal?.aborted) stop();
+    signal?.addEventListener("abort", stop, { once: true });
+    client.#unlinkSignal = () => signal?.removeEventListener("abort", stop);
     try {
       if (client.#profile === "rsa" && !client.#rsaKey) {
         client.#rsaKey = await RsaPrivateKey.generate(client.#rsaKeyBits);
@@ -221,6 +235,11 @@ export class RelayClient implements AsyncDisposable {
     } catch (error) {
       await client.#shutdown(false);
       throw error;
+    }
+    if (client.#abort.signal.aborted) {
+      // Aborted in the instant between the WELCOME and here.
+      await client.#shutdown(false);
+      throw new HandshakeError("The client was closed during the key exchange");
     }
     client.#keepalive = setInterval(
       () => client.#sendKeepalive(),
@@ -371,6 +390,7 @@ export class RelayClient implements AsyncDisposable {
 
   async #shutdown(sayGoodbye: boolean): Promise<void> {
     this.#closing ??= Promise.resolve();
+    this.#unlinkSignal?.();
     clearInterval(this.#keepalive);
     this.#abort.abort();
     if (sayGoodbye && this.#ready) {

@@ -104,6 +104,8 @@ export interface RelayServerOptions {
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
   readonly now?: () => number;
+  /** Aborting it stops the server, as {@linkcode RelayServer.close} does. */
+  readonly signal?: AbortSignal;
 }
 
 /** One member as shown by the `clients` command. */
@@ -260,6 +262,7 @@ export class RelayServer implements AsyncDisposable {
   #rekeys = 0;
 
   #ticker: ReturnType<typeof setInterval> | undefined;
+  #unlinkSignal: (() => void) | undefined;
   #receiving: Promise<void> = Promise.resolve();
   #closing: Promise<void> | undefined;
 
@@ -312,6 +315,13 @@ export class RelayServer implements AsyncDisposable {
     server.#receiving = server.#receiveLoop();
     const tickMs = Math.max(10, Math.min(1000, server.#clientTimeoutMs / 4));
     server.#ticker = setInterval(() => server.tick(), tickMs);
+    const signal = options.signal;
+    if (signal) {
+      const stop = () => void server.close();
+      if (signal.aborted) stop();
+      else signal.addEventListener("abort", stop, { once: true });
+      server.#unlinkSignal = () => signal.removeEventListener("abort", stop);
+    }
     return server;
   }
 
@@ -407,6 +417,7 @@ export class RelayServer implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
+    this.#unlinkSignal?.();
     while (this.#queues.size > 0) {
       await Promise.all([...this.#queues.values()].map((q) => q.tail));
     }

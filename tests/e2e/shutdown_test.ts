@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
+import { HandshakeError } from "../../lib/errors.ts";
 import { RelayClient } from "../../lib/relay/client.ts";
 import { RelayServer } from "../../lib/relay/server.ts";
 import { UdpTransport } from "../../lib/net/udp.ts";
@@ -134,4 +135,39 @@ Deno.test("events(signal): the stream ends when its signal aborts, the client st
   await a.waitMessage("second");
   assert.equal(seen.count((t) => t === "second"), 0);
   assert.equal(a.client.ready, true);
+});
+
+Deno.test("AbortSignal: aborting stops a server and closes a client; aborting during connect rejects it", async () => {
+  await using h = new Harness(serverKey);
+  const serverAbort = new AbortController();
+  const { server, log } = await h.startServer({ signal: serverAbort.signal });
+  const clientAbort = new AbortController();
+  const member = await h.connect("member", { signal: clientAbort.signal });
+  const watcher = await h.connect("watcher");
+  const since = watcher.events.mark();
+  clientAbort.abort();
+  await watcher.waitPresence("leave", member.address, since);
+  assert.equal(member.client.ready, false);
+
+  // Aborting while the key exchange waits for a server that never answers.
+  const silent = await h.socket("silent");
+  const connecting = new AbortController();
+  const pending = RelayClient.connect({
+    transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+    target: silent.localAddress,
+    signal: connecting.signal,
+  });
+  await silent.received.waitFor(() => true, "the key request");
+  connecting.abort();
+  await assert.rejects(pending, HandshakeError);
+
+  const notices = watcher.events.mark();
+  serverAbort.abort();
+  await watcher.events.waitFor(
+    (e) => e.type === "notice" && e.code === 5,
+    "NOTICE 5 from the aborted server",
+    { from: notices },
+  );
+  await log.waitFor((r) => r.event === "shutdown", "the shutdown log");
+  assert.deepEqual(server.members(), []);
 });
