@@ -126,6 +126,7 @@ export {
 } from "./lib/protocol/fragment.ts";
 export {
   DEFAULT_REASSEMBLER_LIMITS,
+  type FragmentOutcome,
   Reassembler,
   type ReassemblerCounters,
   type ReassemblerLimits,

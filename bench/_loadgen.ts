@@ -14,7 +14,7 @@
 import { FernetKey } from "../lib/crypto/fernet.ts";
 import { RsaPublicKey } from "../lib/crypto/rsa.ts";
 import { encodeAddress, type PeerAddress } from "../lib/protocol/address.ts";
-import { decodeFragment, fragmentStream } from "../lib/protocol/fragment.ts";
+import { fragmentStream } from "../lib/protocol/fragment.ts";
 import { Reassembler } from "../lib/protocol/reassembler.ts";
 import {
   decodeRecords,
@@ -273,35 +273,20 @@ export class BenchClient {
           this.counters.malformed++;
           continue;
         }
-        await this.#records(records, false);
+        await this.#records(records);
       }
     } catch {
       // Socket closed under the loop.
     }
   }
 
-  async #records(records: TlvRecord[], reassembled: boolean): Promise<void> {
+  async #records(records: TlvRecord[]): Promise<void> {
     for (const record of records) {
       switch (record.type) {
         case RecordType.FRAGMENT: {
-          if (reassembled) {
-            this.counters.malformed++;
-            return;
-          }
-          let stream: Uint8Array | undefined;
-          let inner: TlvRecord[];
-          try {
-            stream = this.#reassembler.add(
-              "server",
-              decodeFragment(record.value),
-            );
-            if (!stream) break;
-            inner = decodeRecords(stream);
-          } catch {
-            this.counters.malformed++;
-            break;
-          }
-          await this.#records(inner, true);
+          const outcome = this.#reassembler.addRecord("server", record.value);
+          if (outcome.kind === "dropped") this.counters.malformed++;
+          if (outcome.kind === "stream") await this.#records(outcome.records);
           break;
         }
         case RecordType.COOKIE:

@@ -6,7 +6,18 @@
  * @module
  */
 import { MalformedDatagramError } from "../errors.ts";
-import type { Fragment } from "./fragment.ts";
+import { decodeFragment, type Fragment } from "./fragment.ts";
+import { decodeRecords, RecordType, type TlvRecord } from "./tlv.ts";
+
+/** What one FRAGMENT record led to, from {@linkcode Reassembler.addRecord}. */
+export type FragmentOutcome =
+  | { readonly kind: "pending" }
+  | { readonly kind: "stream"; readonly records: TlvRecord[] }
+  | {
+    readonly kind: "dropped";
+    /** `malformed_fragment` (bad header), `malformed` (the stream is not TLV) or `nested_fragment` (a FRAGMENT inside it). */
+    readonly reason: "malformed_fragment" | "malformed" | "nested_fragment";
+  };
 
 /** Bounds of a {@linkcode Reassembler}; defaults are those of protocol.md section 3. */
 export interface ReassemblerLimits {
@@ -183,6 +194,31 @@ export class Reassembler {
     if (clock > this.#lastClock) this.#elapsed += clock - this.#lastClock;
     if (!Number.isNaN(clock)) this.#lastClock = clock;
     return this.#elapsed;
+  }
+
+  /**
+   * Takes the value of one FRAGMENT record from `source` (protocol.md section
+   * 3): decodes its header, adds the chunk, and when that completes a stream
+   * decodes it into records. A stream holding a FRAGMENT is refused whole.
+   */
+  addRecord(source: string, value: Uint8Array): FragmentOutcome {
+    let stream: Uint8Array | undefined;
+    try {
+      stream = this.add(source, decodeFragment(value));
+    } catch {
+      return { kind: "dropped", reason: "malformed_fragment" };
+    }
+    if (stream === undefined) return { kind: "pending" };
+    let records: TlvRecord[];
+    try {
+      records = decodeRecords(stream);
+    } catch {
+      return { kind: "dropped", reason: "malformed" };
+    }
+    if (records.some((r) => r.type === RecordType.FRAGMENT)) {
+      return { kind: "dropped", reason: "nested_fragment" };
+    }
+    return { kind: "stream", records };
   }
 
   /**

@@ -17,7 +17,7 @@ import {
   isMulticastIPv4,
   type PeerAddress,
 } from "../protocol/address.ts";
-import { decodeFragment, fragmentStream } from "../protocol/fragment.ts";
+import { fragmentStream } from "../protocol/fragment.ts";
 import { decodeNotice, NoticeCode } from "../protocol/notice.ts";
 import { Reassembler } from "../protocol/reassembler.ts";
 import {
@@ -684,7 +684,7 @@ export class RelayClient implements AsyncDisposable {
       return;
     }
     try {
-      await this.#processStream(records, from, false);
+      await this.#processStream(records, from);
     } catch (error) {
       this.#log({
         level: "error",
@@ -697,38 +697,21 @@ export class RelayClient implements AsyncDisposable {
   async #processStream(
     records: readonly TlvRecord[],
     from: PeerAddress,
-    reassembled: boolean,
   ): Promise<void> {
     const source = formatAddress(from);
-    if (reassembled && records.some((r) => r.type === RecordType.FRAGMENT)) {
-      this.#drops.drop("nested_fragment", source);
-      return;
-    }
     let cookie: Uint8Array | undefined;
     let sender: string | undefined;
     const rsaBlocks: Uint8Array[] = [];
     for (const record of records) {
       switch (record.type) {
         case RecordType.FRAGMENT: {
-          let stream: Uint8Array | undefined;
-          try {
-            stream = this.#reassembler.add(
-              source,
-              decodeFragment(record.value),
-            );
-          } catch {
-            this.#drops.drop("malformed_fragment", source);
-            break;
+          const outcome = this.#reassembler.addRecord(source, record.value);
+          if (outcome.kind === "dropped") {
+            this.#drops.drop(outcome.reason, source);
           }
-          if (!stream) break;
-          let inner: TlvRecord[];
-          try {
-            inner = decodeRecords(stream);
-          } catch {
-            this.#drops.drop("malformed", source);
-            break;
+          if (outcome.kind === "stream") {
+            await this.#processStream(outcome.records, from);
           }
-          await this.#processStream(inner, from, true);
           break;
         }
         case RecordType.COOKIE:

@@ -22,7 +22,7 @@ import {
   parseAddress,
   type PeerAddress,
 } from "../protocol/address.ts";
-import { decodeFragment, fragmentStream } from "../protocol/fragment.ts";
+import { fragmentStream } from "../protocol/fragment.ts";
 import { NoticeCode, noticeRecord } from "../protocol/notice.ts";
 import {
   Reassembler,
@@ -477,7 +477,6 @@ export class RelayServer implements AsyncDisposable {
           datagram.from,
           source,
           datagram.data.length,
-          false,
         ),
     );
   }
@@ -521,12 +520,7 @@ export class RelayServer implements AsyncDisposable {
     from: PeerAddress,
     source: string,
     requestSize: number,
-    reassembled: boolean,
   ): Promise<void> {
-    if (reassembled && records.some((r) => r.type === RecordType.FRAGMENT)) {
-      this.#drops.drop("nested_fragment", source);
-      return;
-    }
     let member = this.#members.get(source);
     if (member?.profile === "rsa") member.lastSeen = this.#now();
     let cookie: Uint8Array | undefined;
@@ -599,27 +593,14 @@ export class RelayServer implements AsyncDisposable {
     member: Member | undefined,
     requestSize: number,
   ): Promise<void> {
-    let fragment;
-    try {
-      fragment = decodeFragment(value);
-    } catch {
-      this.#drops.drop("malformed_fragment", source);
-      return;
-    }
     const reassembler = member
       ? this.#memberReassembly
       : this.#strangerReassembly;
-    const stream = reassembler.add(source, fragment);
-    if (!stream) return;
-    let records: TlvRecord[];
-    try {
-      records = decodeRecords(stream);
-    } catch {
-      this.#drops.drop("malformed", source);
-      return;
-    }
+    const outcome = reassembler.addRecord(source, value);
+    if (outcome.kind === "dropped") this.#drops.drop(outcome.reason, source);
+    if (outcome.kind !== "stream") return;
     // Answers stay bounded by the datagram that completed the stream.
-    await this.#processStream(records, from, source, requestSize, true);
+    await this.#processStream(outcome.records, from, source, requestSize);
   }
 
   #answerKeyRequest(

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { MalformedDatagramError } from "../../lib/errors.ts";
 import {
   decodeFragment,
+  encodeFragment,
   type Fragment,
   fragmentStream,
 } from "../../lib/protocol/fragment.ts";
@@ -11,7 +12,11 @@ import {
   type ReassemblerCounters,
   type ReassemblerLimits,
 } from "../../lib/protocol/reassembler.ts";
-import { decodeRecords } from "../../lib/protocol/tlv.ts";
+import {
+  decodeRecords,
+  encodeRecords,
+  RecordType,
+} from "../../lib/protocol/tlv.ts";
 
 function test(name: string, fn: () => void): void {
   Deno.test({ name, permissions: "none", fn });
@@ -576,4 +581,43 @@ test("sourceCount follows sources with open buffers and drops each with its last
   assert.equal(r.sourceCount, 0);
   r.add(A, frag(2, 0, 1)); // count=1 never opens a buffer
   assert.equal(r.sourceCount, 0);
+});
+
+test("addRecord() decodes a FRAGMENT value, reassembles, and hands back the stream's records", () => {
+  const [r] = make();
+  const value = Uint8Array.from({ length: 20 }, (_, i) => i);
+  const stream = encodeRecords([{ type: RecordType.KEEPALIVE, value }]);
+  const values = fragmentStream(stream, 13, 7).map((d) =>
+    decodeRecords(d)[0]!.value
+  );
+  assert.ok(values.length > 1);
+  for (const value of values.slice(0, -1)) {
+    assert.deepEqual(r.addRecord(A, value), { kind: "pending" });
+  }
+  assert.deepEqual(r.addRecord(A, values.at(-1)!), {
+    kind: "stream",
+    records: [{ type: RecordType.KEEPALIVE, value }],
+  });
+});
+
+test("addRecord() drops a bad header, a stream that is not TLV, and a stream holding a FRAGMENT", () => {
+  const [r] = make();
+  assert.deepEqual(r.addRecord(A, Uint8Array.of(0, 0, 0, 1, 0, 2, 0, 2)), {
+    kind: "dropped",
+    reason: "malformed_fragment", // index 2 >= count 2
+  });
+  const one = (chunk: Uint8Array) =>
+    encodeFragment({ msgId: 9, index: 0, count: 1, chunk });
+  assert.deepEqual(r.addRecord(A, one(Uint8Array.of(0, 9, 0, 5, 1))), {
+    kind: "dropped",
+    reason: "malformed", // length 5 runs past the end
+  });
+  const nested = encodeRecords([{
+    type: RecordType.FRAGMENT,
+    value: one(Uint8Array.of(1)),
+  }]);
+  assert.deepEqual(r.addRecord(A, one(nested)), {
+    kind: "dropped",
+    reason: "nested_fragment",
+  });
 });
