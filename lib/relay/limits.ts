@@ -62,11 +62,6 @@ export class BoundedMap<V> {
     return value;
   }
 
-  /** Removes `key`. */
-  delete(key: string): void {
-    this.#entries.delete(key);
-  }
-
   /** Entries currently held. */
   get size(): number {
     return this.#entries.size;
