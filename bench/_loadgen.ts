@@ -56,8 +56,61 @@ export interface ClientCounters {
   notices: Record<number, number>;
 }
 
-/** Shared server-key cache: one RSA import per server PEM. */
-export type KeyCache = Map<string, Promise<RsaPublicKey>>;
+/** Bench keys keep one AES cipher each, as the server's member keys do (PERFORMANCE.md). */
+const PERSISTENT = { persistentCiphers: true } as const;
+
+/** A client key and its SYMMETRIC_KEY value (RSA-OAEP under the server key), made ahead. */
+interface PreparedRegistration {
+  readonly key: FernetKey;
+  readonly block: Uint8Array;
+}
+
+/**
+ * The clients' side of key exchanges, shared by every bench client: one RSA
+ * import per server PEM, and registrations prepared ahead of a timed phase.
+ * A real group's clients encrypt their keys on their own machines; here they
+ * would share the server's 2 cores (RSA encryption costs the generator about
+ * 140 µs per key), so the key-exchange phase prepares its keys before timing.
+ */
+export class KeyCache {
+  readonly #serverKeys = new Map<string, Promise<RsaPublicKey>>();
+  readonly #prepared = new Map<string, PreparedRegistration[]>();
+
+  /** The server key of `pem`, imported once. */
+  serverKey(pem: string): Promise<RsaPublicKey> {
+    let key = this.#serverKeys.get(pem);
+    if (!key) {
+      key = RsaPublicKey.fromPem(pem);
+      this.#serverKeys.set(pem, key);
+    }
+    return key;
+  }
+
+  /** Makes `count` fresh client keys, each encrypted under the server key of `pem`. */
+  async prepare(pem: string, count: number): Promise<void> {
+    const serverKey = await this.serverKey(pem);
+    const made = await Promise.all(
+      Array.from({ length: count }, async () => {
+        const key = await FernetKey.generate("node", PERSISTENT);
+        const block = await serverKey.encrypt(encoder.encode(key.text));
+        return { key, block };
+      }),
+    );
+    const list = this.#prepared.get(pem) ?? [];
+    list.push(...made);
+    this.#prepared.set(pem, list);
+  }
+
+  /** A prepared registration for the server key of `pem`, used once; undefined when none is left. */
+  take(pem: string): PreparedRegistration | undefined {
+    return this.#prepared.get(pem)?.pop();
+  }
+
+  /** Prepared registrations left for `pem`. */
+  left(pem: string): number {
+    return this.#prepared.get(pem)?.length ?? 0;
+  }
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -88,7 +141,10 @@ export class BenchClient {
   readonly mode: Mode;
   readonly server: PeerAddress;
   readonly transport: UdpTransport;
-  readonly key: FernetKey | undefined;
+  /** The client's Fernet key (relay mode); a prepared registration may replace it. */
+  key: FernetKey | undefined;
+  /** The server key's PEM, from the last key answer. */
+  serverPem: string | undefined;
   #registered = false;
   readonly #reassembler = new Reassembler();
   #keyAnswer:
@@ -118,7 +174,9 @@ export class BenchClient {
       hostname: "127.0.0.1",
       port: 0,
     });
-    const key = mode === "relay" ? await FernetKey.generate() : undefined;
+    const key = mode === "relay"
+      ? await FernetKey.generate("node", PERSISTENT)
+      : undefined;
     return new BenchClient(mode, server, transport, key);
   }
 
@@ -160,14 +218,16 @@ export class BenchClient {
         timeout = Math.min(timeout * 2, 2000);
         continue;
       }
-      let serverKey = keys.get(answer.pem);
-      if (!serverKey) {
-        serverKey = RsaPublicKey.fromPem(answer.pem);
-        keys.set(answer.pem, serverKey);
+      this.serverPem = answer.pem;
+      const prepared = keys.take(answer.pem);
+      if (prepared) {
+        this.key?.[Symbol.dispose]();
+        this.key = prepared.key;
       }
-      const block = await (await serverKey).encrypt(
-        encoder.encode(this.key!.text),
-      );
+      const block = prepared?.block ??
+        await (await keys.serverKey(answer.pem)).encrypt(
+          encoder.encode(this.key!.text),
+        );
       const stream = encodeRecords([
         { type: RecordType.COOKIE, value: answer.cookie },
         { type: RecordType.SYMMETRIC_KEY, value: block },
@@ -251,6 +311,7 @@ export class BenchClient {
   async close(): Promise<void> {
     this.transport.close();
     await this.#loop;
+    this.key?.[Symbol.dispose]();
   }
 
   async #receive(): Promise<void> {

@@ -9,7 +9,7 @@
  * then answers `stats` on stdin with one JSON line of counters. Exits when
  * stdin closes or on SIGTERM/SIGINT.
  *
- *     deno run --allow-net bench/_server_process.ts [--port 0]
+ *     deno run --allow-net --allow-read --allow-sys=setPriority bench/_server_process.ts [--port 0]
  *
  * @module
  */
@@ -43,6 +43,14 @@ const server = RelayServer.start({
   handshakesPerSecond: 1e9,
   handshakeBurst: 1e9,
   maxPendingHandshakes: 100_000,
+  // How the RSA threads run, and any warning, go to stderr for the bench log.
+  log: (record) => {
+    if (record.level !== "debug" && record.event !== "join") {
+      if (record.event === "rsa_threads" || record.level !== "info") {
+        console.error(JSON.stringify(record));
+      }
+    }
+  },
 });
 
 const encoder = new TextEncoder();

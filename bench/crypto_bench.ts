@@ -1,5 +1,6 @@
 /**
- * Micro-benchmarks of the crypto layer: the two Fernet backends, sync versus
+ * Micro-benchmarks of the crypto layer: the two Fernet backends (and the node
+ * backend's sync paths, with fresh or persistent ciphers), sync versus
  * WebCrypto HMAC, and RSA-2048 OAEP. Run:
  *
  *     deno bench --allow-read bench/crypto_bench.ts
@@ -16,8 +17,12 @@ import { decodeBase64Url, encodeBase64Url } from "../lib/crypto/base64.ts";
 const plaintext = crypto.getRandomValues(new Uint8Array(100));
 const node = await FernetKey.generate("node");
 const web = await FernetKey.fromText(node.text, "webcrypto");
+const persistent = await FernetKey.fromText(node.text, "node", {
+  persistentCiphers: true,
+});
 const token = await node.encrypt(plaintext);
 const tokenText = new TextDecoder().decode(token);
+const tokenOut = new Uint8Array(FernetKey.tokenLength(plaintext.length) + 16);
 
 Deno.bench({
   name: "node",
@@ -35,6 +40,34 @@ Deno.bench({
   },
 });
 Deno.bench({
+  name: "node encryptSync, fresh ciphers",
+  group: "fernet encrypt 100 B",
+  fn() {
+    node.encryptSync(plaintext);
+  },
+});
+Deno.bench({
+  name: "node encryptSync, persistent ciphers",
+  group: "fernet encrypt 100 B",
+  fn() {
+    persistent.encryptSync(plaintext);
+  },
+});
+Deno.bench({
+  name: "node encryptInto, fresh ciphers",
+  group: "fernet encrypt 100 B",
+  fn() {
+    node.encryptInto(plaintext, tokenOut, 16);
+  },
+});
+Deno.bench({
+  name: "node encryptInto, persistent ciphers",
+  group: "fernet encrypt 100 B",
+  fn() {
+    persistent.encryptInto(plaintext, tokenOut, 16);
+  },
+});
+Deno.bench({
   name: "node",
   group: "fernet decrypt 100 B",
   baseline: true,
@@ -47,6 +80,20 @@ Deno.bench({
   group: "fernet decrypt 100 B",
   async fn() {
     await web.decrypt(token);
+  },
+});
+Deno.bench({
+  name: "node decryptSync, fresh ciphers",
+  group: "fernet decrypt 100 B",
+  fn() {
+    node.decryptSync(token);
+  },
+});
+Deno.bench({
+  name: "node decryptSync, persistent ciphers",
+  group: "fernet decrypt 100 B",
+  fn() {
+    persistent.decryptSync(token);
   },
 });
 

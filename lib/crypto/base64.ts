@@ -37,18 +37,28 @@ const URL_DECODE = decodeTable(URL_ALPHABET);
 
 const textDecoder = new TextDecoder();
 
-/** Writes the base64 ASCII of `bytes` with `table`; padding when `pad`. */
+/** The length of the base64 ASCII of `n` bytes; with `=` padding when `pad`. */
+function encodedLength(n: number, pad: boolean): number {
+  const rem = n % 3;
+  return ((n - rem) / 3) * 4 + (rem === 0 ? 0 : pad ? 4 : rem + 1);
+}
+
+/**
+ * Writes the base64 ASCII of `bytes` with `table` (padding when `pad`) into
+ * `out` at `offset`, which the caller has checked has room; returns the
+ * number of bytes written.
+ */
 function encodeInto(
   bytes: Uint8Array,
   table: Uint8Array,
   pad: boolean,
-): Uint8Array<ArrayBuffer> {
+  out: Uint8Array,
+  offset: number,
+): number {
   const n = bytes.length;
   const full = n - (n % 3);
   const rem = n - full;
-  const outLen = (full / 3) * 4 + (rem === 0 ? 0 : pad ? 4 : rem + 1);
-  const out = new Uint8Array(outLen);
-  let o = 0;
+  let o = offset;
   for (let i = 0; i < full; i += 3) {
     const v = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
     out[o] = table[v >>> 18];
@@ -72,7 +82,34 @@ function encodeInto(
     out[o++] = table[(v & 15) << 2];
     if (pad) out[o++] = PAD;
   }
+  return o - offset;
+}
+
+/** Allocates and fills the base64 ASCII of `bytes`. */
+function encodeNew(
+  bytes: Uint8Array,
+  table: Uint8Array,
+  pad: boolean,
+): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(encodedLength(bytes.length, pad));
+  encodeInto(bytes, table, pad, out, 0);
   return out;
+}
+
+/** Throws a RangeError unless `length` bytes fit in `out` at `offset`. */
+function checkRoom(
+  what: string,
+  length: number,
+  out: Uint8Array,
+  offset: number,
+): void {
+  if (
+    !Number.isInteger(offset) || offset < 0 || offset + length > out.length
+  ) {
+    throw new RangeError(
+      `Cannot ${what}: ${length} bytes do not fit at offset ${offset} of a ${out.length}-byte buffer`,
+    );
+  }
 }
 
 function asciiToString(ascii: Uint8Array): string {
@@ -86,7 +123,7 @@ function asciiToString(ascii: Uint8Array): string {
 
 /** Encodes bytes as base64url with `=` padding (the Fernet token and key form). */
 export function encodeBase64Url(bytes: Uint8Array): string {
-  return asciiToString(encodeInto(bytes, URL_ENCODE, true));
+  return asciiToString(encodeNew(bytes, URL_ENCODE, true));
 }
 
 /**
@@ -96,12 +133,36 @@ export function encodeBase64Url(bytes: Uint8Array): string {
 export function encodeBase64UrlToAscii(
   bytes: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
-  return encodeInto(bytes, URL_ENCODE, true);
+  return encodeNew(bytes, URL_ENCODE, true);
+}
+
+/** The length of {@linkcode encodeBase64UrlToAscii}'s output for `n` bytes. */
+export function base64UrlEncodedLength(n: number): number {
+  return encodedLength(n, true);
+}
+
+/**
+ * {@linkcode encodeBase64UrlToAscii}, written into `out` at `offset`.
+ * Returns the number of bytes written.
+ * @throws {RangeError} when the encoding does not fit
+ */
+export function encodeBase64UrlToAsciiInto(
+  bytes: Uint8Array,
+  out: Uint8Array,
+  offset: number,
+): number {
+  checkRoom(
+    "encode base64url",
+    encodedLength(bytes.length, true),
+    out,
+    offset,
+  );
+  return encodeInto(bytes, URL_ENCODE, true, out, offset);
 }
 
 /** Encodes bytes as standard base64 (`+/`), with padding unless `pad` is false. */
 export function encodeBase64(bytes: Uint8Array, pad = true): string {
-  return asciiToString(encodeInto(bytes, STD_ENCODE, pad));
+  return asciiToString(encodeNew(bytes, STD_ENCODE, pad));
 }
 
 function codeAt(text: string | Uint8Array, i: number): number {
@@ -134,16 +195,16 @@ function decodeError(
 }
 
 /**
- * Decodes with `table`. `requirePadding`: the length must be a multiple of 4
- * (with `=` padding); otherwise padding is optional but, when present, must
- * complete the last quad.
+ * Checks the length and padding of `text` and returns how many characters
+ * carry data. `requirePadding`: the length must be a multiple of 4 (with `=`
+ * padding); otherwise padding is optional but, when present, must complete
+ * the last quad.
  */
-function decodeWith(
+function dataLength(
   text: string | Uint8Array,
-  table: Uint8Array,
   requirePadding: boolean,
   kind: string,
-): Uint8Array<ArrayBuffer> {
+): number {
   const n = text.length;
   let pad = 0;
   if (n > 0 && codeAt(text, n - 1) === PAD) {
@@ -156,17 +217,36 @@ function decodeWith(
     );
   }
   const dataLen = n - pad;
-  const rem = dataLen % 4;
-  if (rem === 1) {
+  if (dataLen % 4 === 1) {
     throw new TypeError(
       `Cannot decode ${kind}: ${dataLen} characters cannot end a valid encoding`,
     );
   }
+  return dataLen;
+}
+
+/** The number of bytes `dataLen` base64 data characters decode to. */
+function decodedLength(dataLen: number): number {
+  const rem = dataLen % 4;
+  return ((dataLen - rem) / 4) * 3 + (rem === 0 ? 0 : rem - 1);
+}
+
+/**
+ * Decodes the first `dataLen` characters of `text` (as checked by
+ * {@linkcode dataLength}) with `table` into `out` at `offset`, which the
+ * caller has checked has room.
+ */
+function decodeInto(
+  text: string | Uint8Array,
+  dataLen: number,
+  table: Uint8Array,
+  kind: string,
+  out: Uint8Array,
+  offset: number,
+): void {
+  const rem = dataLen % 4;
   const full = dataLen - rem;
-  const out = new Uint8Array(
-    (full / 4) * 3 + (rem === 0 ? 0 : rem - 1),
-  );
-  let o = 0;
+  let o = offset;
   let bad = 0;
   if (typeof text === "string") {
     for (let i = 0; i < full; i += 4) {
@@ -221,6 +301,18 @@ function decodeWith(
   }
   // Valid sextets are 0..63; INVALID (0xff) or a flagged code sets a higher bit.
   if ((bad & ~63) !== 0) throw decodeError(kind, text, table, dataLen);
+}
+
+/** Decodes `text` with `table` into a new array. */
+function decodeNew(
+  text: string | Uint8Array,
+  table: Uint8Array,
+  requirePadding: boolean,
+  kind: string,
+): Uint8Array<ArrayBuffer> {
+  const dataLen = dataLength(text, requirePadding, kind);
+  const out = new Uint8Array(decodedLength(dataLen));
+  decodeInto(text, dataLen, table, kind, out, 0);
   return out;
 }
 
@@ -231,7 +323,25 @@ function decodeWith(
 export function decodeBase64Url(
   text: string | Uint8Array,
 ): Uint8Array<ArrayBuffer> {
-  return decodeWith(text, URL_DECODE, true, "base64url");
+  return decodeNew(text, URL_DECODE, true, "base64url");
+}
+
+/**
+ * {@linkcode decodeBase64Url}, written into `out` at `offset`. Returns the
+ * number of bytes written; on a decoding error `out` may be partly written.
+ * @throws {TypeError} on a character outside the base64url alphabet, bad length or bad padding
+ * @throws {RangeError} when the decoded bytes do not fit
+ */
+export function decodeBase64UrlInto(
+  text: string | Uint8Array,
+  out: Uint8Array,
+  offset: number,
+): number {
+  const dataLen = dataLength(text, true, "base64url");
+  const length = decodedLength(dataLen);
+  checkRoom("decode base64url", length, out, offset);
+  decodeInto(text, dataLen, URL_DECODE, "base64url", out, offset);
+  return length;
 }
 
 /**
@@ -239,5 +349,5 @@ export function decodeBase64Url(
  * @throws {TypeError} on a character outside the alphabet or an impossible length
  */
 export function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  return decodeWith(text, STD_DECODE, false, "base64");
+  return decodeNew(text, STD_DECODE, false, "base64");
 }

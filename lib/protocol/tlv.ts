@@ -158,6 +158,25 @@ export function encodeRecordsInto(
   return writeRecords(records, target, offset);
 }
 
+/**
+ * Writes the 4-byte header of a record (type, then value length, both u16
+ * big-endian) at `offset`; the caller writes the value after it. Returns the
+ * offset of the value. Unchecked: the caller keeps `type` and `length` in
+ * range and the header inside `target`.
+ */
+export function writeRecordHeader(
+  target: Uint8Array,
+  offset: number,
+  type: number,
+  length: number,
+): number {
+  target[offset] = type >>> 8;
+  target[offset + 1] = type & 0xff;
+  target[offset + 2] = length >>> 8;
+  target[offset + 3] = length & 0xff;
+  return offset + TLV_HEADER_SIZE;
+}
+
 /** Writes already checked records that are known to fit. */
 function writeRecords(
   records: readonly TlvRecord[],
@@ -166,12 +185,9 @@ function writeRecords(
 ): number {
   let at = offset;
   for (const { type, value } of records) {
-    target[at] = type >>> 8;
-    target[at + 1] = type & 0xff;
-    target[at + 2] = value.length >>> 8;
-    target[at + 3] = value.length & 0xff;
-    target.set(value, at + TLV_HEADER_SIZE);
-    at += TLV_HEADER_SIZE + value.length;
+    at = writeRecordHeader(target, at, type, value.length);
+    target.set(value, at);
+    at += value.length;
   }
   return at;
 }

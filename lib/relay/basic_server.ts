@@ -23,8 +23,9 @@ import {
   type ReassemblerCounters,
 } from "../protocol/reassembler.ts";
 import type { DatagramTransport } from "../net/transport.ts";
-import { type LogSink, silentLog } from "./log.ts";
-import { Semaphore, SourceRateLimiter } from "./limits.ts";
+import { type LogSink, silentLog, startRsaPool } from "./log.ts";
+import { SourceRateLimiter } from "./limits.ts";
+import { RsaDecryptPool } from "../crypto/rsa_pool.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 
 /** A message the basic server decrypted. */
@@ -53,8 +54,8 @@ export interface BasicServerOptions {
   readonly messagesPerSecond?: number;
   /** RSA decryptions waiting or running at most; more are dropped. Default 64. */
   readonly maxPendingDecryptions?: number;
-  /** RSA decryptions running at once. Default: cores less one, at least 1. */
-  readonly maxConcurrentRsa?: number;
+  /** Worker threads for RSA decryption: as {@linkcode RelayServerOptions.rsaThreads}. */
+  readonly rsaThreads?: number;
   /** Client keys remembered at most (least recently registered forgotten). Default 4096. */
   readonly maxClients?: number;
   /** Called for every decrypted message. */
@@ -100,7 +101,7 @@ export class BasicServer implements AsyncDisposable {
   readonly #now: () => number;
   readonly #maxClients: number;
   readonly #rate: SourceRateLimiter;
-  readonly #rsaSlots: Semaphore;
+  readonly #rsa: RsaDecryptPool;
   readonly #maxPendingDecryptions: number;
   #pendingDecryptions = 0;
   readonly #keys = new Map<string, ClientRecord>();
@@ -129,10 +130,9 @@ export class BasicServer implements AsyncDisposable {
     this.#maxClients = options.maxClients ?? 4096;
     const perSecond = options.messagesPerSecond ?? 20;
     this.#rate = new SourceRateLimiter(perSecond, 2 * perSecond);
-    this.#rsaSlots = new Semaphore(
-      options.maxConcurrentRsa ??
-        Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
-    );
+    this.#rsa = new RsaDecryptPool(options.privateKey, {
+      threads: options.rsaThreads,
+    });
     this.#maxPendingDecryptions = options.maxPendingDecryptions ?? 64;
     this.#reassembler = new Reassembler({
       timeoutMs: options.fragmentTimeoutMs ?? 10_000,
@@ -148,6 +148,7 @@ export class BasicServer implements AsyncDisposable {
     const server = new BasicServer(options);
     server.#receiving = server.#receiveLoop();
     server.#ticker = setInterval(() => server.#reassembler.expire(), 1000);
+    startRsaPool(server.#rsa, server.#log);
     return server;
   }
 
@@ -185,6 +186,7 @@ export class BasicServer implements AsyncDisposable {
     datagramsOut: number;
     bytesOut: number;
     messages: number;
+    rsaDecryptions: number;
     members: number;
     dropped: Record<string, number>;
     reassembly: ReassemblerCounters;
@@ -195,6 +197,7 @@ export class BasicServer implements AsyncDisposable {
       datagramsOut: this.#datagramsOut,
       bytesOut: this.#bytesOut,
       messages: this.#messages,
+      rsaDecryptions: this.#rsa.decryptions,
       members: this.#keys.size,
       dropped: this.#drops.snapshot(),
       reassembly: { ...this.#reassembler.counters },
@@ -218,6 +221,7 @@ export class BasicServer implements AsyncDisposable {
       await this.#receiving;
       await Promise.all(this.#tasks);
       await Promise.all(this.#pendingSends);
+      await this.#rsa.close();
       this.#log({ level: "info", event: "shutdown" });
     })();
     return this.#closing;
@@ -351,9 +355,7 @@ export class BasicServer implements AsyncDisposable {
     let data: Uint8Array;
     this.#pendingDecryptions++;
     try {
-      data = await this.#rsaSlots.run(() =>
-        this.#privateKey.decrypt(ciphertext)
-      );
+      data = await this.#rsa.decrypt(ciphertext);
     } catch (error) {
       if (error instanceof RsaDecryptError || error instanceof RangeError) {
         this.#drops.drop("undecryptable", source, {

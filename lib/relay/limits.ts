@@ -160,35 +160,3 @@ export class ExpiringSet {
     }
   }
 }
-
-/** Lets at most `slots` tasks run at once; the others wait in order. */
-export class Semaphore {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-
-  /** @param slots tasks that may run at once (at least 1) */
-  constructor(slots: number) {
-    this.#free = Math.max(1, Math.floor(slots));
-  }
-
-  /** Runs `task` once a slot is free, and frees the slot when it settles. */
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) {
-      this.#free--;
-    } else {
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    }
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    }
-  }
-
-  /** Tasks waiting for a slot. */
-  get waiting(): number {
-    return this.#waiting.length;
-  }
-}

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { RsaDecryptPool } from "../crypto/rsa_pool.ts";
 
 /** Severity of a log record, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -31,3 +32,34 @@ export type LogSink = (record: LogRecord) => void;
 
 /** A sink that discards everything. */
 export const silentLog: LogSink = () => {};
+
+/**
+ * Starts `pool`'s threads and logs how they run: `rsa_threads` (info), or a
+ * warning when they could not start or keep normal priority.
+ */
+export function startRsaPool(pool: RsaDecryptPool, log: LogSink): void {
+  void pool.start().then((status) => {
+    if (pool.closed) return; // stopped before the threads answered
+    const { threads, niced, fallbackReason } = status;
+    if (fallbackReason) {
+      log({
+        level: "warn",
+        event: "rsa_threads",
+        threads,
+        message:
+          `RSA decryption runs without worker threads (${fallbackReason}); key exchanges then share the event loop's CPU`,
+      });
+    } else if (threads > 0 && !niced) {
+      log({
+        level: "info",
+        event: "rsa_threads",
+        threads,
+        niced,
+        message:
+          "RSA threads run at normal priority, one core kept free; allow --allow-sys=setPriority to use every core at low priority",
+      });
+    } else {
+      log({ level: "info", event: "rsa_threads", threads, niced });
+    }
+  });
+}

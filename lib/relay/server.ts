@@ -16,6 +16,7 @@ import {
   type RsaPrivateKey,
   RsaPublicKey,
 } from "../crypto/rsa.ts";
+import { RsaDecryptPool } from "../crypto/rsa_pool.ts";
 import {
   encodeAddress,
   formatAddress,
@@ -33,22 +34,24 @@ import {
   decodeRecords,
   encodedSize,
   encodeRecords,
+  encodeRecordsInto,
   isKnownRecordType,
+  MAX_TLV_VALUE_SIZE,
   RecordType,
   TLV_HEADER_SIZE,
   type TlvRecord,
+  writeRecordHeader,
 } from "../protocol/tlv.ts";
 import type { Datagram, DatagramTransport } from "../net/transport.ts";
 import {
   ExpiringSet,
   OncePerInterval,
-  Semaphore,
   SourceRateLimiter,
   TokenBucket,
 } from "./limits.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
 import { encodeBase64 } from "../crypto/base64.ts";
-import { type LogSink, silentLog } from "./log.ts";
+import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
@@ -91,11 +94,12 @@ export interface RelayServerOptions {
   /** RSA decryptions waiting or running at most; registrations past it are dropped (the client retries). Default 64. */
   readonly maxPendingHandshakes?: number;
   /**
-   * RSA decryptions running at once (on Deno's crypto threads). Default: the
-   * number of cores less one (at least 1), so a flood of key exchanges always
-   * leaves a core to the relay loop.
+   * Worker threads for RSA decryption (see {@linkcode RsaDecryptPool}).
+   * Default: every core at low priority when the process may lower it
+   * (`--allow-sys=setPriority`), else the cores less one. 0: WebCrypto in
+   * this runtime, one block at a time.
    */
-  readonly maxConcurrentRsa?: number;
+  readonly rsaThreads?: number;
   /** Reassembly bounds for registered members (protocol.md section 3 defaults). */
   readonly reassembly?: Partial<ReassemblerLimits>;
   /** Fernet implementation. Default: the library default. */
@@ -142,6 +146,8 @@ export interface ServerStats {
   readonly registrations: number;
   /** Rekeys of registered members. */
   readonly rekeys: number;
+  /** RSA-OAEP blocks given to decryption (registrations, RSA-profile messages). */
+  readonly rsaDecryptions: number;
   /** Members now. */
   readonly members: number;
   /** Datagrams, records or streams dropped, by reason. */
@@ -250,7 +256,7 @@ export class RelayServer implements AsyncDisposable {
   #pendingTotal = 0;
   #pendingHandshakes = 0;
   #pendingRsaMessages = 0;
-  readonly #rsaSlots: Semaphore;
+  readonly #rsa: RsaDecryptPool;
 
   #datagramsIn = 0;
   #bytesIn = 0;
@@ -292,10 +298,9 @@ export class RelayServer implements AsyncDisposable {
         this.#maxMessageBytes / options.privateKey.publicKey.maxChunkSize,
       ),
     );
-    this.#rsaSlots = new Semaphore(
-      options.maxConcurrentRsa ??
-        Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
-    );
+    this.#rsa = new RsaDecryptPool(options.privateKey, {
+      threads: options.rsaThreads,
+    });
     this.#fernetBackend = options.fernetBackend;
     this.#log = guardedSink(options.log ?? silentLog);
     this.#now = options.now ?? Date.now;
@@ -315,6 +320,7 @@ export class RelayServer implements AsyncDisposable {
     server.#receiving = server.#receiveLoop();
     const tickMs = Math.max(10, Math.min(1000, server.#clientTimeoutMs / 4));
     server.#ticker = setInterval(() => server.tick(), tickMs);
+    startRsaPool(server.#rsa, server.#log);
     const signal = options.signal;
     if (signal) {
       const stop = () => void server.close();
@@ -368,6 +374,7 @@ export class RelayServer implements AsyncDisposable {
       messagesRelayed: this.#messagesRelayed,
       deliveries: this.#deliveries,
       registrations: this.#registrations,
+      rsaDecryptions: this.#rsa.decryptions,
       rekeys: this.#rekeys,
       members: this.#members.size,
       dropped: this.#drops.snapshot(),
@@ -428,11 +435,15 @@ export class RelayServer implements AsyncDisposable {
         this.#send(datagram, member.address);
       }
     }
+    await this.#rsa.close();
     this.#log({
       level: "info",
       event: "shutdown",
       members: this.#members.size,
     });
+    for (const member of this.#members.values()) {
+      member.guard?.[Symbol.dispose]();
+    }
     this.#members.clear();
     if (this.#sendsInFlight > 0) {
       await new Promise<void>((resolve) => this.#sendsDrained = resolve);
@@ -664,10 +675,12 @@ export class RelayServer implements AsyncDisposable {
     this.#pendingHandshakes++;
     try {
       if (profile === "hybrid") {
-        const keyText = await this.#rsaSlots.run(() =>
-          this.#privateKey.decrypt(record.value)
-        );
-        fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend);
+        const keyText = await this.#rsa.decrypt(record.value);
+        // One long-lived AES cipher per member key (PERFORMANCE.md),
+        // released when the key is replaced or the member leaves.
+        fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend, {
+          persistentCiphers: true,
+        });
         keyId = encodeBase64(
           hmacSha256(this.#keyIdSecret, keyText).subarray(0, 16),
         );
@@ -736,6 +749,7 @@ export class RelayServer implements AsyncDisposable {
     if (existing) {
       remember();
       existing.profile = profile;
+      existing.guard?.[Symbol.dispose]();
       existing.guard = guard;
       existing.rsaKey = rsaKey;
       existing.keyId = keyId;
@@ -874,7 +888,7 @@ export class RelayServer implements AsyncDisposable {
       // crypto threads fairly with registrations and keeps the core cap.
       for (const block of blocks) {
         parts.push(
-          await this.#rsaSlots.run(() => this.#privateKey.decrypt(block)),
+          await this.#rsa.decrypt(block),
         );
       }
     } catch (error) {
@@ -925,19 +939,41 @@ export class RelayServer implements AsyncDisposable {
       value: sender.addressValue,
     };
     // Members whose key seals synchronously (the hot path) are served in
-    // this loop; the others (RSA, or a WebCrypto Fernet backend) after it.
+    // this loop, each with one datagram written in place when the relay
+    // stream fits one; the others (RSA, or a WebCrypto Fernet backend) after.
+    const tokenLength = FernetKey.tokenLength(plaintext.length);
+    const tokenAt = 2 * TLV_HEADER_SIZE + sender.addressValue.length;
+    const inPlace = tokenLength <= MAX_TLV_VALUE_SIZE &&
+      tokenAt + tokenLength <= this.#mtu;
+    let prefix: Uint8Array | undefined;
+    if (inPlace) {
+      prefix = new Uint8Array(tokenAt);
+      writeRecordHeader(
+        prefix,
+        encodeRecordsInto([senderRecord], prefix, 0),
+        RecordType.FERNET_MESSAGE,
+        tokenLength,
+      );
+    }
     const later: Promise<void>[] = [];
     let recipients = 0;
     for (const member of this.#members.values()) {
       if (member === sender) continue;
       recipients++;
-      if (member.guard?.canSealSync) {
+      const guard = member.guard;
+      if (!guard?.canSealSync) {
+        later.push(this.#deliverAsync(member, senderRecord, plaintext, now));
+      } else if (prefix) {
+        const datagram = new Uint8Array(tokenAt + tokenLength);
+        datagram.set(prefix);
+        guard.sealInto(plaintext, now, datagram, tokenAt);
+        this.#countDelivery(member);
+        this.#send(datagram, member.address);
+      } else {
         this.#deliver(member, [senderRecord, {
           type: RecordType.FERNET_MESSAGE,
-          value: member.guard.sealSync(plaintext, now),
+          value: guard.sealSync(plaintext, now),
         }]);
-      } else {
-        later.push(this.#deliverAsync(member, senderRecord, plaintext, now));
       }
     }
     if (later.length > 0) await Promise.all(later);
@@ -973,9 +1009,13 @@ export class RelayServer implements AsyncDisposable {
 
   /** Sends one relay stream (SENDER + the message for `member`). */
   #deliver(member: Member, records: readonly TlvRecord[]): void {
+    this.#countDelivery(member);
+    this.#sendStream(encodeRecords(records), member.address);
+  }
+
+  #countDelivery(member: Member): void {
     member.messagesOut++;
     this.#deliveries++;
-    this.#sendStream(encodeRecords(records), member.address);
   }
 
   async #onKeepalive(member: Member, value: Uint8Array): Promise<void> {
@@ -1025,6 +1065,7 @@ export class RelayServer implements AsyncDisposable {
   #remove(member: Member, reason: string): void {
     if (this.#members.get(member.key) !== member) return;
     this.#members.delete(member.key);
+    member.guard?.[Symbol.dispose]();
     this.#memberReassembly.forgetSource(member.key);
     this.#log({ level: "info", event: "leave", client: member.key, reason });
     const left = encodeRecords([

@@ -76,6 +76,30 @@ export class TokenGuard {
     });
   }
 
+  /**
+   * {@linkcode sealSync}, writing the token's ASCII bytes at `out[offset]`
+   * (the relay builds each datagram in one buffer). Returns the bytes written,
+   * `FernetKey.tokenLength(plaintext.length)`.
+   * @throws {RangeError} when the token does not fit
+   * @throws {TypeError} for a key of the webcrypto backend
+   */
+  sealInto(
+    plaintext: Uint8Array,
+    nowMs: number,
+    out: Uint8Array,
+    offset: number,
+  ): number {
+    return this.key.encryptInto(plaintext, out, offset, {
+      nowSeconds: Math.floor(nowMs / 1000),
+      iv: this.marker.create(),
+    });
+  }
+
+  /** Releases the key's long-lived ciphers, if it keeps any (it stays usable). */
+  [Symbol.dispose](): void {
+    this.key[Symbol.dispose]();
+  }
+
   /** Verifies and decrypts a token; records its IV when accepted. */
   async open(token: Uint8Array, nowMs: number): Promise<OpenResult> {
     if (this.key.canRunSync) return this.openSync(token, nowMs);

@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import {
+  base64UrlEncodedLength,
   decodeBase64,
   decodeBase64Url,
+  decodeBase64UrlInto,
   encodeBase64,
   encodeBase64Url,
   encodeBase64UrlToAscii,
+  encodeBase64UrlToAsciiInto,
 } from "../../lib/crypto/base64.ts";
 
 const ascii = (s: string) => new TextEncoder().encode(s);
@@ -173,5 +176,52 @@ Deno.test({
   fn() {
     const buffer = ascii("xxZm9vYmFyxx");
     assert.deepEqual(decodeBase64Url(buffer.subarray(2, 10)), ascii("foobar"));
+  },
+});
+
+Deno.test({
+  name:
+    "the Into variants write at an offset, touch nothing else, and throw RangeError when short",
+  permissions: "none",
+  fn() {
+    const bytes = crypto.getRandomValues(new Uint8Array(40));
+    for (let n = 0; n <= 40; n++) {
+      const part = bytes.subarray(0, n);
+      const encoded = encodeBase64UrlToAscii(part);
+      assert.equal(base64UrlEncodedLength(n), encoded.length);
+      const out = new Uint8Array(encoded.length + 10).fill(0xaa);
+      assert.equal(encodeBase64UrlToAsciiInto(part, out, 3), encoded.length);
+      assert.deepEqual(out.subarray(3, 3 + encoded.length), encoded);
+      assert.ok(out.subarray(0, 3).every((b) => b === 0xaa));
+      assert.ok(out.subarray(3 + encoded.length).every((b) => b === 0xaa));
+      const back = new Uint8Array(n + 10).fill(0xaa);
+      assert.equal(decodeBase64UrlInto(encoded, back, 5), n);
+      assert.deepEqual(back.subarray(5, 5 + n), part);
+      assert.ok(back.subarray(0, 5).every((b) => b === 0xaa));
+      assert.ok(back.subarray(5 + n).every((b) => b === 0xaa));
+      if (n > 0) {
+        const short = new Uint8Array(n + 4).fill(0xaa);
+        assert.throws(() => decodeBase64UrlInto(encoded, short, 5), RangeError);
+        assert.ok(short.every((b) => b === 0xaa));
+      }
+      const tight = new Uint8Array(encoded.length + 2).fill(0xaa);
+      assert.throws(
+        () => encodeBase64UrlToAsciiInto(part, tight, 3),
+        RangeError,
+      );
+      assert.ok(tight.every((b) => b === 0xaa));
+    }
+    assert.throws(
+      () => encodeBase64UrlToAsciiInto(bytes, new Uint8Array(100), -1),
+      RangeError,
+    );
+    assert.throws(
+      () => decodeBase64UrlInto("Zm9v", new Uint8Array(100), 0.5),
+      RangeError,
+    );
+    assert.throws(
+      () => decodeBase64UrlInto("Zm9", new Uint8Array(100), 0),
+      TypeError,
+    );
   },
 });

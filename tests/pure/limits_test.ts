@@ -3,7 +3,6 @@ import {
   BoundedMap,
   ExpiringSet,
   OncePerInterval,
-  Semaphore,
   SourceRateLimiter,
   TokenBucket,
 } from "../../lib/relay/limits.ts";
@@ -85,41 +84,6 @@ test("ExpiringSet remembers keys until they expire, and at most its capacity", (
   assert.ok(set.size <= 3);
   assert.equal(set.has("e", 1000), false);
   assert.equal(set.size, 0); // pruned
-});
-
-test("Semaphore runs at most its slots at once, in order, and frees slots on failure", async () => {
-  const semaphore = new Semaphore(2);
-  let running = 0;
-  let peak = 0;
-  const order: number[] = [];
-  const gates: (() => void)[] = [];
-  const task = (id: number) => () =>
-    new Promise<number>((resolve) => {
-      running++;
-      peak = Math.max(peak, running);
-      order.push(id);
-      gates.push(() => {
-        running--;
-        resolve(id);
-      });
-    });
-  const results = [1, 2, 3, 4].map((id) => semaphore.run(task(id)));
-  await Promise.resolve();
-  assert.deepEqual(order, [1, 2]);
-  assert.equal(semaphore.waiting, 2);
-  while (gates.length > 0) {
-    gates.shift()!();
-    await new Promise((r) => setTimeout(r, 0));
-  }
-  assert.deepEqual(await Promise.all(results), [1, 2, 3, 4]);
-  assert.deepEqual(order, [1, 2, 3, 4]);
-  assert.equal(peak, 2);
-  await assert.rejects(
-    semaphore.run(() => Promise.reject(new Error("boom"))),
-    /boom/,
-  );
-  assert.equal(await semaphore.run(() => Promise.resolve(7)), 7);
-  assert.equal(new Semaphore(0).waiting, 0); // at least one slot
 });
 
 test("DropCounter counts every drop and logs each (reason, source) once per interval", () => {
