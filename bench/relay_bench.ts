@@ -762,8 +762,17 @@ async function main(): Promise<number> {
       );
 
       progress(
-        `\n[4/7] relay at half rate during a registration flood (${config.floodConcurrency} concurrent key exchanges, register + disconnect)`,
+        `\n[4/7] relay at half rate during a registration flood (${config.floodConcurrency} concurrent key exchanges, register + disconnect, client keys encrypted before timing)`,
       );
+      // As in [6/7], the flooding clients' keys are encrypted before timing:
+      // the server is under test, not the generator's RSA encryption.
+      const pem = group[0].serverPem;
+      if (pem) {
+        await keys.prepare(
+          pem,
+          Math.ceil(rsa.allCoresPerSecond * (config.pacedSeconds + 2)),
+        );
+      }
       const stop = { stopped: false };
       const flooding = registrationFlood(
         relayTarget.address,
