@@ -33,7 +33,7 @@ export interface RsaDecryptPoolOptions {
    * thread's runtime, one block at a time.
    */
   readonly threads?: number;
-  /** Lower the threads' priority (niceness 19). Default: when the process is allowed to. */
+  /** Lower the threads' priority (niceness 19) when the process is allowed to (`--allow-sys=setPriority`). Default true. */
   readonly lowPriority?: boolean;
 }
 
@@ -62,6 +62,8 @@ class RsaThread {
   /** Resolves with whether the thread is niced once it holds the key; rejects if it cannot start. */
   readonly ready: Promise<boolean>;
   #failReady: (error: Error) => void = () => {};
+  /** Set when the worker died; it gets no more jobs. */
+  dead = false;
 
   constructor(pkcs8: Promise<Uint8Array>, nice: number | undefined) {
     this.#worker = new Worker(WORKER_MODULE, { type: "module" });
@@ -86,6 +88,13 @@ class RsaThread {
       this.#worker.onerror = (event: ErrorEvent) => {
         event.preventDefault();
         reject(new Error(event.message));
+        // A thread that dies after starting fails what it held; the pool
+        // sends it nothing more.
+        this.dead = true;
+        const error = new RsaDecryptError(
+          `RSA worker failed: ${event.message}`,
+        );
+        for (const job of this.stop()) job.reject(error);
       };
       pkcs8.then((key) => {
         const init: RsaWorkerInit = { type: "init", pkcs8: key, nice };
@@ -184,7 +193,7 @@ export class RsaDecryptPool {
    */
   constructor(privateKey: RsaPrivateKey, options: RsaDecryptPoolOptions = {}) {
     this.#privateKey = privateKey;
-    this.#lowPriority = options.lowPriority ?? maySetPriority();
+    this.#lowPriority = (options.lowPriority ?? true) && maySetPriority();
     const cores = navigator.hardwareConcurrency ?? 2;
     const threads = options.threads ??
       (this.#lowPriority ? cores : Math.max(1, cores - 1));
@@ -268,16 +277,14 @@ export class RsaDecryptPool {
     return new Promise((resolve, reject) => {
       const job: PendingJob = { block, resolve, reject };
       void this.start();
-      const workers = this.#workers;
-      if (this.#inlineOnly || !workers) {
-        this.#runInline(job);
-        return;
+      let least: RsaThread | undefined;
+      for (const worker of this.#inlineOnly ? [] : this.#workers ?? []) {
+        if (!worker.dead && (!least || worker.load < least.load)) {
+          least = worker;
+        }
       }
-      let least = workers[0];
-      for (const worker of workers) {
-        if (worker.load < least.load) least = worker;
-      }
-      least.submit(this.#nextId++, job);
+      if (least) least.submit(this.#nextId++, job);
+      else this.#runInline(job);
     });
   }
 

@@ -312,6 +312,14 @@ Deno.test(
   },
 );
 
+Deno.test("lowPriority: true without the permission keeps a core free (cores - 1 threads), as the default does", async () => {
+  const cores = navigator.hardwareConcurrency;
+  await using pool = new RsaDecryptPool(key, { lowPriority: true });
+  const status = await pool.start();
+  assert.equal(status.threads, maySetPriority ? cores : Math.max(1, cores - 1));
+  assert.equal(status.niced, maySetPriority);
+});
+
 Deno.test("lowPriority: false gives niced: false", async () => {
   await using pool = new RsaDecryptPool(key, {
     threads: 1,
