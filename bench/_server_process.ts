@@ -45,10 +45,11 @@ const server = RelayServer.start({
   maxPendingHandshakes: 100_000,
   // How the RSA threads run, and any warning, go to stderr for the bench log.
   log: (record) => {
-    if (record.level !== "debug" && record.event !== "join") {
-      if (record.event === "rsa_threads" || record.level !== "info") {
-        console.error(JSON.stringify(record));
-      }
+    if (
+      record.event === "rsa_threads" || record.level === "warn" ||
+      record.level === "error"
+    ) {
+      console.error(JSON.stringify(record));
     }
   },
 });

@@ -318,9 +318,7 @@ function tokenHeader(
 ): Uint8Array<ArrayBuffer> {
   const token = new Uint8Array(HEADER_SIZE + ctLength + HMAC_SIZE);
   token[0] = FERNET_VERSION;
-  const view = new DataView(token.buffer);
-  view.setUint32(1, Math.floor(timestamp / 0x1_0000_0000));
-  view.setUint32(5, timestamp >>> 0);
+  writeTimestamp(token, timestamp);
   token.set(iv, 9);
   return token;
 }

@@ -282,6 +282,19 @@ export class RsaPublicKey {
     return Math.ceil(this.modulusBits / 8);
   }
 
+  /**
+   * Checks that `block` is one ciphertext block of this key (k bytes).
+   * @throws {RangeError} when it is not
+   */
+  checkBlock(block: Uint8Array): void {
+    const k = this.blockSize;
+    if (block.length !== k) {
+      throw new RangeError(
+        `Cannot RSA-OAEP decrypt a ${block.length}-byte block: a ${this.modulusBits}-bit key needs exactly ${k} bytes`,
+      );
+    }
+  }
+
   /** Largest plaintext per block: k - 66. */
   get maxChunkSize(): number {
     return this.blockSize - RSA_OAEP_OVERHEAD;
@@ -397,19 +410,14 @@ export class RsaPrivateKey {
    * @throws {RangeError} when the block is not k bytes; {@linkcode InvalidKeyError} never; a DOMException-free `Error` subclass {@linkcode RsaDecryptError} when decryption fails
    */
   async decrypt(block: Uint8Array): Promise<Uint8Array> {
-    const k = this.publicKey.blockSize;
-    if (block.length !== k) {
-      throw new RangeError(
-        `Cannot RSA-OAEP decrypt a ${block.length}-byte block: a ${this.publicKey.modulusBits}-bit key needs exactly ${k} bytes`,
-      );
-    }
+    this.publicKey.checkBlock(block);
     try {
       return new Uint8Array(
         await crypto.subtle.decrypt({ name: "RSA-OAEP" }, this.key, own(block)),
       );
     } catch {
       throw new RsaDecryptError(
-        `Cannot RSA-OAEP decrypt a ${k}-byte block: wrong key or corrupted ciphertext`,
+        `Cannot RSA-OAEP decrypt a ${block.length}-byte block: wrong key or corrupted ciphertext`,
       );
     }
   }

@@ -178,7 +178,6 @@ export class RsaDecryptPool {
   readonly #lowPriority: boolean;
   #workers: RsaThread[] | undefined;
   #status: Promise<RsaPoolStatus> | undefined;
-  #inlineOnly: boolean;
   #pkcs8: Promise<unknown> = Promise.resolve();
   #nextId = 0;
   #decryptions = 0;
@@ -203,7 +202,6 @@ export class RsaDecryptPool {
       );
     }
     this.#threads = threads;
-    this.#inlineOnly = threads === 0;
   }
 
   /** Whether {@linkcode close} was called. */
@@ -223,10 +221,11 @@ export class RsaDecryptPool {
   }
 
   async #startThreads(): Promise<RsaPoolStatus> {
-    if (this.#inlineOnly || this.#closed) return { threads: 0, niced: false };
+    if (this.#threads === 0 || this.#closed) {
+      return { threads: 0, niced: false };
+    }
     const unreadable = workerModuleUnreadable();
     if (unreadable) {
-      this.#inlineOnly = true;
       return { threads: 0, niced: false, fallbackReason: unreadable };
     }
     const pkcs8 = crypto.subtle.exportKey("pkcs8", this.#privateKey.key).then(
@@ -245,7 +244,6 @@ export class RsaDecryptPool {
     } catch (error) {
       if (this.#closed) return { threads: 0, niced: false };
       // Fall back: every job the threads held is decrypted here instead.
-      this.#inlineOnly = true;
       this.#workers = undefined;
       for (const worker of workers) {
         for (const job of worker.stop()) this.#runInline(job);
@@ -265,20 +263,18 @@ export class RsaDecryptPool {
    */
   decrypt(block: Uint8Array): Promise<Uint8Array> {
     this.#decryptions++;
-    const k = this.#privateKey.publicKey.blockSize;
-    if (block.length !== k) {
-      return Promise.reject(
-        new RangeError(
-          `Cannot RSA-OAEP decrypt a ${block.length}-byte block: a ${this.#privateKey.publicKey.modulusBits}-bit key needs exactly ${k} bytes`,
-        ),
-      );
+    try {
+      this.#privateKey.publicKey.checkBlock(block);
+    } catch (error) {
+      return Promise.reject(error);
     }
     if (this.#closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
       const job: PendingJob = { block, resolve, reject };
       void this.start();
       let least: RsaThread | undefined;
-      for (const worker of this.#inlineOnly ? [] : this.#workers ?? []) {
+      // No threads (none asked for, or they could not start): in-runtime.
+      for (const worker of this.#workers ?? []) {
         if (!worker.dead && (!least || worker.load < least.load)) {
           least = worker;
         }
