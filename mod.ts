@@ -153,6 +153,7 @@ export {
   type FernetDecryptOptions,
   type FernetEncryptOptions,
   FernetKey,
+  type IvSource,
   parseToken,
   type TokenFields,
 } from "./lib/crypto/fernet.ts";

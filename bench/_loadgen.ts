@@ -141,7 +141,7 @@ export class BenchClient {
   readonly mode: Mode;
   readonly server: PeerAddress;
   readonly transport: UdpTransport;
-  /** The client's Fernet key (relay mode); a prepared registration may replace it. */
+  /** The client's Fernet key (relay mode), set by {@linkcode register}. */
   key: FernetKey | undefined;
   /** The server key's PEM, from the last key answer. */
   serverPem: string | undefined;
@@ -159,25 +159,24 @@ export class BenchClient {
     mode: Mode,
     server: PeerAddress,
     transport: UdpTransport,
-    key: FernetKey | undefined,
   ) {
     this.mode = mode;
     this.server = server;
     this.transport = transport;
-    this.key = key;
     this.#loop = this.#receive();
   }
 
-  /** Binds a socket on 127.0.0.1 and, in relay mode, generates a Fernet key. */
+  /**
+   * Binds a socket on 127.0.0.1. In relay mode the Fernet key comes with the
+   * registration: a prepared one when the {@linkcode KeyCache} has one left,
+   * else a fresh one.
+   */
   static async open(mode: Mode, server: PeerAddress): Promise<BenchClient> {
     const transport = await UdpTransport.bind({
       hostname: "127.0.0.1",
       port: 0,
     });
-    const key = mode === "relay"
-      ? await FernetKey.generate("node", PERSISTENT)
-      : undefined;
-    return new BenchClient(mode, server, transport, key);
+    return new BenchClient(mode, server, transport);
   }
 
   /** Whether the last {@linkcode register} succeeded (and no disconnect since). */
@@ -224,9 +223,10 @@ export class BenchClient {
         this.key?.[Symbol.dispose]();
         this.key = prepared.key;
       }
+      this.key ??= await FernetKey.generate("node", PERSISTENT);
       const block = prepared?.block ??
         await (await keys.serverKey(answer.pem)).encrypt(
-          encoder.encode(this.key!.text),
+          encoder.encode(this.key.text),
         );
       const stream = encodeRecords([
         { type: RecordType.COOKIE, value: answer.cookie },

@@ -31,8 +31,16 @@ export const DEFAULT_FERNET_BACKEND: FernetBackend = "node";
 export interface FernetEncryptOptions {
   /** Token timestamp in seconds since the epoch. Default: now. */
   nowSeconds?: number;
-  /** The 16-byte IV. Default: 16 random bytes. */
+  /** The 16-byte IV. Default: from `ivSource`, else 16 random bytes. */
   iv?: Uint8Array;
+  /** Writes each token's IV in place (e.g. an `IvMarker`); used when `iv` is not given. */
+  ivSource?: IvSource;
+}
+
+/** Makes Fernet IVs in place, e.g. the marked IVs of `IvMarker`. */
+export interface IvSource {
+  /** Writes a fresh 16-byte IV at `out[offset]`. */
+  createInto(out: Uint8Array, offset: number): void;
 }
 
 /** Options of {@linkcode FernetKey.generate} and {@linkcode FernetKey.fromText}. */
@@ -345,7 +353,12 @@ function encryptArgs(
   options: FernetEncryptOptions,
 ): { timestamp: number; iv: Uint8Array } {
   const timestamp = encryptTimestamp(options);
-  const iv = options.iv ?? crypto.getRandomValues(new Uint8Array(16));
+  let iv = options.iv;
+  if (!iv) {
+    iv = new Uint8Array(16);
+    if (options.ivSource) options.ivSource.createInto(iv, 0);
+    else crypto.getRandomValues(iv);
+  }
   checkIv(iv);
   return { timestamp, iv };
 }
@@ -577,6 +590,7 @@ export class FernetKey {
     raw[0] = FERNET_VERSION;
     writeTimestamp(raw, timestamp);
     if (options.iv) raw.set(options.iv, 9);
+    else if (options.ivSource) options.ivSource.createInto(raw, 9);
     else crypto.getRandomValues(raw.subarray(9, HEADER_SIZE));
     // PKCS#7: pad with n bytes of value n, 1 <= n <= 16.
     const body = raw.subarray(HEADER_SIZE, HEADER_SIZE + ctLength);

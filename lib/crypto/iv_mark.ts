@@ -41,30 +41,45 @@ export class IvMarker {
 
   /** A fresh marked 16-byte IV. @param random the 8 random bytes r (injectable for tests) */
   create(random?: Uint8Array): Uint8Array {
-    const r = random ?? this.#randomR();
-    if (r.length !== IV_MARK_RANDOM_SIZE) {
+    const iv = new Uint8Array(IV_SIZE);
+    if (random === undefined) {
+      this.createInto(iv, 0);
+      return iv;
+    }
+    if (random.length !== IV_MARK_RANDOM_SIZE) {
       throw new RangeError(
-        `IvMarker.create needs ${IV_MARK_RANDOM_SIZE} random bytes, got ${r.length}`,
+        `IvMarker.create needs ${IV_MARK_RANDOM_SIZE} random bytes, got ${random.length}`,
       );
     }
-    const iv = new Uint8Array(IV_SIZE);
-    iv.set(r);
-    this.#mac.macInto([r], this.#digest, 0);
-    iv.set(
-      this.#digest.subarray(0, IV_SIZE - IV_MARK_RANDOM_SIZE),
-      IV_MARK_RANDOM_SIZE,
-    );
+    iv.set(random);
+    this.#markInto(iv, 0);
     return iv;
   }
 
-  #randomR(): Uint8Array {
+  /** Writes a fresh marked IV at `out[offset]` (16 bytes), as Fernet's `IvSource`. */
+  createInto(out: Uint8Array, offset: number): void {
     if (this.#poolNext + IV_MARK_RANDOM_SIZE > this.#pool.length) {
       crypto.getRandomValues(this.#pool);
       this.#poolNext = 0;
     }
     const start = this.#poolNext;
     this.#poolNext += IV_MARK_RANDOM_SIZE;
-    return this.#pool.subarray(start, this.#poolNext);
+    for (let i = 0; i < IV_MARK_RANDOM_SIZE; i++) {
+      out[offset + i] = this.#pool[start + i];
+    }
+    this.#markInto(out, offset);
+  }
+
+  /** Writes the mark of the r at `iv[offset..offset+8]` right after it. */
+  #markInto(iv: Uint8Array, offset: number): void {
+    this.#mac.macInto(
+      [iv.subarray(offset, offset + IV_MARK_RANDOM_SIZE)],
+      this.#digest,
+      0,
+    );
+    for (let i = 0; i < IV_SIZE - IV_MARK_RANDOM_SIZE; i++) {
+      iv[offset + IV_MARK_RANDOM_SIZE + i] = this.#digest[i];
+    }
   }
 
   /** Whether `iv` (16 bytes) carries this side's mark. */

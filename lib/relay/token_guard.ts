@@ -56,7 +56,7 @@ export class TokenGuard {
   seal(plaintext: Uint8Array, nowMs: number): Promise<Uint8Array> {
     return this.key.encrypt(plaintext, {
       nowSeconds: Math.floor(nowMs / 1000),
-      iv: this.marker.create(),
+      ivSource: this.marker,
     });
   }
 
@@ -72,7 +72,7 @@ export class TokenGuard {
   sealSync(plaintext: Uint8Array, nowMs: number): Uint8Array {
     return this.key.encryptSync(plaintext, {
       nowSeconds: Math.floor(nowMs / 1000),
-      iv: this.marker.create(),
+      ivSource: this.marker,
     });
   }
 
@@ -91,7 +91,7 @@ export class TokenGuard {
   ): number {
     return this.key.encryptInto(plaintext, out, offset, {
       nowSeconds: Math.floor(nowMs / 1000),
-      iv: this.marker.create(),
+      ivSource: this.marker,
     });
   }
 

@@ -362,3 +362,42 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "ivSource writes the IV of every encrypt path (sync, in place, async, webcrypto); an explicit iv wins",
+  permissions: "none",
+  async fn() {
+    const { node, web } = await pair(true);
+    using _node = node;
+    const ivs: Uint8Array[] = [];
+    const ivSource = {
+      createInto(out: Uint8Array, offset: number) {
+        const iv = randomIv();
+        ivs.push(iv);
+        out.set(iv, offset);
+      },
+    };
+    const plaintext = encoder.encode("marked");
+    const options = { nowSeconds: NOW, ivSource };
+    const out = new Uint8Array(FernetKey.tokenLength(plaintext.length) + 3);
+    const tokens = [
+      node.encryptSync(plaintext, options),
+      out.subarray(3, 3 + node.encryptInto(plaintext, out, 3, options)),
+      await node.encrypt(plaintext, options),
+      await web.encrypt(plaintext, options),
+    ];
+    assert.equal(ivs.length, 4);
+    tokens.forEach((token, i) => {
+      assert.deepEqual(parseToken(token).iv, ivs[i], `token ${i}`);
+      assert.deepEqual(
+        node.decryptSync(token, { nowSeconds: NOW }).plaintext,
+        plaintext,
+      );
+    });
+    const iv = randomIv();
+    const explicit = node.encryptSync(plaintext, { ...options, iv });
+    assert.deepEqual(parseToken(explicit).iv, iv);
+    assert.equal(ivs.length, 4);
+  },
+});
