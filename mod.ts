@@ -56,6 +56,11 @@ export {
   type ServerStats,
 } from "./lib/relay/server.ts";
 export {
+  LoadMeter,
+  type LoadMeterOptions,
+  type LoadProbe,
+} from "./lib/relay/load.ts";
+export {
   type ClientEvent,
   type ClientStats,
   RelayClient,

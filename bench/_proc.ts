@@ -325,15 +325,16 @@ export class ChildServer implements AsyncDisposable {
   }
 
   /**
-   * Spawns `deno run --allow-net [denoFlags] script` and waits for its first JSON line (`{"udp": ...}`).
+   * Spawns `deno run --allow-net [denoFlags] script [scriptArgs]` and waits for its first JSON line (`{"udp": ...}`).
    * @throws {Error} when the child exits or stays silent for 30 s
    */
   static async spawn(
     script: string,
     denoFlags: readonly string[] = [],
+    scriptArgs: readonly string[] = [],
   ): Promise<ChildServer> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", ...denoFlags, script],
+      args: ["run", "--allow-net", ...denoFlags, script, ...scriptArgs],
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",

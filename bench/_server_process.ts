@@ -10,6 +10,7 @@
  * stdin closes or on SIGTERM/SIGINT.
  *
  *     deno run --allow-net --allow-read --allow-sys=setPriority bench/_server_process.ts [--port 0]
+ *         [--rsa-sched-idle (with --allow-ffi)]
  *
  * @module
  */
@@ -25,6 +26,7 @@ const { values } = parseArgs({
   options: {
     host: { type: "string", default: "127.0.0.1" },
     port: { type: "string", default: "0" },
+    "rsa-sched-idle": { type: "boolean" },
   },
   strict: true,
 });
@@ -43,6 +45,7 @@ const server = RelayServer.start({
   handshakesPerSecond: 1e9,
   handshakeBurst: 1e9,
   maxPendingHandshakes: 100_000,
+  rsaSchedIdle: values["rsa-sched-idle"] === true,
   // How the RSA threads run, and any warning, go to stderr for the bench log.
   log: (record) => {
     if (

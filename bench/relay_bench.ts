@@ -63,6 +63,9 @@ Flags:
                       are n/a)
   --quick             short smoke-test run (small counts, short phases)
   --skip-sweep        skip the group-size sweep (no chart)
+  --rsa-sched-idle    run the spawned relay servers' RSA threads under Linux's
+                      SCHED_IDLE (the server's --rsa-sched-idle; gives them
+                      --allow-ffi)
   --server-cpu-prof DIR  run the spawned relay servers with --cpu-prof into DIR
                       (summarise with bench/_cpuprofile_top.ts)
   --help              show this help
@@ -87,6 +90,8 @@ interface Config {
   server: PeerAddress | undefined;
   quick: boolean;
   skipSweep: boolean;
+  /** Spawned relay servers run their RSA threads under SCHED_IDLE. */
+  rsaSchedIdle: boolean;
   warmupMessages: number;
   /** Deliveries sent to warm each fresh server of the sweep before measuring. */
   sweepWarmupDeliveries: number;
@@ -116,6 +121,7 @@ function parseConfig(): Config | undefined {
       quick: { type: "boolean" },
       "skip-sweep": { type: "boolean" },
       "server-cpu-prof": { type: "string" },
+      "rsa-sched-idle": { type: "boolean" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -158,6 +164,12 @@ function parseConfig(): Config | undefined {
     );
   }
   const cpuProf = values["server-cpu-prof"];
+  const rsaSchedIdle = values["rsa-sched-idle"] === true;
+  if (rsaSchedIdle && server) {
+    throw new RangeError(
+      "--rsa-sched-idle sets up the spawned server; start an external one with its own --rsa-sched-idle instead",
+    );
+  }
   return {
     clients: int("clients", values.clients, quick ? 4 : 10, 2, 1000),
     messages: int("messages", values.messages, quick ? 30 : 200, 1, 100_000),
@@ -166,6 +178,7 @@ function parseConfig(): Config | undefined {
     server,
     quick,
     skipSweep: values["skip-sweep"] === true,
+    rsaSchedIdle,
     warmupMessages: quick ? 5 : 200,
     pacedSeconds: quick ? 1 : 5,
     floodConcurrency: quick ? 4 : 8,
@@ -183,6 +196,7 @@ function parseConfig(): Config | undefined {
     serverDenoFlags: [
       "--allow-read",
       "--allow-sys=setPriority",
+      ...(rsaSchedIdle ? ["--allow-ffi"] : []),
       ...(cpuProf === undefined
         ? []
         : ["--cpu-prof", `--cpu-prof-dir=${cpuProf}`]),
@@ -202,10 +216,13 @@ async function startTarget(config: Config, mode: Mode): Promise<Target> {
   if (mode === "relay" && config.server) {
     return { address: config.server, child: undefined };
   }
-  const child = await ChildServer.spawn(
-    mode === "relay" ? SERVER_SCRIPT : PLAIN_SCRIPT,
-    mode === "relay" ? config.serverDenoFlags : [],
-  );
+  const child = mode === "relay"
+    ? await ChildServer.spawn(
+      SERVER_SCRIPT,
+      config.serverDenoFlags,
+      config.rsaSchedIdle ? ["--rsa-sched-idle"] : [],
+    )
+    : await ChildServer.spawn(PLAIN_SCRIPT);
   return { address: child.address, child };
 }
 
@@ -722,7 +739,11 @@ async function main(): Promise<number> {
     );
   } else {
     progress(
-      "server: bench/_server_process.ts (RelayServer, limits raised: messages/s, handshakes/s and bursts 1e9, 100000 pending handshakes)",
+      `server: bench/_server_process.ts (RelayServer, limits raised: messages/s, handshakes/s and bursts 1e9, 100000 pending handshakes; RSA threads ${
+        config.rsaSchedIdle
+          ? "at niceness 19 and under SCHED_IDLE"
+          : "at niceness 19"
+      })`,
     );
   }
 
@@ -1140,6 +1161,7 @@ async function main(): Promise<number> {
       loadAverageStart: loadAvgStart,
       loadAverageEnd: loadAvgEnd,
       server: external ? "external" : "bench/_server_process.ts",
+      rsaSchedIdle: config.rsaSchedIdle,
       serverLimits: external
         ? "the external server's own"
         : "messagesPerSecond/messageBurst/handshakesPerSecond/handshakeBurst 1e9, maxPendingHandshakes 100000, maxClients 100000",

@@ -11,6 +11,7 @@ import { type ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import { keyAnswerSize, RelayServer } from "../relay/server.ts";
 import { BasicServer } from "../relay/basic_server.ts";
+import { schedIdleUnavailable } from "../crypto/sched_idle.ts";
 import type { LogLevel } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
 import {
@@ -140,6 +141,11 @@ export const SERVER_FLAGS: FlagSpecs = {
     help:
       "key exchanges per second per source IP (burst: twice that); more are dropped",
   },
+  "rsa-sched-idle": {
+    type: "boolean",
+    help:
+      "run RSA key exchanges under Linux's SCHED_IDLE so they never delay relaying (needs deno run --allow-ffi)",
+  },
   compat: {
     type: "boolean",
     help:
@@ -262,6 +268,13 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   ) as LogLevel;
   const json = flags.json === true;
   const compat = flags.compat === true;
+  const rsaSchedIdle = flags["rsa-sched-idle"] === true;
+  const schedIdleProblem = rsaSchedIdle ? schedIdleUnavailable() : undefined;
+  if (schedIdleProblem) {
+    throw new ConfigError(
+      `--rsa-sched-idle: ${schedIdleProblem}: run the server with deno run --allow-ffi (the README's server:sched-idle task), or leave the flag out (RSA threads then run at niceness 19)`,
+    );
+  }
   const token = controlTokenFlag(flags, tcpHost);
 
   const { key, created } = await loadOrCreateKey(
@@ -321,6 +334,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         privateKey: key,
         compat,
         maxClients,
+        rsaSchedIdle,
         log,
       })
       : RelayServer.start({
@@ -335,6 +349,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         messageBurst: 2 * messagesPerSecond,
         handshakesPerSecond,
         handshakeBurst: 2 * handshakesPerSecond,
+        rsaSchedIdle,
         log,
       });
     log({

@@ -8,6 +8,9 @@
  * lowered to niceness 19, so RSA work takes only the CPU the relay leaves
  * idle. Lowering a thread's priority needs `--allow-sys=setPriority`; without
  * it the pool keeps one core free (cores - 1 threads at normal priority).
+ * Niceness still lets a thread that got a core finish its time slice; on
+ * request (`schedIdle`, Linux, `--allow-ffi`) the threads also take
+ * SCHED_IDLE, under which a waking relay thread preempts them at once.
  *
  * Workers start on the first decryption, so a process that never decrypts
  * spawns no thread. This is the only module that starts threads.
@@ -15,6 +18,7 @@
  * @module
  */
 import { RsaDecryptError, type RsaPrivateKey } from "./rsa.ts";
+import { schedIdleUnavailable } from "./sched_idle.ts";
 import type {
   RsaWorkerInit,
   RsaWorkerJob,
@@ -28,13 +32,20 @@ export const RSA_WORKER_NICENESS = 19;
 /** Options of {@linkcode RsaDecryptPool}. */
 export interface RsaDecryptPoolOptions {
   /**
-   * Worker threads. Default: every core when their priority can be lowered,
-   * else the cores less one (at least 1). 0 decrypts with WebCrypto in this
-   * thread's runtime, one block at a time.
+   * Worker threads. Default: every core when their priority can be lowered
+   * (niceness, or SCHED_IDLE when asked for and allowed), else the cores
+   * less one (at least 1). 0 decrypts with WebCrypto in this thread's
+   * runtime, one block at a time.
    */
   readonly threads?: number;
   /** Lower the threads' priority (niceness 19) when the process is allowed to (`--allow-sys=setPriority`). Default true. */
   readonly lowPriority?: boolean;
+  /**
+   * Also run the threads under Linux's SCHED_IDLE, so that a waking relay
+   * thread preempts them at once (niceness alone lets them finish a time
+   * slice). Needs `--allow-ffi` (see lib/crypto/sched_idle.ts). Default false.
+   */
+  readonly schedIdle?: boolean;
 }
 
 interface PendingJob {
@@ -49,6 +60,10 @@ export interface RsaPoolStatus {
   readonly threads: number;
   /** Whether they run at lowered priority. */
   readonly niced: boolean;
+  /** Whether they run under SCHED_IDLE. */
+  readonly idle: boolean;
+  /** Why SCHED_IDLE was asked for and is not in force. */
+  readonly idleReason?: string;
   /** Why the threads could not start, when they could not. */
   readonly fallbackReason?: string;
 }
@@ -59,15 +74,19 @@ class RsaThread {
   readonly #pending = new Map<number, PendingJob>();
   /** Jobs held until the key has been posted (the worker must get it first). */
   #backlog: [number, PendingJob][] | undefined = [];
-  /** Resolves with whether the thread is niced once it holds the key; rejects if it cannot start. */
-  readonly ready: Promise<boolean>;
+  /** Resolves with how the thread runs once it holds the key; rejects if it cannot start. */
+  readonly ready: Promise<RsaWorkerReady>;
   #failReady: (error: Error) => void = () => {};
   /** Set when the worker died; it gets no more jobs. */
   dead = false;
 
-  constructor(pkcs8: Promise<Uint8Array>, nice: number | undefined) {
+  constructor(
+    pkcs8: Promise<Uint8Array>,
+    nice: number | undefined,
+    idle: boolean,
+  ) {
     this.#worker = new Worker(WORKER_MODULE, { type: "module" });
-    this.ready = new Promise<boolean>((resolve, reject) => {
+    this.ready = new Promise<RsaWorkerReady>((resolve, reject) => {
       this.#failReady = reject;
       this.#worker.onmessage = (
         event: MessageEvent<RsaWorkerReady | RsaWorkerResult>,
@@ -76,7 +95,7 @@ class RsaThread {
         if (message.type === "ready") {
           if (message.error) {
             reject(new Error(`cannot use the key: ${message.error}`));
-          } else resolve(message.niced);
+          } else resolve(message);
           return;
         }
         const job = this.#pending.get(message.id);
@@ -97,7 +116,7 @@ class RsaThread {
         for (const job of this.stop()) job.reject(error);
       };
       pkcs8.then((key) => {
-        const init: RsaWorkerInit = { type: "init", pkcs8: key, nice };
+        const init: RsaWorkerInit = { type: "init", pkcs8: key, nice, idle };
         this.#worker.postMessage(init);
         const backlog = this.#backlog ?? [];
         this.#backlog = undefined;
@@ -176,6 +195,7 @@ export class RsaDecryptPool {
   readonly #privateKey: RsaPrivateKey;
   readonly #threads: number;
   readonly #lowPriority: boolean;
+  readonly #schedIdle: boolean;
   #workers: RsaThread[] | undefined;
   #status: Promise<RsaPoolStatus> | undefined;
   #pkcs8: Promise<unknown> = Promise.resolve();
@@ -193,9 +213,13 @@ export class RsaDecryptPool {
   constructor(privateKey: RsaPrivateKey, options: RsaDecryptPoolOptions = {}) {
     this.#privateKey = privateKey;
     this.#lowPriority = (options.lowPriority ?? true) && maySetPriority();
+    this.#schedIdle = options.schedIdle ?? false;
+    // Threads that yield to the relay may have every core; others leave one.
+    const yielding = this.#lowPriority ||
+      (this.#schedIdle && schedIdleUnavailable() === undefined);
     const cores = navigator.hardwareConcurrency ?? 2;
     const threads = options.threads ??
-      (this.#lowPriority ? cores : Math.max(1, cores - 1));
+      (yielding ? cores : Math.max(1, cores - 1));
     if (!Number.isInteger(threads) || threads < 0) {
       throw new RangeError(
         `RSA threads must be a whole number of at least 0, not ${threads}`,
@@ -222,27 +246,41 @@ export class RsaDecryptPool {
 
   async #startThreads(): Promise<RsaPoolStatus> {
     if (this.#threads === 0 || this.#closed) {
-      return { threads: 0, niced: false };
+      return { threads: 0, niced: false, idle: false };
     }
     const unreadable = workerModuleUnreadable();
     if (unreadable) {
-      return { threads: 0, niced: false, fallbackReason: unreadable };
+      return {
+        threads: 0,
+        niced: false,
+        idle: false,
+        fallbackReason: unreadable,
+      };
     }
     const pkcs8 = crypto.subtle.exportKey("pkcs8", this.#privateKey.key).then(
       (der) => new Uint8Array(der),
     );
     this.#pkcs8 = pkcs8.catch(() => {});
     const nice = this.#lowPriority ? RSA_WORKER_NICENESS : undefined;
+    // Ask the threads for SCHED_IDLE only where they can get it; else say why.
+    let idleReason = this.#schedIdle ? schedIdleUnavailable() : undefined;
+    const idle = this.#schedIdle && idleReason === undefined;
     const workers: RsaThread[] = [];
     for (let i = 0; i < this.#threads; i++) {
-      workers.push(new RsaThread(pkcs8, nice));
+      workers.push(new RsaThread(pkcs8, nice, idle));
     }
     this.#workers = workers;
     try {
-      const niced = await Promise.all(workers.map((w) => w.ready));
-      return { threads: workers.length, niced: niced.every(Boolean) };
+      const ready = await Promise.all(workers.map((w) => w.ready));
+      idleReason ??= ready.find((r) => r.idleError)?.idleError;
+      return {
+        threads: workers.length,
+        niced: ready.every((r) => r.niced),
+        idle: idle && ready.every((r) => r.idle),
+        ...(idleReason === undefined ? {} : { idleReason }),
+      };
     } catch (error) {
-      if (this.#closed) return { threads: 0, niced: false };
+      if (this.#closed) return { threads: 0, niced: false, idle: false };
       // Fall back: every job the threads held is decrypted here instead.
       this.#workers = undefined;
       for (const worker of workers) {
@@ -251,6 +289,7 @@ export class RsaDecryptPool {
       return {
         threads: 0,
         niced: false,
+        idle: false,
         fallbackReason: (error as Error).message,
       };
     }

@@ -1,8 +1,9 @@
 /**
  * The thread of {@linkcode RsaDecryptPool}: RSA-OAEP-SHA-256 decryption with
  * `node:crypto`, synchronously on this worker's own thread, which lowers its
- * scheduling priority first (when allowed) so that key exchanges use idle
- * cores and never take a core from the relay's event loop.
+ * scheduling priority first (when allowed: niceness 19, and on request
+ * Linux's SCHED_IDLE) so that key exchanges use idle cores and never take a
+ * core from the relay's event loop.
  *
  * Messages in: {@linkcode RsaWorkerInit} once, then {@linkcode RsaWorkerJob}s.
  * Messages out: {@linkcode RsaWorkerReady}, then one {@linkcode RsaWorkerResult}
@@ -13,13 +14,16 @@
 import { constants, createPrivateKey, privateDecrypt } from "node:crypto";
 import { setPriority } from "node:os";
 import { Buffer } from "node:buffer";
+import { enterSchedIdle } from "./sched_idle.ts";
 
-/** First message: the key (PKCS#8 DER) and the niceness to take. */
+/** First message: the key (PKCS#8 DER) and the priority to take. */
 export interface RsaWorkerInit {
   readonly type: "init";
   readonly pkcs8: Uint8Array;
   /** Niceness for this thread (0-19), or undefined to keep the parent's. */
   readonly nice: number | undefined;
+  /** Also put this thread under SCHED_IDLE (Linux, `--allow-ffi`). */
+  readonly idle: boolean;
 }
 
 /** One block to decrypt. */
@@ -34,6 +38,10 @@ export interface RsaWorkerReady {
   readonly type: "ready";
   /** Whether the thread runs at the requested niceness. */
   readonly niced: boolean;
+  /** Whether the thread runs under SCHED_IDLE. */
+  readonly idle: boolean;
+  /** Why SCHED_IDLE, when asked for, could not be set. */
+  readonly idleError?: string;
   /** Why the key could not be imported, if it could not. */
   readonly error?: string;
 }
@@ -70,15 +78,26 @@ scope.onmessage = (event) => {
         // No --allow-sys=setPriority: stay at the parent's priority.
       }
     }
+    let idle = false;
+    let idleError: string | undefined;
+    if (message.idle) {
+      try {
+        enterSchedIdle();
+        idle = true;
+      } catch (error) {
+        idleError = (error as Error).message;
+      }
+    }
+    const ready = { type: "ready", niced, idle, idleError } as const;
     try {
       key = createPrivateKey({
         key: Buffer.from(message.pkcs8),
         format: "der",
         type: "pkcs8",
       }).export({ type: "pkcs8", format: "pem" }) as string;
-      scope.postMessage({ type: "ready", niced });
+      scope.postMessage(ready);
     } catch (error) {
-      scope.postMessage({ type: "ready", niced, error: String(error) });
+      scope.postMessage({ ...ready, error: String(error) });
     }
     return;
   }

@@ -56,6 +56,8 @@ export interface BasicServerOptions {
   readonly maxPendingDecryptions?: number;
   /** Worker threads for RSA decryption: as {@linkcode RelayServerOptions.rsaThreads}. */
   readonly rsaThreads?: number;
+  /** SCHED_IDLE for the RSA threads: as {@linkcode RelayServerOptions.rsaSchedIdle}. */
+  readonly rsaSchedIdle?: boolean;
   /** Client keys remembered at most (least recently registered forgotten). Default 4096. */
   readonly maxClients?: number;
   /** Called for every decrypted message. */
@@ -132,6 +134,7 @@ export class BasicServer implements AsyncDisposable {
     this.#rate = new SourceRateLimiter(perSecond, 2 * perSecond);
     this.#rsa = new RsaDecryptPool(options.privateKey, {
       threads: options.rsaThreads,
+      schedIdle: options.rsaSchedIdle,
     });
     this.#maxPendingDecryptions = options.maxPendingDecryptions ?? 64;
     this.#reassembler = new Reassembler({

@@ -35,12 +35,13 @@ export const silentLog: LogSink = () => {};
 
 /**
  * Starts `pool`'s threads and logs how they run: `rsa_threads` (info), or a
- * warning when they could not start or keep normal priority.
+ * warning when they could not start, or SCHED_IDLE was asked for and could
+ * not be had.
  */
 export function startRsaPool(pool: RsaDecryptPool, log: LogSink): void {
   void pool.start().then((status) => {
     if (pool.closed) return; // stopped before the threads answered
-    const { threads, niced, fallbackReason } = status;
+    const { threads, niced, idle, idleReason, fallbackReason } = status;
     if (fallbackReason) {
       log({
         level: "warn",
@@ -49,17 +50,30 @@ export function startRsaPool(pool: RsaDecryptPool, log: LogSink): void {
         message:
           `RSA decryption runs without worker threads (${fallbackReason}); key exchanges then share the event loop's CPU`,
       });
-    } else if (threads > 0 && !niced) {
+    } else if (idleReason) {
+      log({
+        level: "warn",
+        event: "rsa_threads",
+        threads,
+        niced,
+        idle,
+        message:
+          `RSA threads are not under SCHED_IDLE (${idleReason}); they run ${
+            niced ? "at niceness 19" : "at normal priority"
+          }`,
+      });
+    } else if (threads > 0 && !niced && !idle) {
       log({
         level: "info",
         event: "rsa_threads",
         threads,
         niced,
+        idle,
         message:
           "RSA threads run at normal priority, one core kept free; allow --allow-sys=setPriority to use every core at low priority",
       });
     } else {
-      log({ level: "info", event: "rsa_threads", threads, niced });
+      log({ level: "info", event: "rsa_threads", threads, niced, idle });
     }
   });
 }

@@ -55,6 +55,7 @@ import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
+import { LoadMeter, type LoadProbe } from "./load.ts";
 
 /** How a member encrypts: Fernet (hybrid, the default) or RSA only. */
 export type MemberProfile = "hybrid" | "rsa";
@@ -100,6 +101,20 @@ export interface RelayServerOptions {
    * this runtime, one block at a time.
    */
   readonly rsaThreads?: number;
+  /**
+   * Also run the RSA threads under Linux's SCHED_IDLE, so that they never
+   * delay the relay's event loop by a time slice (needs `--allow-ffi`; see
+   * {@linkcode RsaDecryptPool}). Default false.
+   */
+  readonly rsaSchedIdle?: boolean;
+  /**
+   * How busy the event loop is (fed by the receive loop's waits). While it
+   * says `overloaded`, key requests and registrations are dropped
+   * (`handshake_shed`; clients retry with backoff) so that relaying for
+   * registered members keeps up. Default: a {@linkcode LoadMeter} (100 ms
+   * windows, overloaded at 90%).
+   */
+  readonly load?: LoadProbe;
   /** Reassembly bounds for registered members (protocol.md section 3 defaults). */
   readonly reassembly?: Partial<ReassemblerLimits>;
   /** Fernet implementation. Default: the library default. */
@@ -150,6 +165,8 @@ export interface ServerStats {
   readonly rsaDecryptions: number;
   /** Members now. */
   readonly members: number;
+  /** Share of the last load window the event loop spent working (0-1). */
+  readonly loopUtilization: number;
   /** Datagrams, records or streams dropped, by reason. */
   readonly dropped: Readonly<Record<string, number>>;
   /** Reassembly counters (members and unregistered sources together). */
@@ -257,6 +274,9 @@ export class RelayServer implements AsyncDisposable {
   #pendingHandshakes = 0;
   #pendingRsaMessages = 0;
   readonly #rsa: RsaDecryptPool;
+  readonly #load: LoadProbe;
+  #overloaded = false;
+  readonly #overloadLog = new OncePerInterval(10_000);
 
   #datagramsIn = 0;
   #bytesIn = 0;
@@ -300,7 +320,9 @@ export class RelayServer implements AsyncDisposable {
     );
     this.#rsa = new RsaDecryptPool(options.privateKey, {
       threads: options.rsaThreads,
+      schedIdle: options.rsaSchedIdle,
     });
+    this.#load = options.load ?? new LoadMeter();
     this.#fernetBackend = options.fernetBackend;
     this.#log = guardedSink(options.log ?? silentLog);
     this.#now = options.now ?? Date.now;
@@ -377,6 +399,7 @@ export class RelayServer implements AsyncDisposable {
       rsaDecryptions: this.#rsa.decryptions,
       rekeys: this.#rekeys,
       members: this.#members.size,
+      loopUtilization: this.#load.utilization,
       dropped: this.#drops.snapshot(),
       reassembly,
     };
@@ -453,10 +476,17 @@ export class RelayServer implements AsyncDisposable {
   }
 
   async #receiveLoop(): Promise<void> {
+    const datagrams = this.#transport[Symbol.asyncIterator]();
     try {
-      for await (const datagram of this.#transport) {
-        if (this.#closing) break;
-        this.#onDatagram(datagram);
+      while (true) {
+        // Waiting time is what the load meter needs: a datagram's work
+        // (when its source has nothing queued) runs inside #onDatagram.
+        const waitStart = performance.now();
+        const next = await datagrams.next();
+        this.#load.waited(waitStart, performance.now());
+        if (next.done || this.#closing) break;
+        if (this.#load.overloaded !== this.#overloaded) this.#onLoadChange();
+        this.#onDatagram(next.value);
       }
     } catch (error) {
       if (!this.#closing) {
@@ -466,6 +496,21 @@ export class RelayServer implements AsyncDisposable {
           error: String(error),
         });
       }
+    }
+  }
+
+  /** Logs (at most every 10 s) that the loop became too busy for key exchanges. */
+  #onLoadChange(): void {
+    this.#overloaded = this.#load.overloaded;
+    if (this.#overloaded && this.#overloadLog.allow("", this.#now())) {
+      this.#log({
+        level: "warn",
+        event: "overloaded",
+        utilization: Math.round(this.#load.utilization * 100) / 100,
+        shed: this.#drops.snapshot().handshake_shed ?? 0,
+        message:
+          "relaying keeps the event loop busy: key requests and registrations are dropped until it keeps up (clients retry)",
+      });
     }
   }
 
@@ -492,7 +537,10 @@ export class RelayServer implements AsyncDisposable {
     );
   }
 
-  /** Runs `task` after every earlier task of `source`, so one source's datagrams keep their order. */
+  /**
+   * Runs `task` after every earlier task of `source`, so one source's
+   * datagrams keep their order: at once when it has none pending.
+   */
   #enqueue(source: string, task: () => Promise<void>): void {
     let queue = this.#queues.get(source);
     if (!queue) {
@@ -507,10 +555,11 @@ export class RelayServer implements AsyncDisposable {
       this.#drops.drop("overload", source);
       return;
     }
+    const started = queue.pending === 0 ? task() : queue.tail.then(task);
     queue.pending++;
     this.#pendingTotal++;
     const q = queue;
-    q.tail = q.tail.then(task).catch((error) => {
+    q.tail = started.catch((error) => {
       this.#log({
         level: "error",
         event: "internal_error",
@@ -554,6 +603,7 @@ export class RelayServer implements AsyncDisposable {
           // One answer per stream: the answer is already as large as the
           // request may be, so a second one would amplify.
           if (keyRequestAnswered) this.#drops.count("extra_key_request");
+          else if (this.#load.overloaded) this.#drops.count("handshake_shed");
           else this.#answerKeyRequest(from, source, requestSize);
           keyRequestAnswered = true;
           break;
@@ -562,7 +612,8 @@ export class RelayServer implements AsyncDisposable {
           break;
         case RecordType.SYMMETRIC_KEY:
         case RecordType.CLIENT_PUBLIC_KEY:
-          await this.#register(from, source, record, cookie, requestSize);
+          if (this.#load.overloaded) this.#drops.count("handshake_shed");
+          else await this.#register(from, source, record, cookie, requestSize);
           cookie = undefined;
           break;
         case RecordType.FERNET_MESSAGE:

@@ -287,6 +287,8 @@ export interface SpawnOptions {
   readonly env?: Record<string, string>;
   /** "piped" to write to the process's stdin with {@linkcode Proc.write}; closed by default. */
   readonly stdin?: "piped" | "null";
+  /** Deno permissions beyond {@linkcode PROGRAM_PERMISSIONS} ({@linkcode Proc.deno} only). */
+  readonly denoFlags?: readonly string[];
 }
 
 /** A child process whose stdout is read line by line and stderr collected. */
@@ -343,7 +345,7 @@ export class Proc implements AsyncDisposable {
     );
   }
 
-  /** Starts `deno run <program permissions> <script> args` in the project root. */
+  /** Starts `deno run <program permissions> [denoFlags] <script> args` in the project root. */
   static deno(
     script: string,
     args: readonly string[],
@@ -351,7 +353,13 @@ export class Proc implements AsyncDisposable {
   ): Proc {
     return Proc.spawn(
       Deno.execPath(),
-      ["run", ...PROGRAM_PERMISSIONS, script, ...args],
+      [
+        "run",
+        ...PROGRAM_PERMISSIONS,
+        ...options.denoFlags ?? [],
+        script,
+        ...args,
+      ],
       { name: `${script} ${args.join(" ")}`, ...options },
     );
   }

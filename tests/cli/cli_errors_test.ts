@@ -278,6 +278,11 @@ Deno.test({
         [...SAFE_SERVER, "--tcp-host", "0.0.0.0"],
         /--tcp-host 0\.0\.0\.0 is not a loopback address.*--control-token/,
       ],
+      [
+        "--rsa-sched-idle without --allow-ffi",
+        [...SAFE_SERVER, "--rsa-sched-idle"],
+        /--rsa-sched-idle: .*--allow-ffi.*server:sched-idle/,
+      ],
     ];
     for (const [what, args, pattern] of cases) {
       await t.step(what, async () => {

@@ -412,3 +412,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "server --rsa-sched-idle with --allow-ffi: its RSA threads report SCHED_IDLE (idle: true), and it stops cleanly",
+  ignore: !CAN_RUN || Deno.build.os !== "linux",
+  async fn() {
+    const server = await startServer([...LOOPBACK_SERVER, "--rsa-sched-idle"], {
+      denoFlags: ["--allow-ffi"],
+    });
+    try {
+      const threads = await server.proc.stdout.waitJson({
+        event: "rsa_threads",
+      });
+      assert.equal(threads.level, "info", JSON.stringify(threads));
+      assert.equal(threads.idle, true, JSON.stringify(threads));
+      assert.ok(Number(threads.threads) >= 1, JSON.stringify(threads));
+      server.proc.signal("SIGTERM");
+      const status = await server.proc.exited("the server to stop on SIGTERM");
+      assert.equal(status.code, 0, server.proc.stderr);
+    } finally {
+      await server.proc.kill();
+    }
+  },
+});

@@ -250,7 +250,11 @@ Deno.test("close() before any decryption spawns nothing and start() then reports
   const pool = new RsaDecryptPool(key, { threads: 2 });
   await pool.close();
   assert.equal(pool.closed, true);
-  assert.deepEqual(await pool.start(), { threads: 0, niced: false });
+  assert.deepEqual(await pool.start(), {
+    threads: 0,
+    niced: false,
+    idle: false,
+  });
   await assert.rejects(
     pool.decrypt(await key.publicKey.encrypt(new Uint8Array(1))),
     RsaDecryptError,
@@ -391,4 +395,96 @@ Deno.test("a 4096-bit key decrypts on threads and in the runtime", async () => {
     );
     await assert.rejects(pool.decrypt(new Uint8Array(512)), RsaDecryptError);
   }
+});
+
+/** Whether this test process may load libc (the test task grants --allow-ffi). */
+const mayUseFfi = Deno.build.os === "linux" &&
+  Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+
+/** Scheduling class of each thread of this process, by thread name, as `ps` shows it (IDL: SCHED_IDLE, TS: normal). */
+async function schedulingClasses(): Promise<Map<string, string[]>> {
+  const { stdout } = await new Deno.Command("ps", {
+    args: ["-L", "-o", "cls=,comm=", "-p", String(Deno.pid)],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const classes = new Map<string, string[]>();
+  for (const line of new TextDecoder().decode(stdout).split("\n")) {
+    const [cls, name] = line.trim().split(/\s+/, 2);
+    if (!cls || !name) continue;
+    classes.set(name, [...classes.get(name) ?? [], cls]);
+  }
+  return classes;
+}
+
+Deno.test({
+  name:
+    "schedIdle: true puts exactly the pool's threads under SCHED_IDLE (ps shows IDL), and they decrypt",
+  ignore: !mayUseFfi,
+  async fn() {
+    const before = await schedulingClasses();
+    await using pool = new RsaDecryptPool(key, { threads: 2, schedIdle: true });
+    const status = await pool.start();
+    assert.deepEqual(
+      { threads: status.threads, idle: status.idle, why: status.idleReason },
+      { threads: 2, idle: true, why: undefined },
+    );
+    const classes = await schedulingClasses();
+    // Deno names each worker's thread after its id, which is never reused.
+    const fresh = [...classes].filter(([name]) =>
+      name.startsWith("worker-") && !before.has(name)
+    );
+    assert.equal(fresh.length, 2, [...classes].join(" "));
+    for (const [name, cls] of fresh) assert.deepEqual(cls, ["IDL"], name);
+    // This (the test's main) thread keeps the normal policy.
+    assert.deepEqual(classes.get("deno"), before.get("deno"));
+    assert.ok(classes.get("deno")?.every((c) => c === "TS"));
+    const plaintext = encoder.encode("idle");
+    assert.deepEqual(
+      await pool.decrypt(await key.publicKey.encrypt(plaintext)),
+      plaintext,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "schedIdle: true without --allow-ffi says why, and the threads still run and decrypt",
+  permissions: { read: true },
+  async fn() {
+    await using pool = new RsaDecryptPool(key, { threads: 1, schedIdle: true });
+    const status = await pool.start();
+    assert.equal(status.threads, 1);
+    assert.equal(status.idle, false);
+    assert.match(status.idleReason ?? "", /--allow-ffi|Linux only/);
+    assert.equal(status.fallbackReason, undefined);
+    const plaintext = encoder.encode("not idle");
+    assert.deepEqual(
+      await pool.decrypt(await key.publicKey.encrypt(plaintext)),
+      plaintext,
+    );
+  },
+});
+
+Deno.test("schedIdle is off by default: idle false and no reason", async () => {
+  await using pool = new RsaDecryptPool(key, { threads: 1 });
+  const status = await pool.start();
+  assert.equal(status.idle, false);
+  assert.equal(status.idleReason, undefined);
+});
+
+Deno.test({
+  name:
+    "schedIdle: true that can be had gives every core threads even without setPriority",
+  ignore: !mayUseFfi,
+  async fn() {
+    await using pool = new RsaDecryptPool(key, {
+      schedIdle: true,
+      lowPriority: false,
+    });
+    const status = await pool.start();
+    assert.equal(status.threads, navigator.hardwareConcurrency);
+    assert.equal(status.idle, true);
+    assert.equal(status.niced, false);
+  },
 });

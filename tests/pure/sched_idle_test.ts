@@ -1,0 +1,30 @@
+import assert from "node:assert/strict";
+import {
+  enterSchedIdle,
+  SchedIdleError,
+  schedIdleUnavailable,
+} from "../../lib/crypto/sched_idle.ts";
+
+Deno.test({
+  name:
+    "without --allow-ffi SCHED_IDLE is unavailable, with a reason naming the flag, and enterSchedIdle() throws it",
+  permissions: "none",
+  fn() {
+    const reason = schedIdleUnavailable();
+    assert.match(reason ?? "", /--allow-ffi|Linux only/);
+    assert.throws(
+      () => enterSchedIdle(),
+      (error: unknown) =>
+        error instanceof SchedIdleError && error.message === reason,
+    );
+  },
+});
+
+Deno.test({
+  name: "with --allow-ffi on Linux SCHED_IDLE is available",
+  ignore: Deno.build.os !== "linux" ||
+    Deno.permissions.querySync({ name: "ffi" }).state !== "granted",
+  fn() {
+    assert.equal(schedIdleUnavailable(), undefined);
+  },
+});
