@@ -272,7 +272,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   const schedIdleProblem = rsaSchedIdle ? schedIdleUnavailable() : undefined;
   if (schedIdleProblem) {
     throw new ConfigError(
-      `--rsa-sched-idle: ${schedIdleProblem}: run the server with deno run --allow-ffi (the README's server:sched-idle task), or leave the flag out (RSA threads then run at niceness 19)`,
+      `--rsa-sched-idle: ${schedIdleProblem}: run the server with deno run --allow-ffi (the README's server:sched-idle task), or leave the flag out (RSA threads then run at niceness 19 where --allow-sys=setPriority allows it)`,
     );
   }
   const token = controlTokenFlag(flags, tcpHost);

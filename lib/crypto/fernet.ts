@@ -353,14 +353,22 @@ function encryptArgs(
   options: FernetEncryptOptions,
 ): { timestamp: number; iv: Uint8Array } {
   const timestamp = encryptTimestamp(options);
-  let iv = options.iv;
-  if (!iv) {
-    iv = new Uint8Array(16);
-    if (options.ivSource) options.ivSource.createInto(iv, 0);
-    else crypto.getRandomValues(iv);
-  }
-  checkIv(iv);
+  const iv = new Uint8Array(16);
+  writeIv(options, iv, 0);
   return { timestamp, iv };
+}
+
+/** Writes a token's IV at `out[offset]`: `options.iv`, else from `options.ivSource`, else 16 random bytes. */
+function writeIv(
+  options: FernetEncryptOptions,
+  out: Uint8Array,
+  offset: number,
+): void {
+  if (options.iv) {
+    checkIv(options.iv);
+    out.set(options.iv, offset);
+  } else if (options.ivSource) options.ivSource.createInto(out, offset);
+  else crypto.getRandomValues(out.subarray(offset, offset + 16));
 }
 
 /** Age and skew checks, after the HMAC has been verified. */
@@ -589,9 +597,7 @@ export class FernetKey {
     const raw = rawScratch(rawLength);
     raw[0] = FERNET_VERSION;
     writeTimestamp(raw, timestamp);
-    if (options.iv) raw.set(options.iv, 9);
-    else if (options.ivSource) options.ivSource.createInto(raw, 9);
-    else crypto.getRandomValues(raw.subarray(9, HEADER_SIZE));
+    writeIv(options, raw, 9);
     // PKCS#7: pad with n bytes of value n, 1 <= n <= 16.
     const body = raw.subarray(HEADER_SIZE, HEADER_SIZE + ctLength);
     body.set(plaintext);

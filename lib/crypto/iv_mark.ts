@@ -56,8 +56,18 @@ export class IvMarker {
     return iv;
   }
 
-  /** Writes a fresh marked IV at `out[offset]` (16 bytes), as Fernet's `IvSource`. */
+  /**
+   * Writes a fresh marked IV at `out[offset]` (16 bytes), as Fernet's `IvSource`.
+   * @throws {RangeError} when the 16 bytes do not fit at `offset`
+   */
   createInto(out: Uint8Array, offset: number): void {
+    if (
+      !Number.isInteger(offset) || offset < 0 || offset + IV_SIZE > out.length
+    ) {
+      throw new RangeError(
+        `IvMarker.createInto: 16 bytes do not fit at offset ${offset} of a ${out.length}-byte array`,
+      );
+    }
     if (this.#poolNext + IV_MARK_RANDOM_SIZE > this.#pool.length) {
       crypto.getRandomValues(this.#pool);
       this.#poolNext = 0;

@@ -68,6 +68,9 @@ export interface RsaPoolStatus {
   readonly fallbackReason?: string;
 }
 
+/** The status of a pool that runs no thread. */
+const NO_THREADS: RsaPoolStatus = { threads: 0, niced: false, idle: false };
+
 /** One worker and the jobs it has not answered yet. */
 class RsaThread {
   readonly #worker: Worker;
@@ -196,6 +199,8 @@ export class RsaDecryptPool {
   readonly #threads: number;
   readonly #lowPriority: boolean;
   readonly #schedIdle: boolean;
+  /** Why SCHED_IDLE, asked for, cannot be had (decided once, at construction). */
+  readonly #idleUnavailable: string | undefined;
   #workers: RsaThread[] | undefined;
   #status: Promise<RsaPoolStatus> | undefined;
   #pkcs8: Promise<unknown> = Promise.resolve();
@@ -214,9 +219,12 @@ export class RsaDecryptPool {
     this.#privateKey = privateKey;
     this.#lowPriority = (options.lowPriority ?? true) && maySetPriority();
     this.#schedIdle = options.schedIdle ?? false;
+    this.#idleUnavailable = this.#schedIdle
+      ? schedIdleUnavailable()
+      : undefined;
     // Threads that yield to the relay may have every core; others leave one.
     const yielding = this.#lowPriority ||
-      (this.#schedIdle && schedIdleUnavailable() === undefined);
+      (this.#schedIdle && this.#idleUnavailable === undefined);
     const cores = navigator.hardwareConcurrency ?? 2;
     const threads = options.threads ??
       (yielding ? cores : Math.max(1, cores - 1));
@@ -245,25 +253,16 @@ export class RsaDecryptPool {
   }
 
   async #startThreads(): Promise<RsaPoolStatus> {
-    if (this.#threads === 0 || this.#closed) {
-      return { threads: 0, niced: false, idle: false };
-    }
+    if (this.#threads === 0 || this.#closed) return NO_THREADS;
     const unreadable = workerModuleUnreadable();
-    if (unreadable) {
-      return {
-        threads: 0,
-        niced: false,
-        idle: false,
-        fallbackReason: unreadable,
-      };
-    }
+    if (unreadable) return { ...NO_THREADS, fallbackReason: unreadable };
     const pkcs8 = crypto.subtle.exportKey("pkcs8", this.#privateKey.key).then(
       (der) => new Uint8Array(der),
     );
     this.#pkcs8 = pkcs8.catch(() => {});
     const nice = this.#lowPriority ? RSA_WORKER_NICENESS : undefined;
     // Ask the threads for SCHED_IDLE only where they can get it; else say why.
-    let idleReason = this.#schedIdle ? schedIdleUnavailable() : undefined;
+    let idleReason = this.#idleUnavailable;
     const idle = this.#schedIdle && idleReason === undefined;
     const workers: RsaThread[] = [];
     for (let i = 0; i < this.#threads; i++) {
@@ -280,16 +279,14 @@ export class RsaDecryptPool {
         ...(idleReason === undefined ? {} : { idleReason }),
       };
     } catch (error) {
-      if (this.#closed) return { threads: 0, niced: false, idle: false };
+      if (this.#closed) return NO_THREADS;
       // Fall back: every job the threads held is decrypted here instead.
       this.#workers = undefined;
       for (const worker of workers) {
         for (const job of worker.stop()) this.#runInline(job);
       }
       return {
-        threads: 0,
-        niced: false,
-        idle: false,
+        ...NO_THREADS,
         fallbackReason: (error as Error).message,
       };
     }

@@ -59,7 +59,9 @@ export function startRsaPool(pool: RsaDecryptPool, log: LogSink): void {
         idle,
         message:
           `RSA threads are not under SCHED_IDLE (${idleReason}); they run ${
-            niced ? "at niceness 19" : "at normal priority"
+            niced
+              ? "at niceness 19"
+              : "at normal priority, one per core: allow --allow-sys=setPriority, or leave SCHED_IDLE off to keep a core free"
           }`,
       });
     } else if (threads > 0 && !niced && !idle) {

@@ -94,6 +94,10 @@ export interface RelayServerOptions {
   readonly handshakeBurst?: number;
   /** RSA decryptions waiting or running at most; registrations past it are dropped (the client retries). Default 64. */
   readonly maxPendingHandshakes?: number;
+  /** Datagrams of one source queued or in work at most; more are dropped (`backlog`). Default 256. */
+  readonly maxQueuedPerSource?: number;
+  /** Datagrams of all sources queued or in work at most; more are dropped (`overload`). Default 16384. */
+  readonly maxQueuedTotal?: number;
   /**
    * Worker threads for RSA decryption (see {@linkcode RsaDecryptPool}).
    * Default: every core at low priority when the process may lower it
@@ -167,6 +171,8 @@ export interface ServerStats {
   readonly members: number;
   /** Share of the last load window the event loop spent working (0-1). */
   readonly loopUtilization: number;
+  /** Datagrams queued or in work, and the sources they came from. */
+  readonly queued: { readonly datagrams: number; readonly sources: number };
   /** Datagrams, records or streams dropped, by reason. */
   readonly dropped: Readonly<Record<string, number>>;
   /** Reassembly counters (members and unregistered sources together). */
@@ -195,10 +201,6 @@ interface SourceQueue {
   pending: number;
 }
 
-/** Datagrams queued for one source at most before further ones are dropped. */
-const MAX_PENDING_PER_SOURCE = 256;
-/** Datagrams queued for all sources at most. */
-const MAX_PENDING_TOTAL = 16_384;
 /** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
 const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
   maxPartialsPerSource: 2,
@@ -251,6 +253,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #messagesPerSecond: number;
   readonly #messageBurst: number;
   readonly #maxPendingHandshakes: number;
+  readonly #maxQueuedPerSource: number;
+  readonly #maxQueuedTotal: number;
   readonly #rsaBlocksPerSecond: number;
   readonly #rsaBlockBurst: number;
   readonly #fernetBackend: FernetBackend | undefined;
@@ -311,6 +315,8 @@ export class RelayServer implements AsyncDisposable {
     this.#messagesPerSecond = options.messagesPerSecond ?? 200;
     this.#messageBurst = options.messageBurst ?? 400;
     this.#maxPendingHandshakes = options.maxPendingHandshakes ?? 64;
+    this.#maxQueuedPerSource = options.maxQueuedPerSource ?? 256;
+    this.#maxQueuedTotal = options.maxQueuedTotal ?? 16_384;
     this.#rsaBlocksPerSecond = options.rsaBlocksPerSecond ?? 50;
     this.#rsaBlockBurst = Math.max(
       200,
@@ -400,6 +406,7 @@ export class RelayServer implements AsyncDisposable {
       rekeys: this.#rekeys,
       members: this.#members.size,
       loopUtilization: this.#load.utilization,
+      queued: { datagrams: this.#pendingTotal, sources: this.#queues.size },
       dropped: this.#drops.snapshot(),
       reassembly,
     };
@@ -448,8 +455,10 @@ export class RelayServer implements AsyncDisposable {
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
     this.#unlinkSignal?.();
-    while (this.#queues.size > 0) {
-      await Promise.all([...this.#queues.values()].map((q) => q.tail));
+    // Let every datagram in work finish (tasks may queue more meanwhile).
+    const busy = () => [...this.#queues.values()].filter((q) => q.pending > 0);
+    for (let queues = busy(); queues.length > 0; queues = busy()) {
+      await Promise.all(queues.map((q) => q.tail));
     }
     const notice = noticeRecord(NoticeCode.SERVER_SHUTDOWN, this.#mtu);
     if (notice) {
@@ -479,8 +488,9 @@ export class RelayServer implements AsyncDisposable {
     const datagrams = this.#transport[Symbol.asyncIterator]();
     try {
       while (true) {
-        // Waiting time is what the load meter needs: a datagram's work
-        // (when its source has nothing queued) runs inside #onDatagram.
+        // The load meter needs the time spent waiting: a datagram's work
+        // runs inside #onDatagram when its source has nothing queued and its
+        // key opens synchronously (hybrid members: the relay's hot path).
         const waitStart = performance.now();
         const next = await datagrams.next();
         this.#load.waited(waitStart, performance.now());
@@ -496,6 +506,8 @@ export class RelayServer implements AsyncDisposable {
           error: String(error),
         });
       }
+    } finally {
+      void datagrams.return?.().catch(() => {});
     }
   }
 
@@ -542,22 +554,32 @@ export class RelayServer implements AsyncDisposable {
    * datagrams keep their order: at once when it has none pending.
    */
   #enqueue(source: string, task: () => Promise<void>): void {
+    // Limits first: a queue is only made for a task that will run (an empty
+    // queue left in the map would keep shutdown waiting).
+    if (this.#pendingTotal >= this.#maxQueuedTotal) {
+      this.#drops.drop("overload", source);
+      return;
+    }
     let queue = this.#queues.get(source);
+    if (queue && queue.pending >= this.#maxQueuedPerSource) {
+      this.#drops.drop("backlog", source);
+      return;
+    }
     if (!queue) {
       queue = { tail: Promise.resolve(), pending: 0 };
       this.#queues.set(source, queue);
     }
-    if (queue.pending >= MAX_PENDING_PER_SOURCE) {
-      this.#drops.drop("backlog", source);
-      return;
-    }
-    if (this.#pendingTotal >= MAX_PENDING_TOTAL) {
-      this.#drops.drop("overload", source);
-      return;
-    }
-    const started = queue.pending === 0 ? task() : queue.tail.then(task);
+    const first = queue.pending === 0;
     queue.pending++;
     this.#pendingTotal++;
+    let started: Promise<void>;
+    if (first) {
+      try {
+        started = task();
+      } catch (error) {
+        started = Promise.reject(error);
+      }
+    } else started = queue.tail.then(task);
     const q = queue;
     q.tail = started.catch((error) => {
       this.#log({
@@ -891,7 +913,13 @@ export class RelayServer implements AsyncDisposable {
       return;
     }
     const now = this.#now();
-    const opened = await member.guard.open(token, now);
+    // Synchronously when the key allows: then the whole relay runs in the
+    // receive loop's turn (no promise in between), which is also what the
+    // load meter's measure of waiting needs.
+    const guard = member.guard;
+    const opened = guard.canSealSync
+      ? guard.openSync(token, now)
+      : await guard.open(token, now);
     if (!opened.ok) {
       this.#drops.drop(opened.reason, member.key);
       return;

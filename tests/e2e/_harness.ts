@@ -10,6 +10,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import {
   RelayServer,
   type RelayServerOptions,
@@ -275,6 +276,32 @@ export function keyRequest(size: number): Uint8Array {
     type: RecordType.KEY_REQUEST,
     value: new Uint8Array(size - 4),
   }]);
+}
+
+/**
+ * Sends a full-size key request from `peer` and returns the cookie of the
+ * answer (checking the answer's PEM when `expectedPem` is given).
+ */
+export async function fetchCookie(
+  peer: TapTransport,
+  server: PeerAddress,
+  expectedPem?: string,
+): Promise<Uint8Array> {
+  const from = peer.received.mark();
+  await peer.sendRaw(keyRequest(1200), server);
+  const answer = await peer.received.waitFor(
+    (d) => recordValue(d.data, RecordType.SERVER_PUBLIC_KEY) !== undefined,
+    "the key answer",
+    { from },
+  );
+  if (expectedPem !== undefined) {
+    const pem = recordValue(answer.data, RecordType.SERVER_PUBLIC_KEY)!;
+    assert.equal(new TextDecoder().decode(pem), expectedPem);
+  }
+  const cookie = recordValue(answer.data, RecordType.COOKIE);
+  assert.ok(cookie, "no COOKIE in the key answer");
+  assert.equal(cookie.length, 20);
+  return cookie.slice();
 }
 
 /** A text of exactly `size` ASCII bytes starting with `label`. */

@@ -8,42 +8,13 @@ import assert from "node:assert/strict";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/net/memory.ts";
-import {
-  decodeAddress,
-  formatAddress,
-  type PeerAddress,
-} from "../../lib/protocol/address.ts";
+import { decodeAddress, formatAddress } from "../../lib/protocol/address.ts";
 import { encodeRecords, RecordType } from "../../lib/protocol/tlv.ts";
-import {
-  Harness,
-  keyRequest,
-  recordValue,
-  type TapTransport,
-} from "./_harness.ts";
+import { fetchCookie, Harness, recordValue } from "./_harness.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 const clientRsaKey = await RsaPrivateKey.generate(2048);
 const encoder = new TextEncoder();
-
-/** Sends a full-size key request from `peer` and returns the cookie of the answer. */
-async function fetchCookie(
-  peer: TapTransport,
-  server: PeerAddress,
-): Promise<Uint8Array> {
-  const from = peer.received.mark();
-  await peer.sendRaw(keyRequest(1200), server);
-  const answer = await peer.received.waitFor(
-    (d) => recordValue(d.data, RecordType.SERVER_PUBLIC_KEY) !== undefined,
-    "the key answer",
-    { from },
-  );
-  const pem = recordValue(answer.data, RecordType.SERVER_PUBLIC_KEY)!;
-  assert.equal(new TextDecoder().decode(pem), serverKey.publicKey.pem);
-  const cookie = recordValue(answer.data, RecordType.COOKIE);
-  assert.ok(cookie, "no COOKIE in the key answer");
-  assert.equal(cookie.length, 20);
-  return cookie.slice();
-}
 
 /** A fresh Fernet key and its SYMMETRIC_KEY value (RSA-OAEP under the server key). */
 async function symmetricKey(): Promise<{ key: FernetKey; value: Uint8Array }> {
@@ -62,7 +33,7 @@ Deno.test("registration without a valid cookie is dropped before any RSA decrypt
   });
   const a = await h.socket("a", network.bind());
   const b = await h.socket("b", network.bind());
-  const cookieForA = await fetchCookie(a, address);
+  const cookieForA = await fetchCookie(a, address, serverKey.publicKey.pem);
   const { value: symmetricKeyValue } = await symmetricKey();
   const cookieRecord = (value: Uint8Array) => ({
     type: RecordType.COOKIE,
@@ -120,7 +91,7 @@ Deno.test("registration without a valid cookie is dropped before any RSA decrypt
     "the spoofed source's cookie_bad_mac drop",
   );
   // Barrier for A: its next key request is answered only after the above.
-  await fetchCookie(a, address);
+  await fetchCookie(a, address, serverKey.publicKey.pem);
 
   const dropped = server.stats().dropped;
   assert.equal(dropped.cookie_missing, 3, JSON.stringify(dropped));
@@ -162,7 +133,7 @@ Deno.test("a cookie older than 60 s is refused without RSA work; a fresh one fro
     now: () => Date.now() + skewMs,
   });
   const a = await h.socket("a", network.bind());
-  const old = await fetchCookie(a, address);
+  const old = await fetchCookie(a, address, serverKey.publicKey.pem);
   const fernet = await symmetricKey();
   const keyRecord = { type: RecordType.SYMMETRIC_KEY, value: fernet.value };
 
@@ -175,7 +146,7 @@ Deno.test("a cookie older than 60 s is refused without RSA work; a fresh one fro
   assert.equal(server.stats().rsaDecryptions, 0);
   assert.deepEqual(server.members(), []);
 
-  const fresh = await fetchCookie(a, address);
+  const fresh = await fetchCookie(a, address, serverKey.publicKey.pem);
   await a.sendRaw(
     encodeRecords([{ type: RecordType.COOKIE, value: fresh }, keyRecord]),
     address,

@@ -106,3 +106,19 @@ Deno.test({
     assert.equal(seen.size, 1100);
   },
 });
+
+Deno.test({
+  name:
+    "createInto() refuses an offset where 16 bytes do not fit, writing nothing",
+  permissions: "none",
+  fn() {
+    const marker = new IvMarker();
+    const out = new Uint8Array(20);
+    for (const offset of [5, 20, -1, 1.5, NaN]) {
+      assert.throws(() => marker.createInto(out, offset), RangeError);
+    }
+    assert.ok(out.every((b) => b === 0));
+    marker.createInto(out, 4);
+    assert.equal(marker.isOwn(out.subarray(4)), true);
+  },
+});

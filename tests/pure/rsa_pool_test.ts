@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { RsaDecryptError, RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { RsaDecryptPool } from "../../lib/crypto/rsa_pool.ts";
+import { schedIdleUnavailable } from "../../lib/crypto/sched_idle.ts";
 
 const encoder = new TextEncoder();
 
@@ -397,9 +398,28 @@ Deno.test("a 4096-bit key decrypts on threads and in the runtime", async () => {
   }
 });
 
-/** Whether this test process may load libc (the test task grants --allow-ffi). */
-const mayUseFfi = Deno.build.os === "linux" &&
-  Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+/** Whether this test process may take SCHED_IDLE (Linux; the test task grants --allow-ffi). */
+const mayUseFfi = schedIdleUnavailable() === undefined;
+
+/** Whether procps `ps` can show threads' scheduling classes here (needs --allow-run). */
+async function psCanShowClasses(): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command("ps", {
+      args: ["-L", "-o", "cls=", "-p", String(Deno.pid)],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+const psShowsClasses = mayUseFfi && await psCanShowClasses();
+if (mayUseFfi && !psShowsClasses) {
+  console.log(
+    "rsa_pool_test.ts: the SCHED_IDLE check by ps is ignored: no procps ps here",
+  );
+}
 
 /** Scheduling class of each thread of this process, by thread name, as `ps` shows it (IDL: SCHED_IDLE, TS: normal). */
 async function schedulingClasses(): Promise<Map<string, string[]>> {
@@ -420,7 +440,7 @@ async function schedulingClasses(): Promise<Map<string, string[]>> {
 Deno.test({
   name:
     "schedIdle: true puts exactly the pool's threads under SCHED_IDLE (ps shows IDL), and they decrypt",
-  ignore: !mayUseFfi,
+  ignore: !mayUseFfi || !psShowsClasses,
   async fn() {
     const before = await schedulingClasses();
     await using pool = new RsaDecryptPool(key, { threads: 2, schedIdle: true });

@@ -19,12 +19,3 @@ Deno.test({
     );
   },
 });
-
-Deno.test({
-  name: "with --allow-ffi on Linux SCHED_IDLE is available",
-  ignore: Deno.build.os !== "linux" ||
-    Deno.permissions.querySync({ name: "ffi" }).state !== "granted",
-  fn() {
-    assert.equal(schedIdleUnavailable(), undefined);
-  },
-});
