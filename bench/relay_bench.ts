@@ -70,7 +70,9 @@ Flags:
                       (summarise with bench/_cpuprofile_top.ts)
   --help              show this help
 
-A message is complete when all N-1 recipients got it. The server runs in its
+A message is complete when all N-1 recipients got it. The half-rate phases
+pace at half of a closed loop of about 2 s run after the five short ones (the
+sustained rate). The server runs in its
 own process (bench/_server_process.ts: the project's RelayServer with
 generous rate limits); the ceiling is bench/_plain_relay.ts, a UDP relay with
 no cryptography on the same runtime, driven by the same load generator.
@@ -95,6 +97,8 @@ interface Config {
   warmupMessages: number;
   /** Deliveries sent to warm each fresh server of the sweep before measuring. */
   sweepWarmupDeliveries: number;
+  /** Length of the closed-loop run whose rate the half-rate phases pace at. */
+  sustainedSeconds: number;
   pacedSeconds: number;
   floodConcurrency: number;
   /** Length of the timed key-exchange phase. */
@@ -188,6 +192,7 @@ function parseConfig(): Config | undefined {
     sweepSizes: quick ? [2, 5] : [2, 10, 50, 100],
     sweepDeliveries: quick ? 1_000 : 40_000,
     sweepWarmupDeliveries: quick ? 200 : 20_000,
+    sustainedSeconds: quick ? 0.3 : 2,
     giveUpMs: 5_000,
     idleMs: 1_000,
     repeats: quick ? 1 : 5,
@@ -772,6 +777,7 @@ async function main(): Promise<number> {
   );
   const relayTarget = await startTarget(config, "relay");
   let main: TrafficPhase;
+  let sustained: TrafficPhase;
   let half: TrafficPhase;
   let flood: TrafficPhase;
   let floodResult: FloodResult;
@@ -793,7 +799,30 @@ async function main(): Promise<number> {
         } ms, lost ${main.traffic.lost}`,
       );
 
-      const rate = Math.max(1, main.traffic.messagesPerSecond / 2);
+      // The half-rate phases pace at half of a closed loop long enough
+      // (about sustainedSeconds) to include the garbage collections and slow
+      // spells that the short runs above can miss.
+      sustained = await measureTraffic(config, relayTarget, "relay", group, {
+        messagesPerClient: Math.max(
+          config.messages,
+          Math.round(
+            main.traffic.messagesPerSecond * config.sustainedSeconds /
+              group.length,
+          ),
+        ),
+        warmup: 0,
+        maxDurationMs: 90_000,
+      });
+      progress(
+        `  sustained: ${
+          fmt.int(sustained.traffic.deliveriesPerSecond)
+        } deliveries/s over ${
+          fmt.int(sustained.traffic.messagesSent)
+        } messages, p99 ${
+          fmt.ms(sustained.traffic.latencyMs.p99)
+        } ms, lost ${sustained.traffic.lost}`,
+      );
+      const rate = Math.max(1, sustained.traffic.messagesPerSecond / 2);
       const total = Math.min(
         100_000,
         Math.max(2 * group.length, Math.round(rate * config.pacedSeconds)),
@@ -960,6 +989,7 @@ async function main(): Promise<number> {
   );
   lines.push(table(TRAFFIC_HEADERS, [
     trafficRow("relay (closed loop)", main),
+    trafficRow("relay sustained", sustained),
     trafficRow("relay at 50% rate", half),
     trafficRow("relay 50% + reg flood", flood),
     trafficRow("plain UDP ceiling", ceiling),
@@ -1170,6 +1200,7 @@ async function main(): Promise<number> {
     },
     rsaCeiling: rsa,
     main,
+    sustained,
     halfRate: half,
     flood: { traffic: flood, registrations: floodResult },
     ceiling,
