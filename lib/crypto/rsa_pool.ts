@@ -198,7 +198,8 @@ export class RsaDecryptPool {
   readonly #privateKey: RsaPrivateKey;
   readonly #threads: number;
   readonly #lowPriority: boolean;
-  readonly #schedIdle: boolean;
+  /** Whether the threads are to take SCHED_IDLE: asked for, and available. */
+  readonly #idle: boolean;
   /** Why SCHED_IDLE, asked for, cannot be had (decided once, at construction). */
   readonly #idleUnavailable: string | undefined;
   #workers: RsaThread[] | undefined;
@@ -218,13 +219,11 @@ export class RsaDecryptPool {
   constructor(privateKey: RsaPrivateKey, options: RsaDecryptPoolOptions = {}) {
     this.#privateKey = privateKey;
     this.#lowPriority = (options.lowPriority ?? true) && maySetPriority();
-    this.#schedIdle = options.schedIdle ?? false;
-    this.#idleUnavailable = this.#schedIdle
-      ? schedIdleUnavailable()
-      : undefined;
+    const schedIdle = options.schedIdle ?? false;
+    this.#idleUnavailable = schedIdle ? schedIdleUnavailable() : undefined;
+    this.#idle = schedIdle && this.#idleUnavailable === undefined;
     // Threads that yield to the relay may have every core; others leave one.
-    const yielding = this.#lowPriority ||
-      (this.#schedIdle && this.#idleUnavailable === undefined);
+    const yielding = this.#lowPriority || this.#idle;
     const cores = navigator.hardwareConcurrency ?? 2;
     const threads = options.threads ??
       (yielding ? cores : Math.max(1, cores - 1));
@@ -262,8 +261,8 @@ export class RsaDecryptPool {
     this.#pkcs8 = pkcs8.catch(() => {});
     const nice = this.#lowPriority ? RSA_WORKER_NICENESS : undefined;
     // Ask the threads for SCHED_IDLE only where they can get it; else say why.
+    const idle = this.#idle;
     let idleReason = this.#idleUnavailable;
-    const idle = this.#schedIdle && idleReason === undefined;
     const workers: RsaThread[] = [];
     for (let i = 0; i < this.#threads; i++) {
       workers.push(new RsaThread(pkcs8, nice, idle));

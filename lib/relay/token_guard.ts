@@ -9,6 +9,7 @@ import { InvalidTokenError } from "../errors.ts";
 import type {
   DecryptedToken,
   FernetDecryptOptions,
+  FernetEncryptOptions,
   FernetKey,
 } from "../crypto/fernet.ts";
 import type { IvMarker } from "../crypto/iv_mark.ts";
@@ -54,10 +55,7 @@ export class TokenGuard {
 
   /** Encrypts `plaintext` under a fresh marked IV. */
   seal(plaintext: Uint8Array, nowMs: number): Promise<Uint8Array> {
-    return this.key.encrypt(plaintext, {
-      nowSeconds: Math.floor(nowMs / 1000),
-      ivSource: this.marker,
-    });
+    return this.key.encrypt(plaintext, this.#encryptOptions(nowMs));
   }
 
   /** Whether {@linkcode sealSync} is available (keys of the node backend). */
@@ -70,10 +68,7 @@ export class TokenGuard {
    * @throws {TypeError} for a key of the webcrypto backend
    */
   sealSync(plaintext: Uint8Array, nowMs: number): Uint8Array {
-    return this.key.encryptSync(plaintext, {
-      nowSeconds: Math.floor(nowMs / 1000),
-      ivSource: this.marker,
-    });
+    return this.key.encryptSync(plaintext, this.#encryptOptions(nowMs));
   }
 
   /**
@@ -89,10 +84,12 @@ export class TokenGuard {
     out: Uint8Array,
     offset: number,
   ): number {
-    return this.key.encryptInto(plaintext, out, offset, {
-      nowSeconds: Math.floor(nowMs / 1000),
-      ivSource: this.marker,
-    });
+    return this.key.encryptInto(
+      plaintext,
+      out,
+      offset,
+      this.#encryptOptions(nowMs),
+    );
   }
 
   /** Releases the key's long-lived ciphers, if it keeps any (it stays usable). */
@@ -126,6 +123,11 @@ export class TokenGuard {
       return rejection(error);
     }
     return this.#admit(opened, options.nowSeconds);
+  }
+
+  /** Options of every seal: the token's second, and this side's marked IVs. */
+  #encryptOptions(nowMs: number): FernetEncryptOptions {
+    return { nowSeconds: Math.floor(nowMs / 1000), ivSource: this.marker };
   }
 
   #decryptOptions(
