@@ -7,6 +7,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
+import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
 import { type ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import { keyAnswerSize, RelayServer } from "../relay/server.ts";
@@ -359,6 +360,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       control: control.address,
       fingerprint: server.fingerprint,
       profile: basic ? "basic" : "relay",
+      protocol: basic ? "1" : PROTOCOL_VERSION,
       multicast: multicast
         ? `${group}:${transport.localAddress.port}`
         : undefined,

@@ -1,6 +1,8 @@
 /**
- * Stateless address-validation cookies (protocol.md section 4):
- * `issued u32 | first 16 bytes of HMAC-SHA-256(secret, address ‖ issued)`.
+ * Stateless address-validation cookies (protocol.md sections 4 and 10, the
+ * 1.1 form): `issued u32 | nonce u32 | first 12 bytes of
+ * HMAC-SHA-256(secret, address ‖ issued ‖ nonce)`. The random nonce makes
+ * every cookie unique, so a server can accept each one for one key only.
  * The secret rotates every 60-120 s, lazily, on the injected clock; the current
  * and previous secrets are accepted. Pure: no timers.
  *
@@ -12,18 +14,22 @@ import { constantTimeEqual, hmacSha256 } from "./hmac.ts";
 export const COOKIE_SIZE = 20;
 /** Size of a cookie secret. */
 export const COOKIE_SECRET_SIZE = 32;
-const MAC_SIZE = 16;
+const MAC_SIZE = 12;
+/** Bytes before the MAC: issued u32 and nonce u32. */
+const HEADER_SIZE = 8;
 
 /**
- * Computes the cookie for an encoded address value and issue time.
+ * Computes the cookie for an encoded address value, issue time and nonce.
  * @param secret the server cookie secret
  * @param address the requester's address value (protocol.md 2.1)
  * @param issuedSeconds whole seconds since the epoch (u32)
+ * @param nonce a random u32 that makes the cookie unique
  */
 export function computeCookie(
   secret: Uint8Array,
   address: Uint8Array,
   issuedSeconds: number,
+  nonce: number,
 ): Uint8Array {
   if (
     !Number.isInteger(issuedSeconds) || issuedSeconds < 0 ||
@@ -33,10 +39,17 @@ export function computeCookie(
       `Cannot compute cookie: issue time ${issuedSeconds} is not a u32 number of seconds`,
     );
   }
+  if (!Number.isInteger(nonce) || nonce < 0 || nonce > 0xffff_ffff) {
+    throw new RangeError(
+      `Cannot compute cookie: nonce ${nonce} is not a u32 number`,
+    );
+  }
   const cookie = new Uint8Array(COOKIE_SIZE);
-  new DataView(cookie.buffer).setUint32(0, issuedSeconds);
-  const mac = hmacSha256(secret, address, cookie.subarray(0, 4));
-  cookie.set(mac.subarray(0, MAC_SIZE), 4);
+  const view = new DataView(cookie.buffer);
+  view.setUint32(0, issuedSeconds);
+  view.setUint32(4, nonce);
+  const mac = hmacSha256(secret, address, cookie.subarray(0, HEADER_SIZE));
+  cookie.set(mac.subarray(0, MAC_SIZE), HEADER_SIZE);
   return cookie;
 }
 
@@ -111,7 +124,13 @@ export class CookieAuthority {
   issue(address: Uint8Array): Uint8Array {
     const nowMs = this.#options.now();
     this.#rotate(nowMs);
-    return computeCookie(this.#current, address, Math.floor(nowMs / 1000));
+    const nonce = this.#randomU32();
+    return computeCookie(
+      this.#current,
+      address,
+      Math.floor(nowMs / 1000),
+      nonce,
+    );
   }
 
   /** Verifies a cookie against an encoded address value (current or previous secret, age bounds, constant-time compare). */
@@ -119,20 +138,25 @@ export class CookieAuthority {
     if (cookie.length !== COOKIE_SIZE) return "malformed";
     const nowMs = this.#options.now();
     this.#rotate(nowMs);
-    const issued = new DataView(cookie.buffer, cookie.byteOffset, 4)
-      .getUint32(0);
+    const view = new DataView(cookie.buffer, cookie.byteOffset, HEADER_SIZE);
+    const issued = view.getUint32(0);
+    const nonce = view.getUint32(4);
     const age = Math.floor(nowMs / 1000) - issued;
     if (age < -this.#options.maxFutureSeconds) return "future";
     if (age > this.#options.maxAgeSeconds) return "expired";
-    const mac = cookie.subarray(4);
+    const mac = cookie.subarray(HEADER_SIZE);
     // Compute both so the time taken does not tell which secret matched.
     const withCurrent = constantTimeEqual(
-      computeCookie(this.#current, address, issued).subarray(4),
+      computeCookie(this.#current, address, issued, nonce).subarray(
+        HEADER_SIZE,
+      ),
       mac,
     );
     const withPrevious = this.#previous !== null &&
       constantTimeEqual(
-        computeCookie(this.#previous, address, issued).subarray(4),
+        computeCookie(this.#previous, address, issued, nonce).subarray(
+          HEADER_SIZE,
+        ),
         mac,
       );
     return withCurrent || withPrevious ? "valid" : "bad_mac";
@@ -166,8 +190,13 @@ export class CookieAuthority {
   /** A lifetime drawn uniformly from [rotateMinMs, rotateMaxMs]. */
   #lifetime(): number {
     const { rotateMinMs, rotateMaxMs } = this.#options;
-    const r = this.#options.randomBytes(4);
-    const u = ((r[0] << 24) | (r[1] << 16) | (r[2] << 8) | r[3]) >>> 0;
+    const u = this.#randomU32();
     return rotateMinMs + (u / 0xffff_ffff) * (rotateMaxMs - rotateMinMs);
+  }
+
+  /** A random u32 from the injected source of random bytes. */
+  #randomU32(): number {
+    const r = this.#options.randomBytes(4);
+    return ((r[0] << 24) | (r[1] << 16) | (r[2] << 8) | r[3]) >>> 0;
   }
 }

@@ -6,7 +6,10 @@
  */
 import { MalformedDatagramError } from "../errors.ts";
 
-/** Record type numbers of protocol.md section 2. */
+/** The protocol.md version this implementation speaks (sections 1-8 and 10). */
+export const PROTOCOL_VERSION = "1.1";
+
+/** Record type numbers of protocol.md sections 2 and 10. */
 export const RecordType = {
   FRAGMENT: 1,
   RSA_BLOCK: 3,
@@ -24,6 +27,8 @@ export const RecordType = {
   WELCOME: 15,
   NOTICE: 16,
   COOKIE: 17,
+  /** Version 1.1 (protocol.md section 10): proof of the current key in a rekey. */
+  KEY_PROOF: 21,
 } as const;
 
 /** One of the known record type numbers. */

@@ -32,6 +32,7 @@ import { type LogSink, silentLog } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
+import { sha256 } from "../crypto/sha256.ts";
 import type { MemberProfile } from "./server.ts";
 
 /** Something the client observed, delivered to {@linkcode RelayClient.events} and listeners. */
@@ -510,7 +511,7 @@ export class RelayClient implements AsyncDisposable {
       } else {
         registrationValue = encoder.encode(this.#rsaKey!.publicKey.pem);
       }
-      const registration = encodeRecords([
+      const records: TlvRecord[] = [
         { type: RecordType.COOKIE, value: answer.cookie },
         {
           type: this.#profile === "hybrid"
@@ -518,7 +519,22 @@ export class RelayClient implements AsyncDisposable {
             : RecordType.CLIENT_PUBLIC_KEY,
           value: registrationValue,
         },
-      ]);
+      ];
+      if (this.#guard) {
+        // The server may still hold this client under its current key (a
+        // spoofed NOTICE 1, a lost keep-alive): prove that key, so the
+        // server takes the new one as a rekey (protocol.md section 10).
+        records.push({
+          type: RecordType.KEY_PROOF,
+          value: await this.#guard.seal(
+            sha256(registrationValue).subarray(0, 16),
+            this.#now(),
+          ),
+        });
+      }
+      // Encrypted once, resent as the same bytes on every try: the server
+      // takes a cookie for one key record only (section 10).
+      const registration = encodeRecords(records);
       delay = initialMs;
       for (let i = 0; i < attempts; i++) {
         this.#throwIfClosed();
@@ -621,12 +637,19 @@ export class RelayClient implements AsyncDisposable {
     );
   }
 
+  /**
+   * Sends a stream (fragmented past the MTU) by unicast to the server that
+   * answered the key request: once a client has that answer, nothing it sends
+   * goes to the group, where other hosts would see its cookies and tokens
+   * (protocol.md section 10).
+   */
   async #sendStream(stream: Uint8Array): Promise<void> {
+    const to = this.#server ?? this.#target;
     const datagrams = stream.length <= this.#mtu
       ? [stream]
       : fragmentStream(stream, this.#mtu, randomMsgId());
     await Promise.all(
-      datagrams.map((d) => this.#track(this.#transport.send(d, this.#target))),
+      datagrams.map((d) => this.#track(this.#transport.send(d, to))),
     );
   }
 
@@ -672,10 +695,15 @@ export class RelayClient implements AsyncDisposable {
     }
     if (!fromServer) {
       // Only a key answer may come from elsewhere, only while one is awaited,
-      // and only its COOKIE and SERVER_PUBLIC_KEY records are looked at:
+      // only from the chosen server when it is a unicast address (section
+      // 10), and only its COOKIE and SERVER_PUBLIC_KEY records are looked at:
       // presence, notices and fragments from a stranger are never processed.
       const key = records.find((r) => r.type === RecordType.SERVER_PUBLIC_KEY);
-      if (this.#keyWaiter && key) {
+      const fromTarget = isMulticastIPv4(this.#target.hostname) ||
+        formatAddress(this.#target) === source;
+      if (this.#keyWaiter && key && !fromTarget) {
+        this.#drops.drop("key_answer_not_from_server", source);
+      } else if (this.#keyWaiter && key) {
         const cookie = records.find((r) => r.type === RecordType.COOKIE);
         await this.#onServerKey(key.value, cookie?.value, from);
       } else {

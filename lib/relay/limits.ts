@@ -25,12 +25,15 @@ export class TokenBucket {
     this.#updatedMs = nowMs;
   }
 
-  /** Takes `count` tokens (default 1) if there are that many. @returns whether they were taken */
-  take(nowMs: number, count = 1): boolean {
+  /**
+   * Takes `count` tokens (default 1) if that leaves at least `reserve`
+   * (default 0) in the bucket. @returns whether they were taken
+   */
+  take(nowMs: number, count = 1, reserve = 0): boolean {
     const elapsed = Math.max(0, nowMs - this.#updatedMs) / 1000;
     this.#tokens = Math.min(this.burst, this.#tokens + elapsed * this.rate);
     this.#updatedMs = nowMs;
-    if (this.#tokens < count) return false;
+    if (this.#tokens - count < reserve) return false;
     this.#tokens -= count;
     return true;
   }
@@ -120,43 +123,46 @@ export class OncePerInterval {
 }
 
 /**
- * A set of keys that each expire at a time given when added; bounded (the
- * oldest entries are forgotten first when full). With a fixed lifetime,
- * insertion order is expiry order, so pruning is amortised O(1).
+ * A map from key to value where each entry expires at a time given when it is
+ * set; bounded (the oldest entries are forgotten first when full). With a
+ * fixed lifetime, insertion order is expiry order, so pruning is amortised
+ * O(1).
  */
-export class ExpiringSet {
-  readonly #expiry = new Map<string, number>();
+export class ExpiringMap<V> {
+  readonly #entries = new Map<string, { value: V; expiresAt: number }>();
 
   /** @param capacity most keys remembered */
   constructor(readonly capacity: number) {}
 
-  /** Remembers `key` until `expiresAtMs`. */
-  add(key: string, expiresAtMs: number, nowMs: number): void {
+  /** Remembers `value` for `key` until `expiresAtMs`. */
+  set(key: string, value: V, expiresAtMs: number, nowMs: number): void {
     this.#prune(nowMs);
-    this.#expiry.delete(key);
-    if (this.#expiry.size >= this.capacity) {
-      const oldest = this.#expiry.keys().next().value;
-      if (oldest !== undefined) this.#expiry.delete(oldest);
+    this.#entries.delete(key);
+    if (this.#entries.size >= this.capacity) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
     }
-    this.#expiry.set(key, expiresAtMs);
+    this.#entries.set(key, { value, expiresAt: expiresAtMs });
   }
 
-  /** Whether `key` is remembered and not expired. */
-  has(key: string, nowMs: number): boolean {
+  /** The value remembered for `key`, unless absent or expired. */
+  get(key: string, nowMs: number): V | undefined {
     this.#prune(nowMs);
-    const expiresAt = this.#expiry.get(key);
-    return expiresAt !== undefined && expiresAt > nowMs;
+    const entry = this.#entries.get(key);
+    return entry !== undefined && entry.expiresAt > nowMs
+      ? entry.value
+      : undefined;
   }
 
   /** Keys remembered now (expired ones may linger until the next call). */
   get size(): number {
-    return this.#expiry.size;
+    return this.#entries.size;
   }
 
   #prune(nowMs: number): void {
-    for (const [key, expiresAt] of this.#expiry) {
-      if (expiresAt > nowMs) return;
-      this.#expiry.delete(key);
+    for (const [key, entry] of this.#entries) {
+      if (entry.expiresAt > nowMs) return;
+      this.#entries.delete(key);
     }
   }
 }

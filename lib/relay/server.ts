@@ -44,12 +44,13 @@ import {
 } from "../protocol/tlv.ts";
 import type { Datagram, DatagramTransport } from "../net/transport.ts";
 import {
-  ExpiringSet,
+  ExpiringMap,
   OncePerInterval,
   SourceRateLimiter,
   TokenBucket,
 } from "./limits.ts";
 import { hmacSha256 } from "../crypto/hmac.ts";
+import { sha256 } from "../crypto/sha256.ts";
 import { encodeBase64 } from "../crypto/base64.ts";
 import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
@@ -88,10 +89,24 @@ export interface RelayServerOptions {
    * Default 50.
    */
   readonly rsaBlocksPerSecond?: number;
-  /** Key exchanges (key requests and registrations) per second per source IP. Default 5. */
+  /**
+   * Key exchanges (key requests and registrations) per second per source
+   * address (IP and port: protocol.md section 10, so clients behind one NAT,
+   * or a spoofer of their IP, do not lock each other out). Default 5.
+   */
   readonly handshakesPerSecond?: number;
-  /** Burst of the per-IP handshake bucket. Default 10. */
+  /** Burst of the per-address handshake bucket. Default 10. */
   readonly handshakeBurst?: number;
+  /**
+   * Key exchanges per second for all sources together. Key requests may
+   * spend only the upper half of the burst; registrations with a valid
+   * cookie may spend all of it (validated cookies first). Default 500.
+   */
+  readonly globalHandshakesPerSecond?: number;
+  /** Burst of the global handshake budget. Default 1000. */
+  readonly globalHandshakeBurst?: number;
+  /** Members registered from one IP at most; more get NOTICE 4. Default 32. */
+  readonly maxClientsPerIp?: number;
   /** RSA decryptions waiting or running at most; registrations past it are dropped (the client retries). Default 64. */
   readonly maxPendingHandshakes?: number;
   /** Datagrams of one source queued or in work at most; more are dropped (`backlog`). Default 256. */
@@ -188,6 +203,8 @@ interface Member {
   rsaKey: RsaPublicKey | undefined;
   /** Identifies the key it registered with (never the key itself). */
   keyId: string;
+  /** SHA-256 of the key record value it registered with (section 10 retransmissions). */
+  registrationHash: Uint8Array;
   readonly joinedAt: number;
   lastSeen: number;
   messagesIn: number;
@@ -210,13 +227,18 @@ const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
   maxCount: 32,
 };
 /**
- * How long an accepted (address, key) registration is remembered: as long as
- * the cookie that carried it could still be valid (60 s + 5 s of skew), so a
- * replay of it is always recognised.
+ * How long an accepted cookie is remembered with the key record it covered
+ * (protocol.md section 10, one cookie one key): as long as the cookie could
+ * still be valid (60 s + 5 s of skew), so any other key under it is refused.
  */
-const REGISTRATION_MEMORY_MS = 66_000;
-/** Registrations remembered at most. */
-const MAX_REMEMBERED_REGISTRATIONS = 65_536;
+const COOKIE_MEMORY_MS = 66_000;
+/**
+ * Accepted cookies remembered at most. Bounded by the handshake rate: the
+ * global budget's default (500/s) over the memory's 66 s is 33,000.
+ */
+const MAX_REMEMBERED_COOKIES = 65_536;
+/** Bytes of SHA-256 that a KEY_PROOF's plaintext carries (section 10). */
+const KEY_PROOF_SIZE = 16;
 /** A drop of one kind is logged at most once per source per this interval. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
@@ -266,7 +288,13 @@ export class RelayServer implements AsyncDisposable {
   readonly #cookies: CookieAuthority;
   readonly #marker = new IvMarker();
   readonly #keyIdSecret = crypto.getRandomValues(new Uint8Array(32));
-  readonly #usedRegistrations = new ExpiringSet(MAX_REMEMBERED_REGISTRATIONS);
+  /** Accepted cookie (base64) → SHA-256 of the key record it covered. */
+  readonly #acceptedCookies = new ExpiringMap<Uint8Array>(
+    MAX_REMEMBERED_COOKIES,
+  );
+  readonly #handshakeBudget: TokenBucket;
+  readonly #maxClientsPerIp: number;
+  readonly #membersPerIp = new Map<string, number>();
   readonly #memberReassembly: Reassembler;
   readonly #strangerReassembly: Reassembler;
   readonly #handshakeLimiter: SourceRateLimiter;
@@ -340,6 +368,12 @@ export class RelayServer implements AsyncDisposable {
       options.handshakesPerSecond ?? 5,
       options.handshakeBurst ?? 10,
     );
+    this.#handshakeBudget = new TokenBucket(
+      options.globalHandshakesPerSecond ?? 500,
+      options.globalHandshakeBurst ?? 1000,
+      this.#now(),
+    );
+    this.#maxClientsPerIp = options.maxClientsPerIp ?? 32;
   }
 
   /** Starts serving `options.transport`: receive loop and presence timer. */
@@ -608,7 +642,8 @@ export class RelayServer implements AsyncDisposable {
     let cookie: Uint8Array | undefined;
     let keyRequestAnswered = false;
     const rsaBlocks: Uint8Array[] = [];
-    for (const record of records) {
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i];
       if (this.#closing) return;
       member = this.#members.get(source);
       switch (record.type) {
@@ -633,10 +668,27 @@ export class RelayServer implements AsyncDisposable {
           cookie = record.value;
           break;
         case RecordType.SYMMETRIC_KEY:
-        case RecordType.CLIENT_PUBLIC_KEY:
+        case RecordType.CLIENT_PUBLIC_KEY: {
+          // A KEY_PROOF belongs to the key record right before it.
+          const next = records[i + 1];
+          const proof = next?.type === RecordType.KEY_PROOF
+            ? next.value
+            : undefined;
           if (this.#load.overloaded) this.#drops.count("handshake_shed");
-          else await this.#register(from, source, record, cookie, requestSize);
+          else {
+            await this.#register(
+              from,
+              source,
+              record,
+              { cookie, proof },
+              requestSize,
+            );
+          }
           cookie = undefined;
+          break;
+        }
+        case RecordType.KEY_PROOF:
+          // Read with the key record it follows; anywhere else it is inert.
           break;
         case RecordType.FERNET_MESSAGE:
           if (!member) return this.#unknownSource(from, source, requestSize);
@@ -697,8 +749,15 @@ export class RelayServer implements AsyncDisposable {
       this.#drops.drop("short_key_request", source);
       return;
     }
-    if (!this.#handshakeLimiter.allow(from.hostname, this.#now())) {
+    const now = this.#now();
+    if (!this.#handshakeLimiter.allow(source, now)) {
       this.#drops.drop("handshake_rate", source);
+      return;
+    }
+    // Key requests leave half of the global budget to validated cookies.
+    const reserve = this.#handshakeBudget.burst / 2;
+    if (!this.#handshakeBudget.take(now, 1, reserve)) {
+      this.#drops.drop("handshake_global_rate", source);
       return;
     }
     const cookie = this.#cookies.issue(encodeAddress(from));
@@ -711,14 +770,24 @@ export class RelayServer implements AsyncDisposable {
     );
   }
 
+  /**
+   * A key record (SYMMETRIC_KEY or CLIENT_PUBLIC_KEY) with the COOKIE before
+   * it and the KEY_PROOF after it: protocol.md sections 4 and 10. The cookie
+   * is checked, and one cookie is taken for one key record only, before any
+   * RSA work; a hybrid member's key is replaced only with a proof made under
+   * its current key.
+   */
   async #register(
     from: PeerAddress,
     source: string,
     record: TlvRecord,
-    cookie: Uint8Array | undefined,
+    bundle: { cookie: Uint8Array | undefined; proof: Uint8Array | undefined },
     requestSize: number,
   ): Promise<void> {
+    const { cookie, proof } = bundle;
     const addressValue = encodeAddress(from);
+    const recordHash = sha256(record.value);
+    const cookieId = cookie === undefined ? undefined : encodeBase64(cookie);
     if (cookie === undefined) {
       if (!this.#compat) {
         this.#drops.drop("cookie_missing", source);
@@ -730,9 +799,36 @@ export class RelayServer implements AsyncDisposable {
         this.#drops.drop(`cookie_${verdict}`, source);
         return;
       }
+      if (this.#checkCookieReuse(cookieId!, recordHash, source) === "refused") {
+        return;
+      }
+      const covered = this.#acceptedCookies.get(cookieId!, this.#now());
+      if (covered !== undefined) {
+        // The same cookie with the same key record: a retransmission (its
+        // WELCOME was lost), answered again without RSA work while that
+        // registration is still in force; a replay of one that is not (the
+        // member left or changed key since) is refused.
+        const existing = this.#members.get(source);
+        if (
+          existing !== undefined &&
+          bytesEqual(existing.registrationHash, recordHash)
+        ) {
+          this.#drops.count("registration_repeated");
+          this.#sendPacked(
+            [await this.#welcome(existing), ...this.#presentRecords(existing)],
+            existing.address,
+          );
+        } else this.#drops.drop("registration_replayed", source);
+        return;
+      }
     }
-    if (!this.#handshakeLimiter.allow(from.hostname, this.#now())) {
+    const now = this.#now();
+    if (!this.#handshakeLimiter.allow(source, now)) {
       this.#drops.drop("handshake_rate", source);
+      return;
+    }
+    if (!this.#handshakeBudget.take(now)) {
+      this.#drops.drop("handshake_global_rate", source);
       return;
     }
     if (this.#pendingHandshakes >= this.#maxPendingHandshakes) {
@@ -742,6 +838,13 @@ export class RelayServer implements AsyncDisposable {
     const profile: MemberProfile = record.type === RecordType.SYMMETRIC_KEY
       ? "hybrid"
       : "rsa";
+    // A hybrid member's identity is its key: nothing but a rekey proven
+    // under that key replaces it (an RSA registration would not carry one).
+    const current = this.#members.get(source);
+    if (current?.profile === "hybrid" && profile === "rsa") {
+      this.#drops.drop("rekey_without_proof", source);
+      return;
+    }
     let fernetKey: FernetKey | undefined;
     let rsaKey: RsaPublicKey | undefined;
     let keyId: string;
@@ -749,14 +852,16 @@ export class RelayServer implements AsyncDisposable {
     try {
       if (profile === "hybrid") {
         const keyText = await this.#rsa.decrypt(record.value);
-        // One long-lived AES cipher per member key (PERFORMANCE.md),
-        // released when the key is replaced or the member leaves.
-        fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend, {
-          persistentCiphers: true,
-        });
         keyId = encodeBase64(
           hmacSha256(this.#keyIdSecret, keyText).subarray(0, 16),
         );
+        if (this.#members.get(source)?.keyId !== keyId) {
+          // One long-lived AES cipher per member key (PERFORMANCE.md),
+          // released when the key is replaced or the member leaves.
+          fernetKey = await FernetKey.fromText(keyText, this.#fernetBackend, {
+            persistentCiphers: true,
+          });
+        }
       } else {
         rsaKey = await RsaPublicKey.fromPem(decoder.decode(record.value));
         keyId = rsaKey.fingerprint;
@@ -783,14 +888,30 @@ export class RelayServer implements AsyncDisposable {
     } finally {
       this.#pendingHandshakes--;
     }
-    if (this.#closing) return;
+    const refuse = () => fernetKey?.[Symbol.dispose]();
+    if (this.#closing) return refuse();
+    // Another stream may have spent this cookie while the RSA work ran.
+    if (
+      cookieId !== undefined &&
+      this.#checkCookieReuse(cookieId, recordHash, source) === "refused"
+    ) return refuse();
+    const remember = () => {
+      if (cookieId !== undefined) {
+        this.#acceptedCookies.set(
+          cookieId,
+          recordHash,
+          this.#now() + COOKIE_MEMORY_MS,
+          this.#now(),
+        );
+      }
+    };
 
-    const now = this.#now();
     const existing = this.#members.get(source);
     if (existing?.keyId === keyId) {
-      // A retry of the registration that made this member (its WELCOME was
-      // lost), or a replay of it: answer again, change nothing, so the
-      // member's replay window survives.
+      // Its current key again (its WELCOME was lost): answer again, change
+      // nothing, so the member's replay window survives.
+      refuse();
+      remember();
       this.#drops.count("registration_repeated");
       this.#sendPacked(
         [await this.#welcome(existing), ...this.#presentRecords(existing)],
@@ -798,24 +919,13 @@ export class RelayServer implements AsyncDisposable {
       );
       return;
     }
-    // A registration is identified by address, key and the cookie that
-    // carried it: a replay repeats all three; a genuine re-registration (even
-    // with the same RSA key) carries a fresh cookie. Without a cookie
-    // (--compat) there is nothing to tell them apart by.
-    const used = cookie === undefined
-      ? undefined
-      : `${source} ${keyId} ${encodeBase64(cookie)}`;
-    if (used !== undefined && this.#usedRegistrations.has(used, now)) {
-      // A replay of an earlier registration of this address: it would roll
-      // the member back to an old key, or bring a departed member back.
-      this.#drops.drop("registration_replayed", source);
-      return;
-    }
-    const remember = () => {
-      if (used !== undefined) {
-        this.#usedRegistrations.add(used, now + REGISTRATION_MEMORY_MS, now);
+    if (existing?.profile === "hybrid") {
+      const verdict = await this.#checkKeyProof(existing, proof, recordHash);
+      if (verdict !== undefined) {
+        this.#drops.drop(verdict, source);
+        return refuse();
       }
-    };
+    }
     const guard = fernetKey
       ? new TokenGuard(fernetKey, this.#marker, this.#tokenMaxAge)
       : undefined;
@@ -826,6 +936,7 @@ export class RelayServer implements AsyncDisposable {
       existing.guard = guard;
       existing.rsaKey = rsaKey;
       existing.keyId = keyId;
+      existing.registrationHash = recordHash;
       existing.lastSeen = now;
       this.#rekeys++;
       this.#log({ level: "info", event: "rekey", client: source, profile });
@@ -836,7 +947,15 @@ export class RelayServer implements AsyncDisposable {
       return;
     }
     if (this.#members.size >= this.#maxClients) {
+      guard?.[Symbol.dispose]();
       this.#drops.drop("server_full", source);
+      this.#sendNotice(from, NoticeCode.SERVER_FULL, requestSize);
+      return;
+    }
+    const fromIp = this.#membersPerIp.get(from.hostname) ?? 0;
+    if (fromIp >= this.#maxClientsPerIp) {
+      guard?.[Symbol.dispose]();
+      this.#drops.drop("ip_full", source, { limit: this.#maxClientsPerIp });
       this.#sendNotice(from, NoticeCode.SERVER_FULL, requestSize);
       return;
     }
@@ -849,6 +968,7 @@ export class RelayServer implements AsyncDisposable {
       guard,
       rsaKey,
       keyId,
+      registrationHash: recordHash,
       joinedAt: now,
       lastSeen: now,
       messagesIn: 0,
@@ -865,6 +985,7 @@ export class RelayServer implements AsyncDisposable {
       ),
     };
     this.#members.set(source, member);
+    this.#membersPerIp.set(from.hostname, fromIp + 1);
     this.#strangerReassembly.forgetSource(source);
     this.#registrations++;
     this.#log({ level: "info", event: "join", client: source, profile });
@@ -879,6 +1000,47 @@ export class RelayServer implements AsyncDisposable {
       [await this.#welcome(member), ...this.#presentRecords(member)],
       from,
     );
+  }
+
+  /**
+   * One cookie, one key (protocol.md section 10): refuses (and counts) a
+   * cookie already accepted for another key record.
+   */
+  #checkCookieReuse(
+    cookieId: string,
+    recordHash: Uint8Array,
+    source: string,
+  ): "refused" | "fresh_or_same" {
+    const covered = this.#acceptedCookies.get(cookieId, this.#now());
+    if (covered === undefined || bytesEqual(covered, recordHash)) {
+      return "fresh_or_same";
+    }
+    this.#drops.drop("cookie_reused", source);
+    return "refused";
+  }
+
+  /**
+   * Checks a rekey's KEY_PROOF under the member's current key (MAC, age,
+   * replay, reflection): its plaintext must be the first 16 bytes of the
+   * SHA-256 of the new key record's value. Returns the drop reason, or
+   * undefined when the proof holds.
+   */
+  async #checkKeyProof(
+    member: Member,
+    proof: Uint8Array | undefined,
+    recordHash: Uint8Array,
+  ): Promise<string | undefined> {
+    if (proof === undefined || member.guard === undefined) {
+      return "rekey_without_proof";
+    }
+    const opened = await member.guard.open(proof, this.#now());
+    if (!opened.ok) return `rekey_proof_${opened.reason}`;
+    return bytesEqual(
+        opened.plaintext,
+        recordHash.subarray(0, KEY_PROOF_SIZE),
+      )
+      ? undefined
+      : "rekey_proof_mismatch";
   }
 
   /** One NOTIFY_CONNECT per member other than `member`. */
@@ -1144,6 +1306,9 @@ export class RelayServer implements AsyncDisposable {
   #remove(member: Member, reason: string): void {
     if (this.#members.get(member.key) !== member) return;
     this.#members.delete(member.key);
+    const fromIp = (this.#membersPerIp.get(member.address.hostname) ?? 1) - 1;
+    if (fromIp > 0) this.#membersPerIp.set(member.address.hostname, fromIp);
+    else this.#membersPerIp.delete(member.address.hostname);
     member.guard?.[Symbol.dispose]();
     this.#memberReassembly.forgetSource(member.key);
     this.#log({ level: "info", event: "leave", client: member.key, reason });

@@ -55,7 +55,7 @@ async function startGroup(
 
 Deno.test({
   name:
-    "server --json: the first line is the listening record, and SIGTERM stops it with status 0",
+    "server --json: the first line is the listening record (protocol 1.1), and SIGTERM stops it with status 0",
   ignore: !CAN_RUN,
   async fn() {
     const server = await startServer();
@@ -69,6 +69,7 @@ Deno.test({
       assertLoopbackAddress(first.control, "control");
       assert.match(String(first.fingerprint), FINGERPRINT);
       assert.equal(first.multicast, undefined, "--no-multicast joins no group");
+      assert.equal(first.protocol, "1.1", "section 10: a 1.1 server says so");
 
       server.proc.signal("SIGTERM");
       const status = await server.proc.exited("the server to stop on SIGTERM");

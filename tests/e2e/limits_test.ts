@@ -473,7 +473,7 @@ Deno.test("message rate: past the burst the sender gets NOTICE 3, the others rec
 
 // ------------------------------------------------------------ key exchange
 
-Deno.test("handshake rate per IP: padded key requests past the burst get no answer and are counted handshake_rate", async () => {
+Deno.test("handshake rate per address: padded key requests past the burst get no answer and are counted handshake_rate", async () => {
   const clock = frozenClock();
   await withHarness({
     now: clock.now,
@@ -495,26 +495,69 @@ Deno.test("handshake rate per IP: padded key requests past the burst get no answ
     assert.equal(stats.dropped.short_key_request, 2);
     assert.equal(stats.dropped.handshake_rate, 7);
 
-    // Another port of the same IP shares the bucket; another IP has its own.
+    // Another port of the same IP has its own bucket (protocol.md section
+    // 10: a spoofer of an IP, or a neighbour behind its NAT, cannot lock
+    // that IP out), and so has another IP.
     const sameIp = h.probe("10.0.0.1");
     const otherIp = h.probe("10.0.0.2");
     await sameIp.send(paddedKeyRequest());
     await otherIp.send(paddedKeyRequest());
     await h.settle(sameIp.transport);
     await h.settle(otherIp.transport);
-    assert.equal(sameIp.inbound.items.length, 0);
+    assert.equal(sameIp.inbound.items.length, 1);
     assert.equal(otherIp.inbound.items.length, 1);
+    cookieAnswer(sameIp.inbound.items[0]);
     cookieAnswer(otherIp.inbound.items[0]);
     stats = h.server.stats();
-    assert.equal(stats.dropped.handshake_rate, 8);
+    assert.equal(stats.dropped.handshake_rate, 7);
 
-    // One second later the IP has one token again.
+    // One second later the address has one token again.
     clock.advance(1000);
     await p.send(paddedKeyRequest());
     await p.send(paddedKeyRequest());
     await h.settle(p.transport);
     assert.equal(p.inbound.items.length, 4);
-    assert.equal(h.server.stats().dropped.handshake_rate, 9);
+    assert.equal(h.server.stats().dropped.handshake_rate, 8);
+  });
+});
+
+Deno.test("global handshake budget: key requests from many addresses leave half of it to validated cookies", async () => {
+  const clock = frozenClock();
+  await withHarness({
+    now: clock.now,
+    globalHandshakesPerSecond: 1,
+    globalHandshakeBurst: 8,
+  }, async (h) => {
+    // A flood of key requests from ten addresses of one IP (a spoofer):
+    // only the upper half of the budget (4 answers) goes to key requests.
+    const flooders = Array.from({ length: 10 }, () => h.probe("10.0.0.9"));
+    for (const f of flooders) await f.send(paddedKeyRequest());
+    for (const f of flooders) await h.settle(f.transport);
+    const answered = flooders.filter((f) => f.inbound.items.length > 0);
+    assert.equal(answered.length, 4);
+    assert.equal(h.server.stats().dropped.handshake_global_rate, 6);
+    // A client with a cookie already in hand still registers: the reserve.
+    const p = h.probe("10.0.0.1");
+    // The budget holds 4 tokens now, all reserved: a key request may not
+    // take one...
+    await p.send(paddedKeyRequest());
+    await h.settle(p.transport);
+    assert.equal(p.inbound.items.length, 0);
+    assert.equal(h.server.stats().dropped.handshake_global_rate, 7);
+    // ...but the registrations of the four answered ones may.
+    const key = await FernetKey.generate();
+    const { cookie } = cookieAnswer(answered[0].inbound.items[0]);
+    await answered[0].send(encodeRecords([
+      { type: RecordType.COOKIE, value: cookie },
+      {
+        type: RecordType.SYMMETRIC_KEY,
+        value: await serverKey.publicKey.encrypt(encoder.encode(key.text)),
+      },
+    ]));
+    await h.log.first(
+      (r) => r.event === "join" && r.client === answered[0].source,
+      "the validated registration to join",
+    );
   });
 });
 
@@ -1053,5 +1096,199 @@ Deno.test("a replayed old registration does not roll a member back to its previo
       ["after rollback", "barrier"],
       `rekeys ${stats.rekeys}, token_signature ${stats.dropped.token_signature}`,
     );
+  });
+});
+
+// ------------------------------------------------- registration hardening (protocol.md section 10)
+
+/** A COOKIE + SYMMETRIC_KEY stream carrying a fresh key of the attacker's own. */
+async function attackerRegistration(
+  cookie: Uint8Array,
+  extra: TlvRecord[] = [],
+): Promise<{ datagram: Uint8Array; key: FernetKey }> {
+  const key = await FernetKey.generate();
+  const value = await serverKey.publicKey.encrypt(encoder.encode(key.text));
+  return {
+    datagram: encodeRecords([
+      { type: RecordType.COOKIE, value: cookie },
+      { type: RecordType.SYMMETRIC_KEY, value },
+      ...extra,
+    ]),
+    key,
+  };
+}
+
+Deno.test("identity takeover: a member's cookie reused with another key from its spoofed address is refused, and the member keeps its key", async () => {
+  await withHarness({}, async (h) => {
+    const a = await h.connect();
+    const b = await h.connect();
+    const cookie = decodeRecords(registrationOf(a)).find((r) =>
+      r.type === RecordType.COOKIE
+    )!.value.slice();
+    // The sniffer of section 10: A's cookie, its own key, A's address.
+    const { datagram } = await attackerRegistration(cookie);
+    h.network.deliver(datagram, a.transport.localAddress, SERVER_ADDRESS);
+    await h.settle(a.transport);
+    const stats = h.server.stats();
+    assert.equal(stats.dropped.cookie_reused, 1);
+    assert.equal(stats.rekeys, 0);
+    assert.equal(stats.rsaDecryptions, 2, "no RSA work for the reused cookie");
+    // A still speaks for itself.
+    await a.client.send("still mine");
+    await received(b, "still mine");
+    assert.deepEqual(
+      messagesOf(b).map((m) => [m.from, m.text]),
+      [[a.address, "still mine"]],
+    );
+  });
+});
+
+Deno.test("identity takeover: a fresh cookie for a member's address does not replace its key without KEY_PROOF under that key", async () => {
+  await withHarness({}, async (h) => {
+    const a = await h.connect();
+    const b = await h.connect();
+    const victim = a.transport.localAddress;
+    // An attacker that can also see what reaches A's address (the strongest
+    // sniffer) asks for a cookie as A and reads the answer.
+    const since = a.inbound.mark();
+    h.network.deliver(paddedKeyRequest(), victim, SERVER_ADDRESS);
+    const answer = await a.inbound.first(
+      (d) => hasType(d, RecordType.SERVER_PUBLIC_KEY),
+      "the key answer to the spoofed request",
+      since,
+    );
+    const { cookie } = cookieAnswer(answer);
+    // Without a proof, and with proofs that do not hold.
+    const { datagram: bare } = await attackerRegistration(cookie);
+    h.network.deliver(bare, victim, SERVER_ADDRESS);
+    await h.settle(a.transport);
+    assert.equal(h.server.stats().dropped.rekey_without_proof, 1);
+    const since2 = a.inbound.mark();
+    h.network.deliver(paddedKeyRequest(), victim, SERVER_ADDRESS);
+    const second = cookieAnswer(
+      await a.inbound.first(
+        (d) => hasType(d, RecordType.SERVER_PUBLIC_KEY),
+        "a second key answer",
+        since2,
+      ),
+    );
+    const ownKey = await FernetKey.generate();
+    const { datagram: forgedProof } = await attackerRegistration(
+      second.cookie,
+      [{
+        type: RecordType.KEY_PROOF,
+        value: await ownKey.encrypt(new Uint8Array(16)),
+      }],
+    );
+    h.network.deliver(forgedProof, victim, SERVER_ADDRESS);
+    await h.settle(a.transport);
+    const stats = h.server.stats();
+    assert.equal(stats.dropped.rekey_proof_token_signature, 1);
+    assert.equal(stats.rekeys, 0);
+    await a.client.send("after the attempts");
+    await received(b, "after the attempts");
+    assert.deepEqual(messagesOf(b).map((m) => m.text), ["after the attempts"]);
+  });
+});
+
+Deno.test("a client's own rekey carries KEY_PROOF and is accepted", async () => {
+  await withHarness({}, async (h) => {
+    const a = await h.connect();
+    const b = await h.connect();
+    const since = a.events.mark();
+    // A spoofed NOTICE 1: A re-registers while the server still holds it.
+    h.network.deliver(
+      rec(RecordType.NOTICE, new Uint8Array([0, 1])),
+      SERVER_ADDRESS,
+      a.transport.localAddress,
+    );
+    await a.events.first(
+      (e) => e.type === "ready",
+      "A registered again",
+      since,
+    );
+    const registration = decodeRecords(registrationOf(a));
+    assert.deepEqual(registration.map((r) => r.type), [
+      RecordType.COOKIE,
+      RecordType.SYMMETRIC_KEY,
+      RecordType.KEY_PROOF,
+    ]);
+    assert.equal(h.server.stats().rekeys, 1);
+    assert.equal(h.server.stats().dropped.rekey_without_proof, undefined);
+    await a.client.send("rekeyed");
+    await received(b, "rekeyed");
+  });
+});
+
+Deno.test("client: a key answer from anyone but its unicast server is ignored, and nothing is registered with it", async () => {
+  const network = new MemoryNetwork();
+  const log = new Recorder<LogRecord>();
+  const transport = network.bind("127.0.0.1");
+  const impostor = network.bind("127.0.0.1");
+  // The chosen server (SERVER_ADDRESS) never answers; the impostor answers
+  // every key request sent there with a key answer from its own address.
+  const forgedAnswer = encodeRecords([
+    { type: RecordType.COOKIE, value: new Uint8Array(20) },
+    {
+      type: RecordType.SERVER_PUBLIC_KEY,
+      value: encoder.encode(serverKey.publicKey.pem),
+    },
+  ]);
+  const silent = network.bind(SERVER_ADDRESS.hostname, SERVER_ADDRESS.port);
+  const registrations: Uint8Array[] = [];
+  silent.enqueue = (datagram: Datagram) => {
+    if (hasType(datagram.data, RecordType.KEY_REQUEST)) {
+      void impostor.send(forgedAnswer, transport.localAddress);
+    } else registrations.push(datagram.data.slice());
+  };
+  try {
+    await assert.rejects(
+      RelayClient.connect({
+        transport,
+        target: SERVER_ADDRESS,
+        retryInitialMs: 20,
+        retryAttempts: 3,
+        log: (r) => log.push(r),
+      }),
+      HandshakeError,
+    );
+    assert.equal(log.count(isDrop("key_answer_not_from_server")), 1); // logged once per source
+    assert.deepEqual(registrations, []);
+  } finally {
+    silent.close();
+    impostor.close();
+  }
+});
+
+/** Whether a datagram holds a record of `type`. */
+function hasType(datagram: Uint8Array, type: number): boolean {
+  return decodeRecords(datagram).some((r) => r.type === type);
+}
+
+Deno.test("maxClientsPerIp: one host's extra addresses get NOTICE 4 (shown to the client) while another IP still joins", async () => {
+  await withHarness({ maxClientsPerIp: 2 }, async (h) => {
+    await h.connect({}, "10.0.0.5");
+    await h.connect({}, "10.0.0.5");
+    const transport = h.network.bind("10.0.0.5");
+    const events = new Recorder<ClientEvent>();
+    await assert.rejects(
+      RelayClient.connect({
+        transport,
+        target: SERVER_ADDRESS,
+        retryInitialMs: 20,
+        retryAttempts: 2,
+        onEvent: (e) => events.push(e),
+      }),
+      HandshakeError,
+    );
+    assert.ok(
+      events.count((e) =>
+        e.type === "notice" && e.code === NoticeCode.SERVER_FULL
+      ) >= 1,
+      "NOTICE 4 reported to the client",
+    );
+    assert.ok((h.server.stats().dropped.ip_full ?? 0) >= 1);
+    await h.connect({}, "10.0.0.6");
+    assert.equal(h.server.stats().members, 3);
   });
 });

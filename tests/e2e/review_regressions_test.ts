@@ -98,8 +98,9 @@ Deno.test("a client waiting for a key ignores a stranger's presence, NOTICE and 
     transport.localAddress,
   );
   await log.waitFor(
-    (r) => r.event === "drop" && r.reason === "bad_server_key",
-    "the junk key rejected",
+    // Not from the unicast server it chose: not even parsed (section 10).
+    (r) => r.event === "drop" && r.reason === "key_answer_not_from_server",
+    "the stranger's key answer ignored",
   );
   await rejected;
   assert.deepEqual(events, []);

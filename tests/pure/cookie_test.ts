@@ -19,16 +19,16 @@ function setup(options: Partial<CookieAuthorityOptions> = {}) {
 
 Deno.test({
   name:
-    "computeCookie() is issued u32 BE then the first 16 bytes of HMAC(secret, address ‖ issued)",
+    "computeCookie() is issued u32, nonce u32, then the first 12 bytes of HMAC(secret, address ‖ issued ‖ nonce)",
   permissions: "none",
   async fn() {
     const secret = new Uint8Array(32).fill(1);
-    const cookie = computeCookie(secret, ADDRESS, 0x12345678);
+    const cookie = computeCookie(secret, ADDRESS, 0x12345678, 0x9abcdef0);
     assert.equal(cookie.length, COOKIE_SIZE);
     // Pinned: computed with Python's hmac module.
     assert.equal(
       Array.from(cookie, (b) => b.toString(16).padStart(2, "0")).join(""),
-      "12345678" + "4efb3f053607b188c5585c4a3f0446e9",
+      "12345678" + "9abcdef0" + "5f81ce785b9c54fa6d8ef29f",
     );
     // Independently with WebCrypto.
     const key = await crypto.subtle.importKey(
@@ -38,18 +38,32 @@ Deno.test({
       false,
       ["sign"],
     );
+    const header = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0];
     const mac = new Uint8Array(
       await crypto.subtle.sign(
         "HMAC",
         key,
-        new Uint8Array([...ADDRESS, 0x12, 0x34, 0x56, 0x78]),
+        new Uint8Array([...ADDRESS, ...header]),
       ),
     );
-    assert.deepEqual(
-      cookie.subarray(0, 4),
-      new Uint8Array([0x12, 0x34, 0x56, 0x78]),
-    );
-    assert.deepEqual(cookie.subarray(4), mac.subarray(0, 16));
+    assert.deepEqual(cookie.subarray(0, 8), new Uint8Array(header));
+    assert.deepEqual(cookie.subarray(8), mac.subarray(0, 12));
+  },
+});
+
+Deno.test({
+  name:
+    "issue() makes a different cookie for every request of one address in one second",
+  permissions: "none",
+  fn() {
+    const { authority } = setup();
+    const seen = new Set<string>();
+    for (let i = 0; i < 100; i++) {
+      const cookie = authority.issue(ADDRESS);
+      assert.equal(authority.verify(cookie, ADDRESS), "valid");
+      seen.add(cookie.join(","));
+    }
+    assert.equal(seen.size, 100);
   },
 });
 
@@ -60,12 +74,13 @@ Deno.test({
     const secret = new Uint8Array(32);
     for (const t of [-1, 2 ** 32, 1.5, NaN]) {
       assert.throws(
-        () => computeCookie(secret, ADDRESS, t),
+        () => computeCookie(secret, ADDRESS, t, 0),
         RangeError,
         `${t}`,
       );
     }
-    assert.equal(computeCookie(secret, ADDRESS, 2 ** 32 - 1).length, 20);
+    assert.equal(computeCookie(secret, ADDRESS, 2 ** 32 - 1, 0).length, 20);
+    assert.throws(() => computeCookie(secret, ADDRESS, 0, 2 ** 32), RangeError);
   },
 });
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import {
   BoundedMap,
-  ExpiringSet,
+  ExpiringMap,
   OncePerInterval,
   SourceRateLimiter,
   TokenBucket,
@@ -65,25 +65,21 @@ test("OncePerInterval lets a key through once per interval", () => {
   assert.equal(gate.allow("x", 1000), true);
 });
 
-test("ExpiringSet remembers keys until they expire, and at most its capacity", () => {
-  const set = new ExpiringSet(3);
-  set.add("a", 100, 0);
-  set.add("b", 200, 0);
-  assert.equal(set.has("a", 99), true);
-  assert.equal(set.has("a", 100), false);
-  assert.equal(set.has("b", 150), true);
-  set.add("c", 300, 150);
-  set.add("d", 400, 150);
-  set.add("e", 500, 150); // full (b, c, d): b is forgotten
-  assert.equal(set.has("b", 150), false);
-  assert.deepEqual(["c", "d", "e"].map((k) => set.has(k, 150)), [
-    true,
-    true,
-    true,
-  ]);
-  assert.ok(set.size <= 3);
-  assert.equal(set.has("e", 1000), false);
-  assert.equal(set.size, 0); // pruned
+test("ExpiringMap remembers values until they expire, and at most its capacity", () => {
+  const map = new ExpiringMap<number>(3);
+  map.set("a", 1, 100, 0);
+  map.set("b", 2, 200, 0);
+  assert.equal(map.get("a", 99), 1);
+  assert.equal(map.get("a", 100), undefined);
+  assert.equal(map.get("b", 150), 2);
+  map.set("c", 3, 300, 150);
+  map.set("d", 4, 400, 150);
+  map.set("e", 5, 500, 150); // full (b, c, d): b is forgotten
+  assert.equal(map.get("b", 150), undefined);
+  assert.deepEqual(["c", "d", "e"].map((k) => map.get(k, 150)), [3, 4, 5]);
+  assert.ok(map.size <= 3);
+  assert.equal(map.get("e", 1000), undefined);
+  assert.equal(map.size, 0); // pruned
 });
 
 test("DropCounter counts every drop and logs each (reason, source) once per interval", () => {

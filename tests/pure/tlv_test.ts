@@ -254,8 +254,8 @@ test("decodeRecord() rejects an offset outside the datagram as a caller bug", ()
   assert.throws(() => decodeRecord(bytes(0, 9, 0, 0), 0.5), callerBug);
 });
 
-test("isKnownRecordType() knows exactly the types of protocol.md section 2", () => {
-  const known = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
+test("isKnownRecordType() knows exactly the types of protocol.md sections 2 and 10", () => {
+  const known = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 21];
   for (let type = 0; type < 40; type++) {
     assert.equal(isKnownRecordType(type), known.includes(type), `type ${type}`);
   }
