@@ -177,6 +177,14 @@ export class RelayClient implements AsyncDisposable {
   #keyWaiter: Waiter<KeyAnswer> | undefined;
   #welcomeWaiter: Waiter<PeerAddress> | undefined;
   #pendingGuard: TokenGuard | undefined;
+  /**
+   * The key of the last registration sent and not yet confirmed by a
+   * WELCOME. The server may have taken it while its WELCOME was lost or late,
+   * so every key exchange offers it again until one is confirmed: to a
+   * server that holds it, that is a retransmission (protocol.md section 10),
+   * where a new key would need a proof under a key the client cannot know.
+   */
+  #unconfirmed: TokenGuard | undefined;
   #reconnecting: Promise<void> | undefined;
   #keepalive: ReturnType<typeof setInterval> | undefined;
   #unlinkSignal: (() => void) | undefined;
@@ -503,10 +511,13 @@ export class RelayClient implements AsyncDisposable {
       let registrationValue: Uint8Array;
       let guard: TokenGuard | undefined;
       if (this.#profile === "hybrid") {
-        const key = await FernetKey.generate(this.#fernetBackend);
-        guard = new TokenGuard(key, this.#marker, this.#tokenMaxAge);
+        guard = this.#unconfirmed ??= new TokenGuard(
+          await FernetKey.generate(this.#fernetBackend),
+          this.#marker,
+          this.#tokenMaxAge,
+        );
         registrationValue = await answer.serverKey.encrypt(
-          encoder.encode(key.text),
+          encoder.encode(guard.key.text),
         );
       } else {
         registrationValue = encoder.encode(this.#rsaKey!.publicKey.pem);
@@ -553,6 +564,7 @@ export class RelayClient implements AsyncDisposable {
         if (address) {
           this.#guard = guard;
           this.#pendingGuard = undefined;
+          this.#unconfirmed = undefined;
           this.#address = address;
           this.#ready = true;
           this.#registrations++;

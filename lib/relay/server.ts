@@ -213,6 +213,11 @@ interface Member {
   readonly rsaBlockRate: TokenBucket;
 }
 
+/** Bytes of key answers one received datagram may still cause (section 10). */
+interface AnswerBudget {
+  bytes: number;
+}
+
 interface SourceQueue {
   tail: Promise<void>;
   pending: number;
@@ -571,6 +576,10 @@ export class RelayServer implements AsyncDisposable {
       this.#drops.drop("malformed", source);
       return;
     }
+    // All key answers this datagram causes, in its own stream and in the
+    // streams it completes by reassembly, together are no larger than it
+    // (protocol.md section 10).
+    const answerBudget = { bytes: datagram.data.length };
     this.#enqueue(
       source,
       () =>
@@ -579,6 +588,7 @@ export class RelayServer implements AsyncDisposable {
           datagram.from,
           source,
           datagram.data.length,
+          answerBudget,
         ),
     );
   }
@@ -636,6 +646,7 @@ export class RelayServer implements AsyncDisposable {
     from: PeerAddress,
     source: string,
     requestSize: number,
+    answerBudget: AnswerBudget,
   ): Promise<void> {
     let member = this.#members.get(source);
     if (member?.profile === "rsa") member.lastSeen = this.#now();
@@ -654,6 +665,7 @@ export class RelayServer implements AsyncDisposable {
             source,
             member,
             requestSize,
+            answerBudget,
           );
           break;
         case RecordType.KEY_REQUEST:
@@ -661,7 +673,9 @@ export class RelayServer implements AsyncDisposable {
           // request may be, so a second one would amplify.
           if (keyRequestAnswered) this.#drops.count("extra_key_request");
           else if (this.#load.overloaded) this.#drops.count("handshake_shed");
-          else this.#answerKeyRequest(from, source, requestSize);
+          else {
+            this.#answerKeyRequest(from, source, requestSize, answerBudget);
+          }
           keyRequestAnswered = true;
           break;
         case RecordType.COOKIE:
@@ -728,6 +742,7 @@ export class RelayServer implements AsyncDisposable {
     source: string,
     member: Member | undefined,
     requestSize: number,
+    answerBudget: AnswerBudget,
   ): Promise<void> {
     const reassembler = member
       ? this.#memberReassembly
@@ -736,17 +751,29 @@ export class RelayServer implements AsyncDisposable {
     if (outcome.kind === "dropped") this.#drops.drop(outcome.reason, source);
     if (outcome.kind !== "stream") return;
     // Answers stay bounded by the datagram that completed the stream.
-    await this.#processStream(outcome.records, from, source, requestSize);
+    await this.#processStream(
+      outcome.records,
+      from,
+      source,
+      requestSize,
+      answerBudget,
+    );
   }
 
   #answerKeyRequest(
     from: PeerAddress,
     source: string,
     requestSize: number,
+    answerBudget: AnswerBudget,
   ): void {
     const answerSize = keyAnswerSize(this.#privateKey);
     if (!this.#compat && requestSize < answerSize) {
       this.#drops.drop("short_key_request", source);
+      return;
+    }
+    if (!this.#compat && answerBudget.bytes < answerSize) {
+      // Earlier answers to this datagram used up what it may cause.
+      this.#drops.drop("answer_budget", source);
       return;
     }
     const now = this.#now();
@@ -760,6 +787,7 @@ export class RelayServer implements AsyncDisposable {
       this.#drops.drop("handshake_global_rate", source);
       return;
     }
+    answerBudget.bytes -= answerSize;
     const cookie = this.#cookies.issue(encodeAddress(from));
     this.#sendStream(
       encodeRecords([

@@ -1061,19 +1061,7 @@ Deno.test("a replayed old registration does not roll a member back to its previo
     const a = await h.connect();
     const b = await h.connect();
     const oldRegistration = registrationOf(a);
-    // A NOTICE 1 from the server's address makes A register again with a
-    // fresh key (what a server restart or a spoofed NOTICE 1 does).
-    const since = a.events.mark();
-    h.network.deliver(
-      rec(RecordType.NOTICE, new Uint8Array([0, 1])),
-      SERVER_ADDRESS,
-      a.transport.localAddress,
-    );
-    await a.events.first(
-      (e) => e.type === "ready",
-      "A registered again",
-      since,
-    );
+    await reRegister(h, a);
     assert.equal(h.server.stats().rekeys, 1);
     // A spoofer replays A's first registration with A's address.
     h.network.deliver(
@@ -1100,6 +1088,39 @@ Deno.test("a replayed old registration does not roll a member back to its previo
 });
 
 // ------------------------------------------------- registration hardening (protocol.md section 10)
+
+/**
+ * Makes `m` register again while the server still holds it: a NOTICE 1 from
+ * the server's address (what a server restart or a spoofed NOTICE 1 does).
+ */
+async function reRegister(h: Harness, m: Member): Promise<void> {
+  const since = m.events.mark();
+  h.network.deliver(
+    rec(RecordType.NOTICE, new Uint8Array([0, 1])),
+    SERVER_ADDRESS,
+    m.transport.localAddress,
+  );
+  await m.events.first((e) => e.type === "ready", "registered again", since);
+}
+
+/**
+ * A fresh cookie for `m`'s address, as the strongest sniffer gets it: a key
+ * request spoofed as `m`, and the answer read where it reaches `m`.
+ */
+async function spoofedCookie(h: Harness, m: Member): Promise<Uint8Array> {
+  const since = m.inbound.mark();
+  h.network.deliver(
+    paddedKeyRequest(),
+    m.transport.localAddress,
+    SERVER_ADDRESS,
+  );
+  const answer = await m.inbound.first(
+    (d) => hasType(d, RecordType.SERVER_PUBLIC_KEY),
+    "the key answer to the spoofed request",
+    since,
+  );
+  return cookieAnswer(answer).cookie;
+}
 
 /** A COOKIE + SYMMETRIC_KEY stream carrying a fresh key of the attacker's own. */
 async function attackerRegistration(
@@ -1150,31 +1171,15 @@ Deno.test("identity takeover: a fresh cookie for a member's address does not rep
     const victim = a.transport.localAddress;
     // An attacker that can also see what reaches A's address (the strongest
     // sniffer) asks for a cookie as A and reads the answer.
-    const since = a.inbound.mark();
-    h.network.deliver(paddedKeyRequest(), victim, SERVER_ADDRESS);
-    const answer = await a.inbound.first(
-      (d) => hasType(d, RecordType.SERVER_PUBLIC_KEY),
-      "the key answer to the spoofed request",
-      since,
-    );
-    const { cookie } = cookieAnswer(answer);
+    const cookie = await spoofedCookie(h, a);
     // Without a proof, and with proofs that do not hold.
     const { datagram: bare } = await attackerRegistration(cookie);
     h.network.deliver(bare, victim, SERVER_ADDRESS);
     await h.settle(a.transport);
     assert.equal(h.server.stats().dropped.rekey_without_proof, 1);
-    const since2 = a.inbound.mark();
-    h.network.deliver(paddedKeyRequest(), victim, SERVER_ADDRESS);
-    const second = cookieAnswer(
-      await a.inbound.first(
-        (d) => hasType(d, RecordType.SERVER_PUBLIC_KEY),
-        "a second key answer",
-        since2,
-      ),
-    );
     const ownKey = await FernetKey.generate();
     const { datagram: forgedProof } = await attackerRegistration(
-      second.cookie,
+      await spoofedCookie(h, a),
       [{
         type: RecordType.KEY_PROOF,
         value: await ownKey.encrypt(new Uint8Array(16)),
@@ -1195,18 +1200,7 @@ Deno.test("a client's own rekey carries KEY_PROOF and is accepted", async () => 
   await withHarness({}, async (h) => {
     const a = await h.connect();
     const b = await h.connect();
-    const since = a.events.mark();
-    // A spoofed NOTICE 1: A re-registers while the server still holds it.
-    h.network.deliver(
-      rec(RecordType.NOTICE, new Uint8Array([0, 1])),
-      SERVER_ADDRESS,
-      a.transport.localAddress,
-    );
-    await a.events.first(
-      (e) => e.type === "ready",
-      "A registered again",
-      since,
-    );
+    await reRegister(h, a);
     const registration = decodeRecords(registrationOf(a));
     assert.deepEqual(registration.map((r) => r.type), [
       RecordType.COOKIE,
@@ -1271,24 +1265,75 @@ Deno.test("maxClientsPerIp: one host's extra addresses get NOTICE 4 (shown to th
     await h.connect({}, "10.0.0.5");
     const transport = h.network.bind("10.0.0.5");
     const events = new Recorder<ClientEvent>();
-    await assert.rejects(
+    const abort = new AbortController();
+    const refused = assert.rejects(
       RelayClient.connect({
         transport,
         target: SERVER_ADDRESS,
-        retryInitialMs: 20,
-        retryAttempts: 2,
+        signal: abort.signal,
         onEvent: (e) => events.push(e),
       }),
       HandshakeError,
     );
-    assert.ok(
-      events.count((e) =>
-        e.type === "notice" && e.code === NoticeCode.SERVER_FULL
-      ) >= 1,
+    // The client reports NOTICE 4; closing it ends its retries.
+    await events.first(
+      (e) => e.type === "notice" && e.code === NoticeCode.SERVER_FULL,
       "NOTICE 4 reported to the client",
     );
+    abort.abort();
+    await refused;
+    assert.equal(events.count((e) => e.type === "ready"), 0);
     assert.ok((h.server.stats().dropped.ip_full ?? 0) >= 1);
     await h.connect({}, "10.0.0.6");
     assert.equal(h.server.stats().members, 3);
+  });
+});
+
+Deno.test("amplification: key answers to the streams one datagram completes together stay within that datagram's size", async () => {
+  await withHarness({}, async (h) => {
+    const p = h.probe("10.0.0.7");
+    // One 1200-byte datagram of three single-chunk FRAGMENT records, each a
+    // whole stream holding a KEY_REQUEST: three answers would be 1.2x.
+    const inner = encodeRecords([{
+      type: RecordType.KEY_REQUEST,
+      value: new Uint8Array(400 - 12 - 4), // FRAGMENT header 12, KEY_REQUEST header 4
+    }]);
+    const datagram = encodeRecords([1, 2, 3].map((msgId) => ({
+      type: RecordType.FRAGMENT,
+      value: encodeFragment({ msgId, index: 0, count: 1, chunk: inner }),
+    })));
+    assert.equal(datagram.length, 1200);
+    await p.send(datagram);
+    await h.settle(p.transport);
+    const answered = p.inbound.items.reduce((n, d) => n + d.length, 0);
+    assert.equal(p.inbound.items.length, 2);
+    assert.ok(answered <= datagram.length, `${answered} bytes answered`);
+    assert.equal(h.server.stats().dropped.answer_budget, 1);
+  });
+});
+
+Deno.test("a rekey whose WELCOMEs are all lost is completed by the next key exchange with the same key (no lock-out)", async () => {
+  await withHarness({}, async (h) => {
+    const b = await h.connect(); // the RSA threads are warm after this
+    const a = await h.connect({ retryInitialMs: 100, retryAttempts: 3 });
+    // Lose every WELCOME of A's next key exchange (3 tries): the server has
+    // taken A's new key, A does not know it.
+    let toLose = 3;
+    const enqueue = a.transport.enqueue.bind(a.transport);
+    a.transport.enqueue = (datagram: Datagram) => {
+      if (toLose > 0 && hasType(datagram.data, RecordType.WELCOME)) {
+        toLose--;
+        return;
+      }
+      enqueue(datagram);
+    };
+    await reRegister(h, a);
+    assert.equal(toLose, 0);
+    const stats = h.server.stats();
+    assert.equal(stats.rekeys, 1);
+    assert.equal(stats.dropped.rekey_proof_token_signature, undefined);
+    assert.equal(stats.dropped.rekey_without_proof, undefined);
+    await a.client.send("not locked out");
+    await received(b, "not locked out");
   });
 });
