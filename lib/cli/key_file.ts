@@ -5,7 +5,10 @@
  * @module
  */
 import { ConfigError, InvalidKeyError } from "../errors.ts";
-import { RsaPrivateKey } from "../crypto/rsa.ts";
+import { pemLabels, RsaPrivateKey } from "../crypto/rsa.ts";
+
+/** Server key sizes accepted from a key file, in bits. */
+const KEY_FILE_BITS = { min: 2048, max: 4096 };
 
 /** The outcome of {@linkcode loadOrCreateKey}. */
 export interface LoadedKey {
@@ -18,7 +21,7 @@ export interface LoadedKey {
 /**
  * Loads the PKCS#8 key at `path`, or generates one of `bits` and saves it
  * there with mode 0600. Without a path, generates an ephemeral key.
- * @throws {ConfigError} when the file is readable by group or others, unreadable, or not an RSA PKCS#8 key
+ * @throws {ConfigError} when the file is readable by group or others, unreadable, not one RSA PKCS#8 key and nothing else, or a key under 2048 or over 4096 bits
  */
 export async function loadOrCreateKey(
   path: string | undefined,
@@ -68,14 +71,47 @@ export async function loadOrCreateKey(
       `Cannot read key file ${path}: ${(error as Error).message}`,
     );
   }
+  checkSingleBlock(path, pem);
+  let key: RsaPrivateKey;
   try {
-    return { key: await RsaPrivateKey.fromPkcs8Pem(pem), created: false };
+    key = await RsaPrivateKey.fromPkcs8Pem(pem);
   } catch (error) {
     if (error instanceof InvalidKeyError) {
       throw new ConfigError(
-        `Key file ${path} does not hold an RSA private key in PKCS#8 PEM (${error.message}): remove it to have a new one generated`,
+        `Key file ${path} does not hold an RSA private key in PKCS#8 PEM (${error.message}): convert it as said, or move it away to have a new one generated`,
       );
     }
     throw error;
+  }
+  const found = key.publicKey.modulusBits;
+  if (found < KEY_FILE_BITS.min || found > KEY_FILE_BITS.max) {
+    throw new ConfigError(
+      `Key file ${path} holds a ${found}-bit RSA key; mcrelay needs ${KEY_FILE_BITS.min} to ${KEY_FILE_BITS.max} bits: move it away to have a new one generated (--key-bits chooses the size)`,
+    );
+  }
+  return { key, created: false };
+}
+
+/**
+ * Refuses a key file that holds several PEM blocks, or text before or after
+ * its one block: which key would be used must never be a guess.
+ */
+function checkSingleBlock(path: string, pem: string): void {
+  const labels = pemLabels(pem);
+  if (labels.length > 1) {
+    throw new ConfigError(
+      `Key file ${path} holds ${labels.length} PEM blocks (${
+        labels.join(", ")
+      }): keep only the one PRIVATE KEY block`,
+    );
+  }
+  const text = pem.trim();
+  if (
+    labels.length === 1 &&
+    (!text.startsWith("-----BEGIN ") || !/-----END [^-\r\n]*-----$/.test(text))
+  ) {
+    throw new ConfigError(
+      `Key file ${path} has text before or after its PEM block: remove it, keeping only the PRIVATE KEY block`,
+    );
   }
 }

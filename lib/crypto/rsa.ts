@@ -36,8 +36,8 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** The labels of every PEM block in `text`, for error messages. */
-function pemLabels(text: string): string[] {
+/** The labels of every PEM block in `text`, in order. */
+export function pemLabels(text: string): string[] {
   return [...text.matchAll(/-----BEGIN ([^-\r\n]*)-----/g)].map((m) => m[1]);
 }
 
