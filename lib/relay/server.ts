@@ -815,7 +815,8 @@ export class RelayServer implements AsyncDisposable {
     const { cookie, proof } = bundle;
     const addressValue = encodeAddress(from);
     const recordHash = sha256(record.value);
-    const cookieId = cookie === undefined ? undefined : encodeBase64(cookie);
+    /** The cookie as the key of the accepted-cookie memory. */
+    let cookieId: string | undefined;
     if (cookie === undefined) {
       if (!this.#compat) {
         this.#drops.drop("cookie_missing", source);
@@ -827,11 +828,10 @@ export class RelayServer implements AsyncDisposable {
         this.#drops.drop(`cookie_${verdict}`, source);
         return;
       }
-      if (this.#checkCookieReuse(cookieId!, recordHash, source) === "refused") {
-        return;
-      }
-      const covered = this.#acceptedCookies.get(cookieId!, this.#now());
-      if (covered !== undefined) {
+      cookieId = encodeBase64(cookie);
+      const use = this.#cookieUse(cookieId, recordHash, source);
+      if (use === "refused") return;
+      if (use === "same_key") {
         // The same cookie with the same key record: a retransmission (its
         // WELCOME was lost), answered again without RSA work while that
         // registration is still in force; a replay of one that is not (the
@@ -841,11 +841,7 @@ export class RelayServer implements AsyncDisposable {
           existing !== undefined &&
           bytesEqual(existing.registrationHash, recordHash)
         ) {
-          this.#drops.count("registration_repeated");
-          this.#sendPacked(
-            [await this.#welcome(existing), ...this.#presentRecords(existing)],
-            existing.address,
-          );
+          await this.#welcomeAgain(existing);
         } else this.#drops.drop("registration_replayed", source);
         return;
       }
@@ -921,30 +917,26 @@ export class RelayServer implements AsyncDisposable {
     // Another stream may have spent this cookie while the RSA work ran.
     if (
       cookieId !== undefined &&
-      this.#checkCookieReuse(cookieId, recordHash, source) === "refused"
+      this.#cookieUse(cookieId, recordHash, source) === "refused"
     ) return refuse();
     const remember = () => {
-      if (cookieId !== undefined) {
-        this.#acceptedCookies.set(
-          cookieId,
-          recordHash,
-          this.#now() + COOKIE_MEMORY_MS,
-          this.#now(),
-        );
-      }
+      if (cookieId === undefined) return;
+      const at = this.#now();
+      this.#acceptedCookies.set(
+        cookieId,
+        recordHash,
+        at + COOKIE_MEMORY_MS,
+        at,
+      );
     };
 
     const existing = this.#members.get(source);
     if (existing?.keyId === keyId) {
       // Its current key again (its WELCOME was lost): answer again, change
-      // nothing, so the member's replay window survives.
-      refuse();
+      // nothing, so the member's replay window survives. (No Fernet key was
+      // made for it above.)
       remember();
-      this.#drops.count("registration_repeated");
-      this.#sendPacked(
-        [await this.#welcome(existing), ...this.#presentRecords(existing)],
-        existing.address,
-      );
+      await this.#welcomeAgain(existing);
       return;
     }
     if (existing?.profile === "hybrid") {
@@ -1031,20 +1023,29 @@ export class RelayServer implements AsyncDisposable {
   }
 
   /**
-   * One cookie, one key (protocol.md section 10): refuses (and counts) a
-   * cookie already accepted for another key record.
+   * One cookie, one key (protocol.md section 10): whether a cookie is
+   * unused, was accepted for this same key record, or was accepted for
+   * another one (then refused and counted, `cookie_reused`).
    */
-  #checkCookieReuse(
+  #cookieUse(
     cookieId: string,
     recordHash: Uint8Array,
     source: string,
-  ): "refused" | "fresh_or_same" {
+  ): "fresh" | "same_key" | "refused" {
     const covered = this.#acceptedCookies.get(cookieId, this.#now());
-    if (covered === undefined || bytesEqual(covered, recordHash)) {
-      return "fresh_or_same";
-    }
+    if (covered === undefined) return "fresh";
+    if (bytesEqual(covered, recordHash)) return "same_key";
     this.#drops.drop("cookie_reused", source);
     return "refused";
+  }
+
+  /** Answers a repeated registration again: WELCOME and the present members, nothing changed. */
+  async #welcomeAgain(member: Member): Promise<void> {
+    this.#drops.count("registration_repeated");
+    this.#sendPacked(
+      [await this.#welcome(member), ...this.#presentRecords(member)],
+      member.address,
+    );
   }
 
   /**
