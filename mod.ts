@@ -93,6 +93,24 @@ export {
 } from "./lib/net/udp.ts";
 export { MemoryNetwork, MemoryTransport } from "./lib/net/memory.ts";
 export {
+  KernelDropMeter,
+  kernelDropsUnavailable,
+  parseProcNetUdp,
+  socketInodes,
+  type UdpSocketRow,
+} from "./lib/net/kernel_drops.ts";
+export {
+  type PresenceCounters,
+  PresenceJudge,
+  type PresenceJudgeOptions,
+  type SilenceRecord,
+  type SilenceVerdict,
+} from "./lib/relay/presence.ts";
+export {
+  type HintAction,
+  KeepaliveWatch,
+} from "./lib/relay/keepalive_watch.ts";
+export {
   type ControlConnection,
   ControlServer,
   type ControlServerOptions,

@@ -10,6 +10,10 @@ import { formatAddress } from "../protocol/address.ts";
 import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
 import { type ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
+import {
+  KernelDropMeter,
+  kernelDropsUnavailable,
+} from "../net/kernel_drops.ts";
 import { keyAnswerSize, RelayServer } from "../relay/server.ts";
 import { BasicServer } from "../relay/basic_server.ts";
 import { schedIdleUnavailable } from "../crypto/sched_idle.ts";
@@ -308,6 +312,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     port,
     multicast,
   });
+  const kernelDrops = new KernelDropMeter(transport.localAddress.port);
   let control: ControlServer | undefined;
   let server: RelayServer | BasicServer | undefined;
   let stopRequested!: () => void;
@@ -351,6 +356,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         handshakesPerSecond,
         handshakeBurst: 2 * handshakesPerSecond,
         rsaSchedIdle,
+        kernelDrops: () => kernelDrops.read(),
         log,
       });
     log({
@@ -372,6 +378,15 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         }
         : {}),
     });
+    const noKernelDrops = basic ? undefined : kernelDropsUnavailable();
+    if (noKernelDrops) {
+      log({
+        level: "warn",
+        event: "kernel_drops_unavailable",
+        hint:
+          `${noKernelDrops}: datagrams the kernel drops on the server's socket are not counted (stats kernelDropped)`,
+      });
+    }
     if (flags["key-file"] === undefined) {
       log({
         level: "warn",

@@ -32,6 +32,7 @@ import { type LogSink, silentLog } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
+import { KeepaliveWatch } from "./keepalive_watch.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import type { MemberProfile } from "./server.ts";
 
@@ -70,6 +71,12 @@ export interface RelayClientOptions {
   readonly mtu?: number;
   /** Keep-alive interval. Default 10_000 ms. */
   readonly keepaliveMs?: number;
+  /**
+   * How long a probe (the keep-alive sent at once on a NOTICE 1 or 5) waits
+   * for the server's authenticated answer before the client re-registers
+   * (protocol.md section 10). Default 2000 ms.
+   */
+  readonly probeTimeoutMs?: number;
   /** Pinned server key fingerprint `SHA256:...`; a different key is refused. */
   readonly fingerprint?: string;
   /** First retry delay of the key exchange, doubling. Default 1000 ms. */
@@ -113,6 +120,8 @@ export interface ClientStats {
   readonly registrations: number;
   /** Events dropped because an `events()` reader was too slow. */
   readonly eventsDropped: number;
+  /** Authenticated keep-alive answers from the server (protocol.md section 10). */
+  readonly keepaliveAnswers: number;
   /** Datagrams or records dropped, by reason. */
   readonly dropped: Readonly<Record<string, number>>;
 }
@@ -135,6 +144,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const DISCONNECT_TEXT = encoder.encode("DISCONNECT");
 const RSA_KEEPALIVE = new Uint8Array(4);
+const EMPTY = new Uint8Array(0);
 /** A cookie older than this is not reused for a registration (protocol.md section 4). */
 const COOKIE_REUSE_MS = 50_000;
 
@@ -148,6 +158,9 @@ export class RelayClient implements AsyncDisposable {
   readonly #profile: MemberProfile;
   readonly #mtu: number;
   readonly #keepaliveMs: number;
+  readonly #probeTimeoutMs: number;
+  readonly #watch = new KeepaliveWatch();
+  #probeTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pinned: string | undefined;
   readonly #retryInitialMs: number;
   readonly #retryAttempts: number;
@@ -196,6 +209,7 @@ export class RelayClient implements AsyncDisposable {
   #messagesReceived = 0;
   #registrations = 0;
   #eventsDropped = 0;
+  #keepaliveAnswers = 0;
 
   private constructor(options: RelayClientOptions) {
     this.#transport = options.transport;
@@ -203,6 +217,7 @@ export class RelayClient implements AsyncDisposable {
     this.#profile = options.profile ?? "hybrid";
     this.#mtu = options.mtu ?? 1200;
     this.#keepaliveMs = options.keepaliveMs ?? 10_000;
+    this.#probeTimeoutMs = options.probeTimeoutMs ?? 2000;
     this.#pinned = options.fingerprint;
     this.#retryInitialMs = options.retryInitialMs ?? 1000;
     this.#retryAttempts = options.retryAttempts ?? 5;
@@ -294,6 +309,7 @@ export class RelayClient implements AsyncDisposable {
       messagesReceived: this.#messagesReceived,
       registrations: this.#registrations,
       eventsDropped: this.#eventsDropped,
+      keepaliveAnswers: this.#keepaliveAnswers,
       dropped: this.#drops.snapshot(),
     };
   }
@@ -401,6 +417,7 @@ export class RelayClient implements AsyncDisposable {
     this.#closing ??= Promise.resolve();
     this.#unlinkSignal?.();
     clearInterval(this.#keepalive);
+    clearTimeout(this.#probeTimer);
     this.#abort.abort();
     if (sayGoodbye && this.#ready) {
       const value = this.#profile === "hybrid"
@@ -505,6 +522,9 @@ export class RelayClient implements AsyncDisposable {
         );
       }
       const cookieReceivedAt = this.#now();
+      if (answer.serverKey.fingerprint !== this.#serverKey?.fingerprint) {
+        this.#watch.serverChanged();
+      }
       this.#server = answer.from;
       this.#serverKey = answer.serverKey;
 
@@ -567,6 +587,7 @@ export class RelayClient implements AsyncDisposable {
           this.#unconfirmed = undefined;
           this.#address = address;
           this.#ready = true;
+          this.#watch.registered();
           this.#registrations++;
           this.#log({
             level: "info",
@@ -602,6 +623,8 @@ export class RelayClient implements AsyncDisposable {
   /** Re-runs the key exchange in the background (NOTICE 1 or 5), retrying until it succeeds or the client closes. */
   #reconnect(reason: string): void {
     if (this.#reconnecting || this.#abort.signal.aborted) return;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
     this.#ready = false;
     this.#members.clear();
     this.#emit({ type: "reconnecting", reason });
@@ -638,15 +661,78 @@ export class RelayClient implements AsyncDisposable {
     this.#track(this.#transport.send(request, this.#target));
   }
 
+  /**
+   * The periodic keep-alive. A server that answers keep-alives (section 10)
+   * but left the last 3 unanswered is unreachable: the client says so and
+   * runs the key exchange again.
+   */
   async #sendKeepalive(): Promise<void> {
     if (!this.#ready) return;
+    if (this.#watch.unreachable) {
+      this.#log({
+        level: "warn",
+        event: "server_unreachable",
+        server: this.serverAddress,
+        missed: this.#watch.missLimit,
+      });
+      this.#reconnect(
+        `server unreachable: no answer to ${this.#watch.missLimit} keep-alives in a row`,
+      );
+      return;
+    }
+    this.#watch.sent();
+    await this.#keepaliveNow();
+  }
+
+  /** Sends one keep-alive (hybrid: a token of the empty plaintext). */
+  async #keepaliveNow(): Promise<void> {
     const value = this.#profile === "hybrid"
-      ? await this.#guard!.seal(new Uint8Array(0), this.#now())
+      ? await this.#guard!.seal(EMPTY, this.#now())
       : RSA_KEEPALIVE;
     if (!this.#ready) return;
     await this.#sendStream(
       encodeRecords([{ type: RecordType.KEEPALIVE, value }]),
     );
+  }
+
+  /**
+   * An unauthenticated hint (NOTICE 1 or 5) that the server lost this
+   * client: a hybrid client probes with a keep-alive and re-registers only
+   * when no authenticated answer comes within the probe's time (section
+   * 10); an RSA-profile client, whose keep-alives are not answered,
+   * re-registers at once.
+   */
+  #onLossHint(reason: string): void {
+    if (this.#profile !== "hybrid") return this.#reconnect(reason);
+    if (this.#watch.hint(this.#now()) === "ignore") {
+      this.#drops.count("notice_unconfirmed");
+      return;
+    }
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = undefined;
+      if (this.#watch.probeExpired() && this.#ready) this.#reconnect(reason);
+    }, this.#probeTimeoutMs);
+    void this.#keepaliveNow();
+  }
+
+  /** The server's KEEPALIVE answer: counts only when its token passes every check under this client's key. */
+  async #onKeepaliveAnswer(value: Uint8Array): Promise<void> {
+    if (this.#profile !== "hybrid" || !this.#guard || !this.#ready) {
+      this.#drops.count("unexpected_keepalive");
+      return;
+    }
+    const opened = await this.#guard.open(value, this.#now());
+    if (!opened.ok) {
+      this.#drops.drop(`keepalive_${opened.reason}`, this.serverAddress);
+    } else if (opened.plaintext.length !== 0) {
+      this.#drops.drop("keepalive_not_empty", this.serverAddress);
+    } else {
+      this.#keepaliveAnswers++;
+      this.#log({ level: "debug", event: "keepalive_answered" });
+      this.#watch.answered(this.#now()); // ends a probe too
+      clearTimeout(this.#probeTimer);
+      this.#probeTimer = undefined;
+    }
   }
 
   /**
@@ -783,6 +869,9 @@ export class RelayClient implements AsyncDisposable {
           break;
         case RecordType.NOTICE:
           this.#onNotice(record.value);
+          break;
+        case RecordType.KEEPALIVE:
+          await this.#onKeepaliveAnswer(record.value);
           break;
         default:
           this.#drops.count("unexpected_type");
@@ -934,7 +1023,7 @@ export class RelayClient implements AsyncDisposable {
       (notice.code === NoticeCode.UNKNOWN_CLIENT ||
         notice.code === NoticeCode.SERVER_SHUTDOWN)
     ) {
-      this.#reconnect(
+      this.#onLossHint(
         notice.code === NoticeCode.UNKNOWN_CLIENT
           ? "server does not know this client"
           : "server shut down",

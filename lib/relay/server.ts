@@ -57,6 +57,11 @@ import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
 import { LoadMeter, type LoadProbe } from "./load.ts";
+import {
+  type PresenceCounters,
+  PresenceJudge,
+  type SilenceRecord,
+} from "./presence.ts";
 
 /** How a member encrypts: Fernet (hybrid, the default) or RSA only. */
 export type MemberProfile = "hybrid" | "rsa";
@@ -134,6 +139,21 @@ export interface RelayServerOptions {
    * windows, overloaded at 90%).
    */
   readonly load?: LoadProbe;
+  /**
+   * Keep-alives a hybrid member's address may have checked per second
+   * (token bucket, spent before any crypto: forged keep-alives cost a MAC
+   * check each). Default 10.
+   */
+  readonly keepalivesPerSecond?: number;
+  /** Burst of the per-member keep-alive bucket. Default 20. */
+  readonly keepaliveBurst?: number;
+  /**
+   * Datagrams the kernel dropped on the server's socket so far (e.g.
+   * {@linkcode KernelDropMeter}), or undefined when unknown. Polled by the
+   * presence timer; shown as `kernelDropped`, and a rise counts as the
+   * server's own loss (members' windows are extended, not judged).
+   */
+  readonly kernelDrops?: () => number | undefined;
   /** Reassembly bounds for registered members (protocol.md section 3 defaults). */
   readonly reassembly?: Partial<ReassemblerLimits>;
   /** Fernet implementation. Default: the library default. */
@@ -190,11 +210,15 @@ export interface ServerStats {
   readonly queued: { readonly datagrams: number; readonly sources: number };
   /** Datagrams, records or streams dropped, by reason. */
   readonly dropped: Readonly<Record<string, number>>;
+  /** Datagrams the kernel dropped on the server's socket (undefined: not measurable here). */
+  readonly kernelDropped: number | undefined;
+  /** Presence sweeps after a stall, and timeouts extended for the server's own loss. */
+  readonly presence: Readonly<PresenceCounters>;
   /** Reassembly counters (members and unregistered sources together). */
   readonly reassembly: Readonly<ReassemblerCounters>;
 }
 
-interface Member {
+interface Member extends SilenceRecord {
   readonly address: PeerAddress;
   readonly key: string;
   readonly addressValue: Uint8Array;
@@ -211,6 +235,7 @@ interface Member {
   messagesOut: number;
   readonly messageRate: TokenBucket;
   readonly rsaBlockRate: TokenBucket;
+  readonly keepaliveRate: TokenBucket;
 }
 
 /** Bytes of key answers one received datagram may still cause (section 10). */
@@ -244,12 +269,24 @@ const COOKIE_MEMORY_MS = 66_000;
 const MAX_REMEMBERED_COOKIES = 65_536;
 /** Bytes of SHA-256 that a KEY_PROOF's plaintext carries (section 10). */
 const KEY_PROOF_SIZE = 16;
+/**
+ * Records acted on per stream at most (RSA_BLOCK records, which make one
+ * message together, aside): the rest of the stream is dropped and counted
+ * once (`records_over_limit`), so one datagram cannot buy hundreds of MAC
+ * checks (issue 17 item 9).
+ */
+export const MAX_RECORDS_PER_STREAM = 16;
+/** The kernel's drop counter is read at most this often. */
+const KERNEL_DROPS_POLL_MS = 1000;
+/** Drop reasons that are the server's own loss (its queues were full). */
+const SELF_DROPS: ReadonlySet<string> = new Set(["overload", "backlog"]);
 /** A drop of one kind is logged at most once per source per this interval. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const DISCONNECT_TEXT = encoder.encode("DISCONNECT");
+const EMPTY = new Uint8Array(0);
 
 /** Record types only a server sends: receiving one is unexpected. */
 const SERVER_ONLY_TYPES: ReadonlySet<number> = new Set([
@@ -314,6 +351,12 @@ export class RelayServer implements AsyncDisposable {
   readonly #load: LoadProbe;
   #overloaded = false;
   readonly #overloadLog = new OncePerInterval(10_000);
+  readonly #presence: PresenceJudge;
+  readonly #keepalivesPerSecond: number;
+  readonly #keepaliveBurst: number;
+  readonly #kernelDrops: (() => number | undefined) | undefined;
+  #kernelDropped: number | undefined;
+  #kernelPolledAt = -Infinity;
 
   #datagramsIn = 0;
   #bytesIn = 0;
@@ -379,14 +422,24 @@ export class RelayServer implements AsyncDisposable {
       this.#now(),
     );
     this.#maxClientsPerIp = options.maxClientsPerIp ?? 32;
+    this.#presence = new PresenceJudge({
+      timeoutMs: this.#clientTimeoutMs,
+      sweepMs: sweepInterval(this.#clientTimeoutMs),
+      startMs: this.#now(),
+    });
+    this.#keepalivesPerSecond = options.keepalivesPerSecond ?? 10;
+    this.#keepaliveBurst = options.keepaliveBurst ?? 20;
+    this.#kernelDrops = options.kernelDrops;
   }
 
   /** Starts serving `options.transport`: receive loop and presence timer. */
   static start(options: RelayServerOptions): RelayServer {
     const server = new RelayServer(options);
     server.#receiving = server.#receiveLoop();
-    const tickMs = Math.max(10, Math.min(1000, server.#clientTimeoutMs / 4));
-    server.#ticker = setInterval(() => server.tick(), tickMs);
+    server.#ticker = setInterval(
+      () => server.tick(),
+      sweepInterval(server.#clientTimeoutMs),
+    );
     startRsaPool(server.#rsa, server.#log);
     const signal = options.signal;
     if (signal) {
@@ -447,6 +500,8 @@ export class RelayServer implements AsyncDisposable {
       loopUtilization: this.#load.utilization,
       queued: { datagrams: this.#pendingTotal, sources: this.#queues.size },
       dropped: this.#drops.snapshot(),
+      kernelDropped: this.#kernelDropped,
+      presence: { ...this.#presence.counters },
       reassembly,
     };
   }
@@ -465,16 +520,64 @@ export class RelayServer implements AsyncDisposable {
     return true;
   }
 
-  /** Removes members silent past the timeout and expires reassembly buffers. Called by the timer. */
+  /**
+   * Removes members silent past the timeout and expires reassembly buffers.
+   * Called by the timer. After a stall (this sweep ran late) nobody is
+   * judged until a whole timeout has passed, and a member whose window saw
+   * the server drop datagrams itself gets its window extended instead
+   * ({@linkcode PresenceJudge}).
+   */
   tick(): void {
     const now = this.#now();
+    if (this.#presence.sweep(now)) {
+      this.#log({
+        level: "warn",
+        event: "stall",
+        message:
+          "the presence sweep ran late (the process was stopped or its event loop blocked): silence counts from now, so queued datagrams are read before anyone is judged",
+      });
+    }
+    this.#pollKernelDrops(now);
+    if (this.#load.overloaded) this.#presence.selfDrop(now);
     for (const member of [...this.#members.values()]) {
-      if (now - member.lastSeen > this.#clientTimeoutMs) {
-        this.#remove(member, "timeout");
+      const verdict = this.#presence.judge(member, now);
+      if (verdict === "silent") this.#remove(member, "timeout");
+      else if (verdict === "extended") {
+        this.#log({
+          level: "warn",
+          event: "timeout_extended",
+          client: member.key,
+          extensions: member.extensions,
+          message:
+            "silent past the timeout, but the server itself dropped datagrams meanwhile: its window is extended",
+        });
       }
     }
     this.#memberReassembly.expire();
     this.#strangerReassembly.expire();
+  }
+
+  /** Reads the kernel's drop counter (at most once a second); a rise is the server's own loss. */
+  #pollKernelDrops(now: number): void {
+    if (
+      !this.#kernelDrops || now - this.#kernelPolledAt < KERNEL_DROPS_POLL_MS
+    ) {
+      return;
+    }
+    this.#kernelPolledAt = now;
+    const total = this.#kernelDrops();
+    const before = this.#kernelDropped ?? 0;
+    this.#kernelDropped = total;
+    if (total === undefined || total <= before) return;
+    this.#presence.selfDrop(now);
+    this.#log({
+      level: "warn",
+      event: "kernel_drops",
+      kernel_dropped: total,
+      new: total - before,
+      message:
+        "the kernel dropped datagrams on the server's socket (its receive queue was full): the server does not keep up",
+    });
   }
 
   /**
@@ -601,12 +704,12 @@ export class RelayServer implements AsyncDisposable {
     // Limits first: a queue is only made for a task that will run (an empty
     // queue left in the map would keep shutdown waiting).
     if (this.#pendingTotal >= this.#maxQueuedTotal) {
-      this.#drops.drop("overload", source);
+      this.#selfDrop("overload", source);
       return;
     }
     let queue = this.#queues.get(source);
     if (queue && queue.pending >= this.#maxQueuedPerSource) {
-      this.#drops.drop("backlog", source);
+      this.#selfDrop("backlog", source);
       return;
     }
     if (!queue) {
@@ -641,6 +744,12 @@ export class RelayServer implements AsyncDisposable {
     });
   }
 
+  /** A datagram the server dropped for want of capacity: counted, and the presence judge told. */
+  #selfDrop(reason: string, source: string): void {
+    this.#drops.drop(reason, source);
+    if (SELF_DROPS.has(reason)) this.#presence.selfDrop(this.#now());
+  }
+
   async #processStream(
     records: readonly TlvRecord[],
     from: PeerAddress,
@@ -653,9 +762,18 @@ export class RelayServer implements AsyncDisposable {
     let cookie: Uint8Array | undefined;
     let keyRequestAnswered = false;
     const rsaBlocks: Uint8Array[] = [];
+    let acted = 0;
     for (let i = 0; i < records.length; i++) {
       const record = records[i];
       if (this.#closing) return;
+      if (
+        record.type !== RecordType.RSA_BLOCK && ++acted > MAX_RECORDS_PER_STREAM
+      ) {
+        this.#drops.drop("records_over_limit", source, {
+          records: records.length,
+        });
+        return;
+      }
       member = this.#members.get(source);
       switch (record.type) {
         case RecordType.FRAGMENT:
@@ -1003,6 +1121,13 @@ export class RelayServer implements AsyncDisposable {
         this.#rsaBlockBurst,
         now,
       ),
+      keepaliveRate: new TokenBucket(
+        this.#keepalivesPerSecond,
+        this.#keepaliveBurst,
+        now,
+      ),
+      extendedAt: -Infinity,
+      extensions: 0,
     };
     this.#members.set(source, member);
     this.#membersPerIp.set(from.hostname, fromIp + 1);
@@ -1288,21 +1413,41 @@ export class RelayServer implements AsyncDisposable {
     this.#deliveries++;
   }
 
+  /**
+   * A hybrid member's keep-alive: rate-limited before any crypto, checked
+   * (MAC, age, replay, reflection, empty plaintext), and answered with a
+   * KEEPALIVE token of the empty plaintext under the member's key
+   * (protocol.md section 10), so the client can tell that the server still
+   * holds it.
+   */
   async #onKeepalive(member: Member, value: Uint8Array): Promise<void> {
     if (member.profile === "rsa") return; // refreshed at stream start
+    const now = this.#now();
+    if (!member.keepaliveRate.take(now)) {
+      this.#drops.drop("keepalive_rate", member.key);
+      return;
+    }
     if (value.length === 0 || value.every((b) => b === 0)) {
-      if (this.#compat) member.lastSeen = this.#now();
+      if (this.#compat) member.lastSeen = now;
       else this.#drops.drop("keepalive_unauthenticated", member.key);
       return;
     }
-    const now = this.#now();
-    const opened = await member.guard!.open(value, now);
+    const guard = member.guard!;
+    const opened = await guard.open(value, now);
     if (!opened.ok) {
       this.#drops.drop(opened.reason, member.key);
     } else if (opened.plaintext.length !== 0) {
       this.#drops.drop("keepalive_not_empty", member.key);
     } else {
       member.lastSeen = now;
+      if (this.#members.get(member.key) !== member) return; // left meanwhile
+      this.#send(
+        encodeRecords([{
+          type: RecordType.KEEPALIVE,
+          value: await guard.seal(EMPTY, now),
+        }]),
+        member.address,
+      );
     }
   }
 
@@ -1400,6 +1545,11 @@ export class RelayServer implements AsyncDisposable {
   readonly #sendDone = (): void => {
     if (--this.#sendsInFlight === 0) this.#sendsDrained?.();
   };
+}
+
+/** Interval of the presence sweep for a member timeout: a quarter of it, 10 ms to 1 s. */
+function sweepInterval(clientTimeoutMs: number): number {
+  return Math.max(10, Math.min(1000, clientTimeoutMs / 4));
 }
 
 /** Whether two byte arrays are equal (not constant time: for public data). */

@@ -121,12 +121,20 @@ class Recorder<T> {
 function tap(
   transport: MemoryTransport,
   { queue = true } = {},
-): { inbound: Recorder<Uint8Array>; outbound: Recorder<Uint8Array> } {
+): {
+  inbound: Recorder<Uint8Array>;
+  outbound: Recorder<Uint8Array>;
+  lose: { keepaliveAnswers: boolean };
+} {
   const inbound = new Recorder<Uint8Array>();
   const outbound = new Recorder<Uint8Array>();
+  const lose = { keepaliveAnswers: false };
   const enqueue = transport.enqueue.bind(transport);
   transport.enqueue = (datagram: Datagram) => {
     inbound.push(datagram.data.slice());
+    if (lose.keepaliveAnswers && hasType(datagram.data, RecordType.KEEPALIVE)) {
+      return;
+    }
     if (queue) enqueue(datagram);
   };
   const send = transport.send.bind(transport);
@@ -134,7 +142,7 @@ function tap(
     outbound.push(data.slice());
     return send(data, to);
   };
-  return { inbound, outbound };
+  return { inbound, outbound, lose };
 }
 
 /** A registered test client and what it observed. */
@@ -147,6 +155,8 @@ interface Member {
   readonly inbound: Recorder<Uint8Array>;
   /** Datagrams its transport sent. */
   readonly outbound: Recorder<Uint8Array>;
+  /** Set `keepaliveAnswers` to lose the server's keep-alive answers on the way to it. */
+  readonly lose: { keepaliveAnswers: boolean };
 }
 
 /** A raw endpoint that only records what it receives (it never reads). */
@@ -217,12 +227,13 @@ class Harness {
     hostname = "127.0.0.1",
   ): Promise<Member> {
     const transport = this.network.bind(hostname);
-    const { inbound, outbound } = tap(transport);
+    const { inbound, outbound, lose } = tap(transport);
     const events = new Recorder<ClientEvent>();
     const client = await RelayClient.connect({
       transport,
       target: SERVER_ADDRESS,
       onEvent: (event) => events.push(event),
+      probeTimeoutMs: 200,
       ...options,
     });
     this.#clients.push(client);
@@ -233,6 +244,7 @@ class Harness {
       events,
       inbound,
       outbound,
+      lose,
     };
   }
 
@@ -1091,16 +1103,22 @@ Deno.test("a replayed old registration does not roll a member back to its previo
 
 /**
  * Makes `m` register again while the server still holds it: a NOTICE 1 from
- * the server's address (what a server restart or a spoofed NOTICE 1 does).
+ * the server's address, and the answer to the client's probe lost on the way
+ * (what a spoofed NOTICE 1 on a lossy path does).
  */
 async function reRegister(h: Harness, m: Member): Promise<void> {
   const since = m.events.mark();
-  h.network.deliver(
-    rec(RecordType.NOTICE, new Uint8Array([0, 1])),
-    SERVER_ADDRESS,
-    m.transport.localAddress,
-  );
-  await m.events.first((e) => e.type === "ready", "registered again", since);
+  m.lose.keepaliveAnswers = true;
+  try {
+    h.network.deliver(
+      rec(RecordType.NOTICE, new Uint8Array([0, 1])),
+      SERVER_ADDRESS,
+      m.transport.localAddress,
+    );
+    await m.events.first((e) => e.type === "ready", "registered again", since);
+  } finally {
+    m.lose.keepaliveAnswers = false;
+  }
 }
 
 /**
