@@ -46,20 +46,31 @@ async function heard(c: ClientHandle): Promise<void> {
   );
 }
 
-Deno.test("after a 40 s stall no member is removed before it could be read again; one that stays silent is removed after a whole timeout", async () => {
+/** A server on a memory network with a frozen clock and a 5 s member timeout. */
+async function clockedServer(
+  h: Harness,
+  options: Parameters<Harness["startServer"]>[0] = {},
+) {
   const clock = frozenClock();
   const network = new MemoryNetwork();
-  await using h = new Harness(serverKey);
-  const { server, log } = await h.startServer({
+  const handle = await h.startServer({
     transport: network.bind(),
     clientTimeoutMs: TIMEOUT_MS,
     now: clock.now,
+    ...options,
   });
-  const connect = (name: string, keepaliveMs: number) =>
+  /** A member that keeps alive every `keepaliveMs`. */
+  const member = (name: string, keepaliveMs: number) =>
     h.connect(name, { transport: network.bind(), keepaliveMs });
-  const a = await connect("a", 100);
-  const b = await connect("b", 100);
-  const c = await connect("c", 3_600_000); // silent from here on
+  return { ...handle, clock, member };
+}
+
+Deno.test("after a 40 s stall no member is removed before it could be read again; one that stays silent is removed after a whole timeout", async () => {
+  await using h = new Harness(serverKey);
+  const { server, log, clock, member } = await clockedServer(h);
+  const a = await member("a", 100);
+  const b = await member("b", 100);
+  const c = await member("c", 3_600_000); // silent from here on
   const everyone = [a.address, b.address, c.address].sort();
 
   // The process stood still for 40 s (from before its first sweep); the
@@ -86,20 +97,10 @@ Deno.test("after a 40 s stall no member is removed before it could be read again
 });
 
 Deno.test("while the server is overloaded a silent member's window is extended (counted), at most 3 times in a row", async () => {
-  const clock = frozenClock();
   const load = new StubLoad();
-  const network = new MemoryNetwork();
   await using h = new Harness(serverKey);
-  const { server, log } = await h.startServer({
-    transport: network.bind(),
-    clientTimeoutMs: TIMEOUT_MS,
-    now: clock.now,
-    load,
-  });
-  const a = await h.connect("a", {
-    transport: network.bind(),
-    keepaliveMs: 3_600_000,
-  });
+  const { server, log, clock, member } = await clockedServer(h, { load });
+  const a = await member("a", 3_600_000);
   server.tick();
   load.overloaded = true;
   // Past its timeout while the server could not keep up: kept, 3 times.
@@ -126,20 +127,12 @@ Deno.test("while the server is overloaded a silent member's window is extended (
 });
 
 Deno.test("kernel drops on the server's socket extend silent members' windows and show in stats; without new drops they are judged", async () => {
-  const clock = frozenClock();
   let kernelDrops = 0;
-  const network = new MemoryNetwork();
   await using h = new Harness(serverKey);
-  const { server } = await h.startServer({
-    transport: network.bind(),
-    clientTimeoutMs: TIMEOUT_MS,
-    now: clock.now,
+  const { server, clock, member } = await clockedServer(h, {
     kernelDrops: () => kernelDrops,
   });
-  const a = await h.connect("a", {
-    transport: network.bind(),
-    keepaliveMs: 3_600_000,
-  });
+  const a = await member("a", 3_600_000);
   server.tick();
   assert.equal(server.stats().kernelDropped, 0);
   for (let i = 0; i < 6; i++) {
