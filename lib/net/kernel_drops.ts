@@ -120,7 +120,10 @@ export function kernelDropsUnavailable(): string | undefined {
 export class KernelDropMeter {
   #inode: number | undefined;
 
-  /** @param port the socket's local port */
+  /**
+   * Creates a meter for this process's socket on `port`.
+   * @param port the socket's local port
+   */
   constructor(readonly port: number) {}
 
   /** Datagrams dropped so far on the socket, or undefined when unknown. */
