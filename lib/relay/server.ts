@@ -57,6 +57,7 @@ import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
 import { LoadMeter, type LoadProbe } from "./load.ts";
+import { GroupFanout, type GroupStats } from "./group_fanout.ts";
 
 /** How a member encrypts: Fernet (hybrid, the default) or RSA only. */
 export type MemberProfile = "hybrid" | "rsa";
@@ -138,6 +139,20 @@ export interface RelayServerOptions {
   readonly reassembly?: Partial<ReassemblerLimits>;
   /** Fernet implementation. Default: the library default. */
   readonly fernetBackend?: FernetBackend;
+  /**
+   * `group`: group fan-out of protocol.md section 9 for members that send
+   * GROUP_CAPABLE (one token per message under an epoch key); others keep
+   * per-recipient streams. Default `unicast` (per recipient for everyone).
+   */
+  readonly fanout?: "unicast" | "group";
+  /**
+   * With `fanout: "group"`: the multicast address and port GROUP_MESSAGE
+   * datagrams are sent to, once per message. Absent: the same bytes by
+   * unicast to each group-capable member.
+   */
+  readonly downstream?: PeerAddress;
+  /** Membership changes within this interval share one epoch. Default 1000 ms. */
+  readonly groupBatchMs?: number;
   /** Receives log records. */
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
@@ -192,6 +207,10 @@ export interface ServerStats {
   readonly dropped: Readonly<Record<string, number>>;
   /** Reassembly counters (members and unregistered sources together). */
   readonly reassembly: Readonly<ReassemblerCounters>;
+  /** Datagrams sent per relayed message (group and per-recipient together). */
+  readonly datagramsPerMessage: number;
+  /** Group fan-out state (`fanout: "group"` only). */
+  readonly group?: GroupStats;
 }
 
 interface Member {
@@ -260,6 +279,8 @@ const SERVER_ONLY_TYPES: ReadonlySet<number> = new Set([
   RecordType.NOTIFY_DISCONNECT,
   RecordType.WELCOME,
   RecordType.NOTICE,
+  RecordType.GROUP_KEY,
+  RecordType.GROUP_MESSAGE,
 ]);
 
 /**
@@ -314,6 +335,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #load: LoadProbe;
   #overloaded = false;
   readonly #overloadLog = new OncePerInterval(10_000);
+  readonly #group: GroupFanout<Member> | undefined;
+  #relayDatagrams = 0;
 
   #datagramsIn = 0;
   #bytesIn = 0;
@@ -379,6 +402,25 @@ export class RelayServer implements AsyncDisposable {
       this.#now(),
     );
     this.#maxClientsPerIp = options.maxClientsPerIp ?? 32;
+    if (options.fanout === "group") {
+      const local = options.transport.localAddress;
+      if (options.downstream?.port === local.port) {
+        throw new RangeError(
+          `The downstream port ${local.port} is the server's own port: group messages never go to the upstream port (protocol.md section 9); use another port, by default the server's port + 1`,
+        );
+      }
+      this.#group = new GroupFanout<Member>({
+        marker: this.#marker,
+        mtu: this.#mtu,
+        tokenMaxAgeSeconds: this.#tokenMaxAge,
+        downstream: options.downstream,
+        batchMs: options.groupBatchMs,
+        send: (datagram, to) => this.#send(datagram, to),
+        drops: this.#drops,
+        log: this.#log,
+        now: this.#now,
+      });
+    }
   }
 
   /** Starts serving `options.transport`: receive loop and presence timer. */
@@ -448,6 +490,11 @@ export class RelayServer implements AsyncDisposable {
       queued: { datagrams: this.#pendingTotal, sources: this.#queues.size },
       dropped: this.#drops.snapshot(),
       reassembly,
+      datagramsPerMessage: this.#messagesRelayed === 0
+        ? 0
+        : (this.#relayDatagrams +
+          (this.#group?.stats().datagrams ?? 0)) / this.#messagesRelayed,
+      ...(this.#group ? { group: this.#group.stats() } : {}),
     };
   }
 
@@ -493,6 +540,7 @@ export class RelayServer implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
+    this.#group?.close();
     this.#unlinkSignal?.();
     // Let every datagram in work finish (tasks may queue more meanwhile).
     const busy = () => [...this.#queues.values()].filter((q) => q.pending > 0);
@@ -652,6 +700,8 @@ export class RelayServer implements AsyncDisposable {
     if (member?.profile === "rsa") member.lastSeen = this.#now();
     let cookie: Uint8Array | undefined;
     let keyRequestAnswered = false;
+    /** An earlier record of this stream proved the member's key (GROUP_CAPABLE). */
+    let authenticated = false;
     const rsaBlocks: Uint8Array[] = [];
     for (let i = 0; i < records.length; i++) {
       const record = records[i];
@@ -697,6 +747,8 @@ export class RelayServer implements AsyncDisposable {
               { cookie, proof },
               requestSize,
             );
+            authenticated ||= this.#group !== undefined &&
+              this.#registeredWith(source, record);
           }
           cookie = undefined;
           break;
@@ -716,7 +768,12 @@ export class RelayServer implements AsyncDisposable {
           break;
         case RecordType.KEEPALIVE:
           if (!member) return this.#unknownSource(from, source, requestSize);
-          await this.#onKeepalive(member, record.value);
+          authenticated ||= await this.#onKeepalive(member, record.value);
+          break;
+        case RecordType.GROUP_CAPABLE:
+          if (!member) this.#drops.drop("group_capable_unknown", source);
+          else this.#group?.onCapable(member, authenticated); // off: ignored
+
           break;
         case RecordType.DISCONNECT:
           if (!member) this.#drops.drop("disconnect_unknown", source);
@@ -1072,6 +1129,13 @@ export class RelayServer implements AsyncDisposable {
       : "rekey_proof_mismatch";
   }
 
+  /** Whether the member at `source` now holds the key of this registration record. */
+  #registeredWith(source: string, record: TlvRecord): boolean {
+    const member = this.#members.get(source);
+    return member?.profile === "hybrid" &&
+      bytesEqual(member.registrationHash, sha256(record.value));
+  }
+
   /** One NOTIFY_CONNECT per member other than `member`. */
   #presentRecords(member: Member): TlvRecord[] {
     const present: TlvRecord[] = [];
@@ -1204,6 +1268,8 @@ export class RelayServer implements AsyncDisposable {
     }
     sender.messagesIn++;
     this.#messagesRelayed++;
+    // Group fan-out first: one token for every member holding the epoch key.
+    const grouped = this.#group?.relay(sender, plaintext, now);
     const senderRecord: TlvRecord = {
       type: RecordType.SENDER,
       value: sender.addressValue,
@@ -1230,6 +1296,10 @@ export class RelayServer implements AsyncDisposable {
     for (const member of this.#members.values()) {
       if (member === sender) continue;
       recipients++;
+      if (grouped?.has(member)) {
+        this.#countDelivery(member);
+        continue;
+      }
       const guard = member.guard;
       if (!guard?.canSealSync) {
         later.push(this.#deliverAsync(member, senderRecord, plaintext, now));
@@ -1238,6 +1308,7 @@ export class RelayServer implements AsyncDisposable {
         datagram.set(prefix);
         guard.sealInto(plaintext, now, datagram, tokenAt);
         this.#countDelivery(member);
+        this.#relayDatagrams++;
         this.#send(datagram, member.address);
       } else {
         this.#deliver(member, [senderRecord, {
@@ -1280,7 +1351,10 @@ export class RelayServer implements AsyncDisposable {
   /** Sends one relay stream (SENDER + the message for `member`). */
   #deliver(member: Member, records: readonly TlvRecord[]): void {
     this.#countDelivery(member);
-    this.#sendStream(encodeRecords(records), member.address);
+    this.#relayDatagrams += this.#sendStream(
+      encodeRecords(records),
+      member.address,
+    );
   }
 
   #countDelivery(member: Member): void {
@@ -1288,12 +1362,13 @@ export class RelayServer implements AsyncDisposable {
     this.#deliveries++;
   }
 
-  async #onKeepalive(member: Member, value: Uint8Array): Promise<void> {
-    if (member.profile === "rsa") return; // refreshed at stream start
+  /** Returns whether the keep-alive proved the member's key. */
+  async #onKeepalive(member: Member, value: Uint8Array): Promise<boolean> {
+    if (member.profile === "rsa") return false; // refreshed at stream start
     if (value.length === 0 || value.every((b) => b === 0)) {
       if (this.#compat) member.lastSeen = this.#now();
       else this.#drops.drop("keepalive_unauthenticated", member.key);
-      return;
+      return false;
     }
     const now = this.#now();
     const opened = await member.guard!.open(value, now);
@@ -1303,7 +1378,9 @@ export class RelayServer implements AsyncDisposable {
       this.#drops.drop("keepalive_not_empty", member.key);
     } else {
       member.lastSeen = now;
+      return true;
     }
+    return false;
   }
 
   async #onDisconnect(member: Member, value: Uint8Array): Promise<void> {
@@ -1338,6 +1415,7 @@ export class RelayServer implements AsyncDisposable {
     const fromIp = (this.#membersPerIp.get(member.address.hostname) ?? 1) - 1;
     if (fromIp > 0) this.#membersPerIp.set(member.address.hostname, fromIp);
     else this.#membersPerIp.delete(member.address.hostname);
+    this.#group?.onLeave(member);
     member.guard?.[Symbol.dispose]();
     this.#memberReassembly.forgetSource(member.key);
     this.#log({ level: "info", event: "leave", client: member.key, reason });
@@ -1374,14 +1452,15 @@ export class RelayServer implements AsyncDisposable {
     if (batch.length > 0) this.#sendStream(encodeRecords(batch), to);
   }
 
-  #sendStream(stream: Uint8Array, to: PeerAddress): void {
+  /** Sends a stream, fragmented past the MTU; returns the datagrams it took. */
+  #sendStream(stream: Uint8Array, to: PeerAddress): number {
     if (stream.length <= this.#mtu) {
       this.#send(stream, to);
-      return;
+      return 1;
     }
-    for (const datagram of fragmentStream(stream, this.#mtu, randomMsgId())) {
-      this.#send(datagram, to);
-    }
+    const datagrams = fragmentStream(stream, this.#mtu, randomMsgId());
+    for (const datagram of datagrams) this.#send(datagram, to);
+    return datagrams.length;
   }
 
   #send(datagram: Uint8Array, to: PeerAddress): void {
