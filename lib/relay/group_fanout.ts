@@ -57,6 +57,8 @@ export interface GroupFanoutOptions {
   readonly downstream?: PeerAddress;
   /** Changes of membership within this interval share one epoch. Default 1000 ms. */
   readonly batchMs?: number;
+  /** See {@linkcode NEWCOMER_UNICAST_MS} (the default). */
+  readonly newcomerUnicastMs?: number;
   /** Sends one datagram (the server's counted send). */
   readonly send: (datagram: Uint8Array, to: PeerAddress) => void;
   /** The server's drop counters. */
@@ -92,6 +94,13 @@ export interface GroupStats {
  * answered at most once per this interval and epoch.
  */
 const ASK_AGAIN_INTERVAL_MS = 1000;
+/**
+ * A member's first GROUP_KEY makes it bind and join the downstream group,
+ * which takes a moment: for this long after its first key it also gets each
+ * group datagram by unicast (identical bytes: the copy it reads second is a
+ * replay to it, dropped and counted), so nothing sent meanwhile is missed.
+ */
+export const NEWCOMER_UNICAST_MS = 2000;
 
 /** Group fan-out state of one server. */
 export class GroupFanout<M extends GroupMemberRef> {
@@ -99,6 +108,10 @@ export class GroupFanout<M extends GroupMemberRef> {
   readonly #epochs: GroupEpochs<M>;
   readonly #downstreamValue: Uint8Array | undefined;
   readonly #askAgain = new OncePerInterval(ASK_AGAIN_INTERVAL_MS);
+  /** Members within {@linkcode NEWCOMER_UNICAST_MS} of their first key → until when. */
+  readonly #newcomers = new Map<M, number>();
+  /** Members that were ever granted a key (a rejoin is a new member record). */
+  readonly #granted = new WeakSet<M>();
   #guard: TokenGuard | undefined;
   #keyText: Uint8Array | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -227,6 +240,14 @@ export class GroupFanout<M extends GroupMemberRef> {
     if (downstream) {
       for (const datagram of datagrams) send(datagram, downstream);
       this.#datagrams += datagrams.length;
+      for (const [member, until] of this.#newcomers) {
+        if (nowMs >= until || !holders.has(member)) {
+          this.#newcomers.delete(member);
+        } else if (member !== sender) {
+          for (const datagram of datagrams) send(datagram, member.address);
+          this.#datagrams += datagrams.length;
+        }
+      }
     } else {
       for (const member of holders) {
         if (member === sender) continue;
@@ -307,7 +328,19 @@ export class GroupFanout<M extends GroupMemberRef> {
     this.#guard?.[Symbol.dispose]();
     this.#guard = next;
     this.#keyText = keyText;
-    this.#epochs.commit(planned, this.#options.now());
+    const committedAt = this.#options.now();
+    this.#epochs.commit(planned, committedAt);
+    if (this.#options.downstream) {
+      for (const member of this.#epochs.holders) {
+        if (this.#granted.has(member)) continue;
+        this.#granted.add(member);
+        this.#newcomers.set(
+          member,
+          committedAt +
+            (this.#options.newcomerUnicastMs ?? NEWCOMER_UNICAST_MS),
+        );
+      }
+    }
     this.#rekeys++;
     this.#keysSent += sent;
     this.#lastRekeyMs = performance.now() - started;

@@ -153,6 +153,12 @@ export interface RelayServerOptions {
   readonly downstream?: PeerAddress;
   /** Membership changes within this interval share one epoch. Default 1000 ms. */
   readonly groupBatchMs?: number;
+  /**
+   * With a downstream address: for this long after its first GROUP_KEY a
+   * member also gets the group datagrams by unicast, while it joins the
+   * group (its replay check drops the second copy). Default 2000 ms.
+   */
+  readonly groupNewcomerMs?: number;
   /** Receives log records. */
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
@@ -415,6 +421,7 @@ export class RelayServer implements AsyncDisposable {
         tokenMaxAgeSeconds: this.#tokenMaxAge,
         downstream: options.downstream,
         batchMs: options.groupBatchMs,
+        newcomerUnicastMs: options.groupNewcomerMs,
         send: (datagram, to) => this.#send(datagram, to),
         drops: this.#drops,
         log: this.#log,

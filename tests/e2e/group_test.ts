@@ -35,11 +35,13 @@ class GroupRig {
 
   constructor(readonly h: Harness) {}
 
-  async start(multicast: boolean): Promise<ServerHandle> {
+  /** `newcomerMs`: 0 where a test counts datagrams exactly (in-memory groups are joined at once). */
+  async start(multicast: boolean, newcomerMs?: number): Promise<ServerHandle> {
     this.server = await this.h.startServer({
       transport: this.network.bind(SERVER.hostname, SERVER.port),
       fanout: "group",
       downstream: multicast ? DOWNSTREAM : undefined,
+      groupNewcomerMs: newcomerMs,
     });
     return this.server;
   }
@@ -105,7 +107,7 @@ for (const multicast of [true, false]) {
   Deno.test(`group (${mode}): group-capable, plain hybrid and RSA members each receive every message once, with the right sender`, async () => {
     await using h = new Harness(serverKey);
     const rig = new GroupRig(h);
-    const server = await rig.start(multicast);
+    const server = await rig.start(multicast, 0);
     const g1 = await rig.connect("g1");
     const g2 = await rig.connect("g2");
     const g3 = await rig.connect("g3");
@@ -272,7 +274,7 @@ Deno.test("group: a departed member cannot open the next epoch's messages; a mem
 Deno.test("group: replayed, reflected and spoofed group datagrams are dropped", async () => {
   await using h = new Harness(serverKey);
   const rig = new GroupRig(h);
-  const server = await rig.start(true);
+  const server = await rig.start(true, 0);
   const a = await rig.connect("a");
   const b = await rig.connect("b");
   await rig.epoch(2);
@@ -365,4 +367,33 @@ Deno.test("group: a client of a server with fan-out off never gets a GROUP_KEY a
   );
   assert.equal(server.stats().group, undefined);
   assert.deepEqual(server.stats().dropped, {});
+});
+
+Deno.test("group: a new holder also gets group datagrams by unicast for a while, once each", async () => {
+  await using h = new Harness(serverKey);
+  const rig = new GroupRig(h);
+  const server = await rig.start(true, 60_000);
+  const a = await rig.connect("a");
+  const b = await rig.connect("b");
+  await rig.epoch(2);
+  await a.client.send("while b joins");
+  await b.waitMessage("while b joins", { sender: a.address });
+  // b got the group datagram twice (group and unicast), delivered it once.
+  const copy = await b.tap.received.waitFor(
+    (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
+    "the unicast copy",
+  );
+  await rig.downstream.get("b")!.received.waitFor(
+    (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
+    "the group copy",
+  );
+  assert.equal(copy.from.port, SERVER.port);
+  await a.client.send("sentinel");
+  await b.waitMessage("sentinel", { sender: a.address });
+  assert.deepEqual(b.messages().map((m) => m.text), [
+    "while b joins",
+    "sentinel",
+  ]);
+  assert.equal(b.client.stats().dropped.group_token_replayed, 2);
+  assert.equal(server.server.stats().group?.datagrams, 4);
 });
