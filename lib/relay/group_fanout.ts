@@ -310,7 +310,9 @@ export class GroupFanout<M extends GroupMemberRef> {
     const planned = this.#epochs.plan(now);
     if (!planned) return;
     // The node backend seals synchronously: the relay's hot path.
-    const key = await FernetKey.generate("node");
+    const key = await FernetKey.generate("node", {
+      persistentCiphers: true,
+    });
     const keyText = new TextEncoder().encode(key.text);
     let sent = 0;
     for (const member of planned.holders) {

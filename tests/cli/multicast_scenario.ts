@@ -29,6 +29,17 @@ import {
 import { NEWCOMER_UNICAST_MS } from "../../lib/relay/group_fanout.ts";
 
 const GROUP = "224.1.1.1";
+/** A server joined to the group, bound to 0.0.0.0 on a free port. */
+const SERVER_ARGS = [
+  "--group",
+  GROUP,
+  "--bind",
+  "0.0.0.0",
+  "--port",
+  "0",
+  "--tcp-port",
+  "0",
+];
 
 /** The network interfaces this process sees (its namespace's), from `ip -o link show`. */
 async function interfaces(): Promise<string[]> {
@@ -74,18 +85,7 @@ async function groupScenario(): Promise<Record<string, unknown>> {
   const clients: ClientInfo[] = [];
   const controls: ControlClient[] = [];
   try {
-    server = await startServer([
-      "--group",
-      GROUP,
-      "--bind",
-      "0.0.0.0",
-      "--port",
-      "0",
-      "--tcp-port",
-      "0",
-      "--fanout",
-      "group",
-    ]);
+    server = await startServer([...SERVER_ARGS, "--fanout", "group"]);
     const port = server.udp.split(":").at(-1)!;
     const clientArgs = ["--group", GROUP, "--port", port];
     for (let i = 0; i < 3; i++) clients.push(await startClient(clientArgs));
@@ -147,16 +147,7 @@ async function scenario(): Promise<Record<string, unknown>> {
   let controlB: ControlClient | undefined;
   let control: ControlClient | undefined;
   try {
-    server = await startServer([
-      "--group",
-      GROUP,
-      "--bind",
-      "0.0.0.0",
-      "--port",
-      "0",
-      "--tcp-port",
-      "0",
-    ]);
+    server = await startServer(SERVER_ARGS);
     const port = server.udp.split(":").at(-1)!;
     const memberships = await output("ip", ["maddr", "show", "dev", "lo"]);
     const clientArgs = ["--group", GROUP, "--port", port];
