@@ -31,6 +31,7 @@ class GroupRig {
   readonly network = new MemoryNetwork();
   /** Each client's downstream socket, tapped. */
   readonly downstream = new Map<string, TapTransport>();
+  readonly #joined = new Map<string, (tap: TapTransport) => void>();
   server!: ServerHandle;
 
   constructor(readonly h: Harness) {}
@@ -62,9 +63,17 @@ class GroupRig {
       bindDownstream: (group) => {
         const tap = new TapTransport(this.network.joinGroup(group), name);
         this.downstream.set(name, tap);
+        this.#joined.get(name)?.(tap);
         return Promise.resolve(tap);
       },
     });
+  }
+
+  /** Resolves with `name`'s downstream socket once it has one (its first GROUP_KEY). */
+  joined(name: string): Promise<TapTransport> {
+    const tap = this.downstream.get(name);
+    if (tap) return Promise.resolve(tap);
+    return new Promise((resolve) => this.#joined.set(name, resolve));
   }
 
   /** Waits until the server logs an epoch with `holders` holders (from log index `from`). */
@@ -213,13 +222,13 @@ Deno.test("group: a departed member cannot open the next epoch's messages; a mem
   // c is removed by the server; its client keeps its key and its group socket.
   const logMark = server.log.mark();
   const cMark = c.events.mark();
-  const cDownMark = rig.downstream.get("c")!.received.mark();
+  const cDownMark = (await rig.joined("c")).received.mark();
   assert.ok(server.server.kick(c.address));
   const second = await rig.epoch(2, logMark);
   assert.ok(second > first);
   await a.client.send("after the leave");
   await b.waitMessage("after the leave", { sender: a.address });
-  const afterLeave = await rig.downstream.get("c")!.received.waitFor(
+  const afterLeave = await (await rig.joined("c")).received.waitFor(
     (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
     "the group datagram of the second epoch at c",
     { from: cDownMark },
@@ -280,12 +289,12 @@ Deno.test("group: replayed, reflected and spoofed group datagrams are dropped", 
   await rig.epoch(2);
   await a.client.send("once");
   await b.waitMessage("once", { sender: a.address });
-  const group = await rig.downstream.get("b")!.received.waitFor(
+  const group = await (await rig.joined("b")).received.waitFor(
     (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
     "the group datagram at b",
   );
   // Its own echo came back to a and was dropped.
-  await rig.downstream.get("a")!.received.waitFor(
+  await (await rig.joined("a")).received.waitFor(
     (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
     "the echo at a",
   );
@@ -383,7 +392,7 @@ Deno.test("group: a new holder also gets group datagrams by unicast for a while,
     (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
     "the unicast copy",
   );
-  await rig.downstream.get("b")!.received.waitFor(
+  await (await rig.joined("b")).received.waitFor(
     (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
     "the group copy",
   );
@@ -396,4 +405,56 @@ Deno.test("group: a new holder also gets group datagrams by unicast for a while,
   ]);
   assert.equal(b.client.stats().dropped.group_token_replayed, 2);
   assert.equal(server.server.stats().group?.datagrams, 4);
+});
+
+Deno.test("group: between a holder's leave and the next epoch nothing goes out under the old key", async () => {
+  await using h = new Harness(serverKey);
+  const rig = new GroupRig(h);
+  const server = await rig.start(true, 0);
+  const a = await rig.connect("a");
+  const b = await rig.connect("b");
+  const c = await rig.connect("c");
+  await rig.epoch(3);
+  const cDownstream = await rig.joined("c");
+  // The last epoch just began: the leave's epoch is batched (up to 1 s).
+  const logMark = server.log.mark();
+  const cMark = c.events.mark();
+  const bTap = b.tap.received.mark();
+  const cDown = cDownstream.received.mark();
+  assert.ok(server.server.kick(c.address));
+  await a.client.send("in the batch window");
+  await b.waitMessage("in the batch window", { sender: a.address });
+  // b got it in a per-recipient stream.
+  assert.equal(
+    b.tap.received.count(
+      (d) => hasRecord(d.data, RecordType.FERNET_MESSAGE),
+      bTap,
+    ),
+    1,
+  );
+  await rig.epoch(2, logMark);
+  await a.client.send("next epoch");
+  await b.waitMessage("next epoch", { sender: a.address });
+  // c's group socket saw only the next epoch's datagram, which it cannot open.
+  await cDownstream.received.waitFor(
+    (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
+    "the next epoch's datagram at c",
+    { from: cDown },
+  );
+  await server.waitDrop("unknown_source", logMark);
+  assert.equal(
+    cDownstream.received.count(
+      (d) => hasRecord(d.data, RecordType.GROUP_MESSAGE),
+      cDown,
+    ),
+    1,
+  );
+  assert.deepEqual(
+    c.messages(cMark).filter((m) => m.text !== "next epoch"),
+    [],
+  );
+  assert.equal(
+    c.messages(cMark).filter((m) => m.text === "next epoch").length,
+    0,
+  );
 });
