@@ -66,6 +66,10 @@ export {
   RelayClient,
   type RelayClientOptions,
 } from "./lib/relay/client.ts";
+// Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
+// `groupBatchMs` (server) and `group`, `bindDownstream` (client).
+export { type GroupStats } from "./lib/relay/group_fanout.ts";
+export { type GroupReceiverStats } from "./lib/relay/group_receiver.ts";
 export {
   type BasicClientInfo,
   type BasicMessage,
@@ -160,6 +164,15 @@ export {
   NoticeCode,
   noticeRecord,
 } from "./lib/protocol/notice.ts";
+export {
+  decodeGroupKeyPlaintext,
+  decodeGroupMessageValue,
+  decodeGroupPlaintext,
+  encodeGroupKeyPlaintext,
+  encodeGroupPlaintext,
+  type GroupKeyGrant,
+  type GroupPlaintext,
+} from "./lib/protocol/group.ts";
 export {
   basicAckText,
   type BasicDatagram,

@@ -69,6 +69,11 @@ export const CLIENT_FLAGS: FlagSpecs = {
     help:
       "hybrid (RSA-OAEP + Fernet), rsa (RSA only, weaker: see SECURITY.md) or basic (the unicast RSA-4096 endpoint; needs --server)",
   },
+  "no-group": {
+    type: "boolean",
+    help:
+      "do not ask for group fan-out (no GROUP_CAPABLE, no downstream socket): every message per recipient",
+  },
   "key-bits": {
     type: "string",
     default: "2048",
@@ -336,6 +341,16 @@ export async function clientMain(args: readonly string[]): Promise<number> {
         keepaliveMs,
         log,
         onEvent,
+        group: flags["no-group"] !== true,
+        // The downstream group a GROUP_KEY names: bound to its port with
+        // address reuse so several clients of one host can join it.
+        bindDownstream: (group) =>
+          UdpTransport.bind({
+            hostname: "0.0.0.0",
+            port: group.port,
+            reuseAddress: true,
+            multicast: { group: group.hostname },
+          }),
       });
       client = relay;
       send = async (line) => {

@@ -194,6 +194,27 @@ export function addressFlag(name: string, text: string): PeerAddress {
 }
 
 /**
+ * A `GROUP:PORT` IPv4 multicast address and port.
+ * @throws {ConfigError} otherwise
+ */
+export function multicastAddressFlag(name: string, text: string): PeerAddress {
+  let address: PeerAddress | undefined;
+  try {
+    address = parseAddress(text);
+  } catch {
+    address = undefined;
+  }
+  if (!address || address.port === 0 || !isMulticastIPv4(address.hostname)) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not a multicast address: give GROUP:PORT with a group from 224.0.0.0 to 239.255.255.255, e.g. 224.1.1.1:5008`,
+    );
+  }
+  return address;
+}
+
+/**
  * A key fingerprint `SHA256:` + 43 base64 characters.
  * @throws {ConfigError} otherwise
  */

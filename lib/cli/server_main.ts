@@ -27,6 +27,7 @@ import {
   groupFlag,
   hostFlag,
   integerFlag,
+  multicastAddressFlag,
   parseFlags,
   portFlag,
   secondsFlag,
@@ -71,6 +72,19 @@ export const SERVER_FLAGS: FlagSpecs = {
     type: "boolean",
     help:
       "unicast only: do not join the group (hosts without a multicast route, tests)",
+  },
+  fanout: {
+    type: "string",
+    default: "unicast",
+    value: "MODE",
+    help:
+      "unicast: one token per recipient; group: one token per message under an epoch key for group-capable members (PROTOCOL.md section 9)",
+  },
+  downstream: {
+    type: "string",
+    value: "GROUP:PORT",
+    help:
+      "with --fanout group: where group messages are multicast (default: the group, port + 1; none with --no-multicast: by unicast)",
   },
   "multicast-interface": {
     type: "string",
@@ -215,6 +229,23 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   );
   const tcpHost = hostFlag("tcp-host", flags["tcp-host"] as string);
   const tcpPort = portFlag("tcp-port", flags["tcp-port"] as string);
+  const fanout = choiceFlag("fanout", flags.fanout as string, [
+    "unicast",
+    "group",
+  ]);
+  const downstreamFlag = flags.downstream === undefined
+    ? undefined
+    : multicastAddressFlag("downstream", flags.downstream as string);
+  if (downstreamFlag && fanout !== "group") {
+    throw new ConfigError(
+      "--downstream is where group fan-out multicasts: give --fanout group with it, or leave it out",
+    );
+  }
+  if (downstreamFlag && flags["no-multicast"]) {
+    throw new ConfigError(
+      "--downstream multicasts, --no-multicast forbids it: leave one out (with --no-multicast group messages go by unicast)",
+    );
+  }
   const profile = choiceFlag("profile", flags.profile as string, [
     "hybrid",
     "rsa",
@@ -313,6 +344,22 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     multicast,
   });
   const kernelDrops = new KernelDropMeter(transport.localAddress.port);
+  // Section 9: by default the group address, port + 1; none without multicast.
+  const downstream = fanout !== "group" || !multicast
+    ? undefined
+    : downstreamFlag ??
+      { hostname: group, port: transport.localAddress.port + 1 };
+  if (
+    downstream?.hostname === group &&
+    downstream.port === transport.localAddress.port
+  ) {
+    transport.close();
+    throw new ConfigError(
+      `--downstream ${group}:${downstream.port} is the group's own port: the server never sends group messages there; use another port, e.g. ${group}:${
+        downstream.port + 1
+      }`,
+    );
+  }
   let control: ControlServer | undefined;
   let server: RelayServer | BasicServer | undefined;
   let stopRequested!: () => void;
@@ -357,6 +404,8 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         handshakeBurst: 2 * handshakesPerSecond,
         rsaSchedIdle,
         kernelDrops: () => kernelDrops.read(),
+        fanout,
+        downstream,
         log,
       });
     log({
@@ -370,6 +419,8 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       multicast: multicast
         ? `${group}:${transport.localAddress.port}`
         : undefined,
+      ...(basic ? {} : { fanout }),
+      downstream: downstream ? formatAddress(downstream) : undefined,
       ...(compat
         ? {
           compat: true,

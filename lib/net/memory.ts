@@ -1,7 +1,9 @@
 /**
  * An in-memory datagram network for fast protocol tests: transports bound on
  * a {@linkcode MemoryNetwork} deliver to each other without sockets, and a
- * test can inject datagrams with any source address (spoofing).
+ * test can inject datagrams with any source address (spoofing). Group
+ * members ({@linkcode MemoryNetwork.joinGroup}) stand in for sockets joined
+ * to a multicast address: a datagram sent there reaches each of them.
  *
  * @module
  */
@@ -11,6 +13,7 @@ import type { Datagram, DatagramTransport } from "./transport.ts";
 /** A set of in-memory endpoints that can reach each other. */
 export class MemoryNetwork {
   readonly #endpoints = new Map<string, MemoryTransport>();
+  readonly #groups = new Map<string, Set<MemoryTransport>>();
   #nextPort = 40000;
 
   /** Binds an endpoint; port 0 picks the next free one. */
@@ -25,9 +28,32 @@ export class MemoryNetwork {
     return transport;
   }
 
+  /**
+   * An endpoint that receives a copy of every datagram sent to `group` (any
+   * number may join one address), as a socket bound to the group's port
+   * with address reuse and joined to it would. Its own sends come from the
+   * group address.
+   */
+  joinGroup(group: PeerAddress): MemoryTransport {
+    const key = formatAddress(group);
+    const transport = new MemoryTransport(this, { ...group });
+    let members = this.#groups.get(key);
+    if (!members) this.#groups.set(key, members = new Set());
+    members.add(transport);
+    return transport;
+  }
+
   /** Delivers `data` to whatever is bound at `to`, as if sent from `from`. Returns whether anyone was there. */
   deliver(data: Uint8Array, from: PeerAddress, to: PeerAddress): boolean {
-    const target = this.#endpoints.get(formatAddress(to));
+    const key = formatAddress(to);
+    const members = this.#groups.get(key);
+    if (members) {
+      for (const member of members) {
+        member.enqueue({ data: data.slice(), from });
+      }
+      return members.size > 0;
+    }
+    const target = this.#endpoints.get(key);
     if (!target) return false;
     target.enqueue({ data: data.slice(), from });
     return true;
@@ -35,7 +61,13 @@ export class MemoryNetwork {
 
   /** @internal */
   unbind(transport: MemoryTransport): void {
-    this.#endpoints.delete(formatAddress(transport.localAddress));
+    const key = formatAddress(transport.localAddress);
+    const members = this.#groups.get(key);
+    if (members?.delete(transport)) {
+      if (members.size === 0) this.#groups.delete(key);
+      return;
+    }
+    this.#endpoints.delete(key);
   }
 }
 

@@ -6,10 +6,10 @@
  */
 import { MalformedDatagramError } from "../errors.ts";
 
-/** The protocol.md version this implementation speaks (sections 1-8 and 10). */
+/** The protocol.md version this implementation speaks (sections 1-10). */
 export const PROTOCOL_VERSION = "1.1";
 
-/** Record type numbers of protocol.md sections 2 and 10. */
+/** Record type numbers of protocol.md sections 2, 9 and 10. */
 export const RecordType = {
   FRAGMENT: 1,
   RSA_BLOCK: 3,
@@ -27,6 +27,12 @@ export const RecordType = {
   WELCOME: 15,
   NOTICE: 16,
   COOKIE: 17,
+  /** Version 1.1 (protocol.md section 9): the client can receive group fan-out. */
+  GROUP_CAPABLE: 18,
+  /** Version 1.1 (section 9): an epoch's group key under the member's own key. */
+  GROUP_KEY: 19,
+  /** Version 1.1 (section 9): `epoch u32` then a token under that epoch's group key. */
+  GROUP_MESSAGE: 20,
   /** Version 1.1 (protocol.md section 10): proof of the current key in a rekey. */
   KEY_PROOF: 21,
 } as const;

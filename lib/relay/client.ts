@@ -35,6 +35,11 @@ import { TokenGuard } from "./token_guard.ts";
 import { KeepaliveWatch } from "./keepalive_watch.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import type { MemberProfile } from "./server.ts";
+import {
+  DownstreamSocket,
+  GroupReceiver,
+  type GroupReceiverStats,
+} from "./group_receiver.ts";
 
 /** Something the client observed, delivered to {@linkcode RelayClient.events} and listeners. */
 export type ClientEvent =
@@ -99,6 +104,19 @@ export interface RelayClientOptions {
   readonly eventBufferSize?: number;
   /** Called for every event from the start, including those of the first key exchange (present members). */
   readonly onEvent?: (event: ClientEvent) => void;
+  /**
+   * Ask for group fan-out (protocol.md section 9: GROUP_CAPABLE in the
+   * registration). Default true for the hybrid profile; the RSA profile never
+   * asks. A server with fan-out off simply never sends a GROUP_KEY.
+   */
+  readonly group?: boolean;
+  /**
+   * Binds the socket that receives the downstream multicast address a
+   * GROUP_KEY names (bound to its port with address reuse, joined to the
+   * group). Without it, group messages come only by unicast, and a server
+   * that multicasts them is not heard (its per-recipient streams still are).
+   */
+  readonly bindDownstream?: (group: PeerAddress) => Promise<DatagramTransport>;
   /** Receives log records. */
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
@@ -124,6 +142,8 @@ export interface ClientStats {
   readonly keepaliveAnswers: number;
   /** Datagrams or records dropped, by reason. */
   readonly dropped: Readonly<Record<string, number>>;
+  /** Group fan-out counters (when the client asks for it). */
+  readonly group?: GroupReceiverStats;
 }
 
 interface KeyAnswer {
@@ -204,6 +224,8 @@ export class RelayClient implements AsyncDisposable {
   #receiving: Promise<void> = Promise.resolve();
   #closing: Promise<void> | undefined;
   readonly #pendingSends = new Set<Promise<void>>();
+  readonly #group: GroupReceiver | undefined;
+  #downstream: DownstreamSocket | undefined;
 
   #messagesSent = 0;
   #messagesReceived = 0;
@@ -233,6 +255,32 @@ export class RelayClient implements AsyncDisposable {
     this.#drops = new DropCounter(this.#log, this.#now);
     this.#reassembler = new Reassembler({}, this.#now);
     if (options.onEvent) this.#listeners.add(options.onEvent);
+    if (this.#profile === "hybrid" && (options.group ?? true)) {
+      const group = this.#group = new GroupReceiver({
+        marker: this.#marker,
+        tokenMaxAgeSeconds: this.#tokenMaxAge,
+        drops: this.#drops,
+        now: this.#now,
+        ownAddress: () => this.address,
+        onMessage: (sender, data) => this.#deliver(sender, data),
+        askAgain: () => void this.#askGroupKeyAgain(),
+        onDownstream: (address) => this.#downstream?.join(address),
+      });
+      this.#downstream = new DownstreamSocket({
+        bind: options.bindDownstream,
+        receive: (datagram) =>
+          this.#ready
+            ? group.onDownstreamDatagram(
+              datagram.data,
+              datagram.from,
+              this.#server !== undefined &&
+                formatAddress(this.#server) === formatAddress(datagram.from),
+            )
+            : Promise.resolve(this.#drops.count("group_message_unexpected")),
+        drops: this.#drops,
+        log: this.#log,
+      });
+    }
   }
 
   /**
@@ -311,6 +359,7 @@ export class RelayClient implements AsyncDisposable {
       eventsDropped: this.#eventsDropped,
       keepaliveAnswers: this.#keepaliveAnswers,
       dropped: this.#drops.snapshot(),
+      ...(this.#group ? { group: this.#group.stats() } : {}),
     };
   }
 
@@ -432,6 +481,8 @@ export class RelayClient implements AsyncDisposable {
     await Promise.all(this.#pendingSends);
     this.#transport.close();
     await this.#receiving;
+    await this.#downstream?.close();
+    this.#group?.reset();
   }
 
   /** Waits until registered; rejects when the client closes first. */
@@ -562,6 +613,15 @@ export class RelayClient implements AsyncDisposable {
             this.#now(),
           ),
         });
+      }
+      if (this.#group) {
+        // Section 9: after the key record (and its proof). A new
+        // registration starts from no group key.
+        records.push({
+          type: RecordType.GROUP_CAPABLE,
+          value: new Uint8Array(0),
+        });
+        this.#group.reset();
       }
       // Encrypted once, resent as the same bytes on every try: the server
       // takes a cookie for one key record only (section 10).
@@ -873,6 +933,14 @@ export class RelayClient implements AsyncDisposable {
         case RecordType.KEEPALIVE:
           await this.#onKeepaliveAnswer(record.value);
           break;
+        case RecordType.GROUP_KEY:
+          await this.#onGroupKey(record.value);
+          break;
+        case RecordType.GROUP_MESSAGE:
+          if (this.#group && this.#ready) {
+            await this.#group.onGroupMessage(record.value);
+          } else this.#drops.count("group_message_unexpected");
+          break;
         default:
           this.#drops.count("unexpected_type");
       }
@@ -996,6 +1064,41 @@ export class RelayClient implements AsyncDisposable {
       throw error;
     }
     this.#deliver(sender, plaintext);
+  }
+
+  /** A GROUP_KEY: a token under this client's key (the one a WELCOME may just have confirmed). */
+  async #onGroupKey(value: Uint8Array): Promise<void> {
+    if (!this.#group) {
+      this.#drops.count("group_key_unexpected");
+      return;
+    }
+    for (const guard of [this.#pendingGuard, this.#guard]) {
+      if (!guard) continue;
+      const opened = await guard.open(value, this.#now());
+      if (opened.ok) return this.#group.onGroupKey(opened.plaintext);
+      if (opened.reason !== "token_signature") {
+        this.#drops.drop(`group_key_${opened.reason}`, this.serverAddress);
+        return;
+      }
+    }
+    this.#drops.drop("group_key_token_signature", this.serverAddress);
+  }
+
+  /**
+   * Asks the server again for the current group key (a GROUP_KEY was
+   * missed): an authenticated keep-alive and GROUP_CAPABLE in one stream
+   * (PROTOCOL.md "Group fan-out").
+   */
+  async #askGroupKeyAgain(): Promise<void> {
+    if (!this.#ready || !this.#guard) return;
+    const keepalive = await this.#guard.seal(new Uint8Array(0), this.#now());
+    this.#log({ level: "info", event: "group_key_asked_again" });
+    await this.#sendStream(
+      encodeRecords([
+        { type: RecordType.KEEPALIVE, value: keepalive },
+        { type: RecordType.GROUP_CAPABLE, value: new Uint8Array(0) },
+      ]),
+    );
   }
 
   #deliver(from: string, data: Uint8Array): void {

@@ -62,6 +62,7 @@ import {
   PresenceJudge,
   type SilenceRecord,
 } from "./presence.ts";
+import { GroupFanout, type GroupStats } from "./group_fanout.ts";
 
 /** How a member encrypts: Fernet (hybrid, the default) or RSA only. */
 export type MemberProfile = "hybrid" | "rsa";
@@ -158,6 +159,26 @@ export interface RelayServerOptions {
   readonly reassembly?: Partial<ReassemblerLimits>;
   /** Fernet implementation. Default: the library default. */
   readonly fernetBackend?: FernetBackend;
+  /**
+   * `group`: group fan-out of protocol.md section 9 for members that send
+   * GROUP_CAPABLE (one token per message under an epoch key); others keep
+   * per-recipient streams. Default `unicast` (per recipient for everyone).
+   */
+  readonly fanout?: "unicast" | "group";
+  /**
+   * With `fanout: "group"`: the multicast address and port GROUP_MESSAGE
+   * datagrams are sent to, once per message. Absent: the same bytes by
+   * unicast to each group-capable member.
+   */
+  readonly downstream?: PeerAddress;
+  /** Membership changes within this interval share one epoch. Default 1000 ms. */
+  readonly groupBatchMs?: number;
+  /**
+   * With a downstream address: for this long after its first GROUP_KEY a
+   * member also gets the group datagrams by unicast, while it joins the
+   * group (its replay check drops the second copy). Default 2000 ms.
+   */
+  readonly groupNewcomerMs?: number;
   /** Receives log records. */
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
@@ -216,6 +237,10 @@ export interface ServerStats {
   readonly presence: Readonly<PresenceCounters>;
   /** Reassembly counters (members and unregistered sources together). */
   readonly reassembly: Readonly<ReassemblerCounters>;
+  /** Datagrams sent per relayed message (group and per-recipient together). */
+  readonly datagramsPerMessage: number;
+  /** Group fan-out state (`fanout: "group"` only). */
+  readonly group?: GroupStats;
 }
 
 interface Member extends SilenceRecord {
@@ -297,6 +322,8 @@ const SERVER_ONLY_TYPES: ReadonlySet<number> = new Set([
   RecordType.NOTIFY_DISCONNECT,
   RecordType.WELCOME,
   RecordType.NOTICE,
+  RecordType.GROUP_KEY,
+  RecordType.GROUP_MESSAGE,
 ]);
 
 /**
@@ -357,6 +384,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #kernelDrops: (() => number | undefined) | undefined;
   #kernelDropped: number | undefined;
   #kernelPolledAt = -Infinity;
+  readonly #group: GroupFanout<Member> | undefined;
+  #relayDatagrams = 0;
 
   #datagramsIn = 0;
   #bytesIn = 0;
@@ -430,6 +459,26 @@ export class RelayServer implements AsyncDisposable {
     this.#keepalivesPerSecond = options.keepalivesPerSecond ?? 10;
     this.#keepaliveBurst = options.keepaliveBurst ?? 20;
     this.#kernelDrops = options.kernelDrops;
+    if (options.fanout === "group") {
+      const local = options.transport.localAddress;
+      if (options.downstream?.port === local.port) {
+        throw new RangeError(
+          `The downstream port ${local.port} is the server's own port: group messages never go to the upstream port (protocol.md section 9); use another port, by default the server's port + 1`,
+        );
+      }
+      this.#group = new GroupFanout<Member>({
+        marker: this.#marker,
+        mtu: this.#mtu,
+        tokenMaxAgeSeconds: this.#tokenMaxAge,
+        downstream: options.downstream,
+        batchMs: options.groupBatchMs,
+        newcomerUnicastMs: options.groupNewcomerMs,
+        send: (datagram, to) => this.#send(datagram, to),
+        drops: this.#drops,
+        log: this.#log,
+        now: this.#now,
+      });
+    }
   }
 
   /** Starts serving `options.transport`: receive loop and presence timer. */
@@ -503,6 +552,11 @@ export class RelayServer implements AsyncDisposable {
       kernelDropped: this.#kernelDropped,
       presence: { ...this.#presence.counters },
       reassembly,
+      datagramsPerMessage: this.#messagesRelayed === 0
+        ? 0
+        : (this.#relayDatagrams +
+          (this.#group?.stats().datagrams ?? 0)) / this.#messagesRelayed,
+      ...(this.#group ? { group: this.#group.stats() } : {}),
     };
   }
 
@@ -596,6 +650,7 @@ export class RelayServer implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
+    this.#group?.close();
     this.#unlinkSignal?.();
     // Let every datagram in work finish (tasks may queue more meanwhile).
     const busy = () => [...this.#queues.values()].filter((q) => q.pending > 0);
@@ -761,6 +816,8 @@ export class RelayServer implements AsyncDisposable {
     if (member?.profile === "rsa") member.lastSeen = this.#now();
     let cookie: Uint8Array | undefined;
     let keyRequestAnswered = false;
+    /** An earlier record of this stream proved the member's key (GROUP_CAPABLE). */
+    let authenticated = false;
     const rsaBlocks: Uint8Array[] = [];
     let acted = 0;
     for (let i = 0; i < records.length; i++) {
@@ -815,6 +872,8 @@ export class RelayServer implements AsyncDisposable {
               { cookie, proof },
               requestSize,
             );
+            authenticated ||= this.#group !== undefined &&
+              this.#registeredWith(source, record);
           }
           cookie = undefined;
           break;
@@ -834,7 +893,12 @@ export class RelayServer implements AsyncDisposable {
           break;
         case RecordType.KEEPALIVE:
           if (!member) return this.#unknownSource(from, source, requestSize);
-          await this.#onKeepalive(member, record.value);
+          authenticated ||= await this.#onKeepalive(member, record.value);
+          break;
+        case RecordType.GROUP_CAPABLE:
+          if (!member) this.#drops.drop("group_capable_unknown", source);
+          else this.#group?.onCapable(member, authenticated); // off: ignored
+
           break;
         case RecordType.DISCONNECT:
           if (!member) this.#drops.drop("disconnect_unknown", source);
@@ -1197,6 +1261,13 @@ export class RelayServer implements AsyncDisposable {
       : "rekey_proof_mismatch";
   }
 
+  /** Whether the member at `source` now holds the key of this registration record. */
+  #registeredWith(source: string, record: TlvRecord): boolean {
+    const member = this.#members.get(source);
+    return member?.profile === "hybrid" &&
+      bytesEqual(member.registrationHash, sha256(record.value));
+  }
+
   /** One NOTIFY_CONNECT per member other than `member`. */
   #presentRecords(member: Member): TlvRecord[] {
     const present: TlvRecord[] = [];
@@ -1329,6 +1400,8 @@ export class RelayServer implements AsyncDisposable {
     }
     sender.messagesIn++;
     this.#messagesRelayed++;
+    // Group fan-out first: one token for every member holding the epoch key.
+    const grouped = this.#group?.relay(sender, plaintext, now);
     const senderRecord: TlvRecord = {
       type: RecordType.SENDER,
       value: sender.addressValue,
@@ -1355,6 +1428,10 @@ export class RelayServer implements AsyncDisposable {
     for (const member of this.#members.values()) {
       if (member === sender) continue;
       recipients++;
+      if (grouped?.has(member)) {
+        this.#countDelivery(member);
+        continue;
+      }
       const guard = member.guard;
       if (!guard?.canSealSync) {
         later.push(this.#deliverAsync(member, senderRecord, plaintext, now));
@@ -1363,6 +1440,7 @@ export class RelayServer implements AsyncDisposable {
         datagram.set(prefix);
         guard.sealInto(plaintext, now, datagram, tokenAt);
         this.#countDelivery(member);
+        this.#relayDatagrams++;
         this.#send(datagram, member.address);
       } else {
         this.#deliver(member, [senderRecord, {
@@ -1405,7 +1483,10 @@ export class RelayServer implements AsyncDisposable {
   /** Sends one relay stream (SENDER + the message for `member`). */
   #deliver(member: Member, records: readonly TlvRecord[]): void {
     this.#countDelivery(member);
-    this.#sendStream(encodeRecords(records), member.address);
+    this.#relayDatagrams += this.#sendStream(
+      encodeRecords(records),
+      member.address,
+    );
   }
 
   #countDelivery(member: Member): void {
@@ -1418,37 +1499,40 @@ export class RelayServer implements AsyncDisposable {
    * (MAC, age, replay, reflection, empty plaintext), and answered with a
    * KEEPALIVE token of the empty plaintext under the member's key
    * (protocol.md section 10), so the client can tell that the server still
-   * holds it.
+   * holds it. Returns whether the keep-alive proved the member's key.
    */
-  async #onKeepalive(member: Member, value: Uint8Array): Promise<void> {
-    if (member.profile === "rsa") return; // refreshed at stream start
+  async #onKeepalive(member: Member, value: Uint8Array): Promise<boolean> {
+    if (member.profile === "rsa") return false; // refreshed at stream start
     const now = this.#now();
     if (!member.keepaliveRate.take(now)) {
       this.#drops.drop("keepalive_rate", member.key);
-      return;
+      return false;
     }
     if (value.length === 0 || value.every((b) => b === 0)) {
       if (this.#compat) member.lastSeen = now;
       else this.#drops.drop("keepalive_unauthenticated", member.key);
-      return;
+      return false;
     }
     const guard = member.guard!;
     const opened = await guard.open(value, now);
     if (!opened.ok) {
       this.#drops.drop(opened.reason, member.key);
-    } else if (opened.plaintext.length !== 0) {
-      this.#drops.drop("keepalive_not_empty", member.key);
-    } else {
-      member.lastSeen = now;
-      if (this.#members.get(member.key) !== member) return; // left meanwhile
-      this.#send(
-        encodeRecords([{
-          type: RecordType.KEEPALIVE,
-          value: await guard.seal(EMPTY, now),
-        }]),
-        member.address,
-      );
+      return false;
     }
+    if (opened.plaintext.length !== 0) {
+      this.#drops.drop("keepalive_not_empty", member.key);
+      return false;
+    }
+    member.lastSeen = now;
+    if (this.#members.get(member.key) !== member) return true; // left meanwhile
+    this.#send(
+      encodeRecords([{
+        type: RecordType.KEEPALIVE,
+        value: await guard.seal(EMPTY, now),
+      }]),
+      member.address,
+    );
+    return true;
   }
 
   async #onDisconnect(member: Member, value: Uint8Array): Promise<void> {
@@ -1483,6 +1567,7 @@ export class RelayServer implements AsyncDisposable {
     const fromIp = (this.#membersPerIp.get(member.address.hostname) ?? 1) - 1;
     if (fromIp > 0) this.#membersPerIp.set(member.address.hostname, fromIp);
     else this.#membersPerIp.delete(member.address.hostname);
+    this.#group?.onLeave(member);
     member.guard?.[Symbol.dispose]();
     this.#memberReassembly.forgetSource(member.key);
     this.#log({ level: "info", event: "leave", client: member.key, reason });
@@ -1519,14 +1604,15 @@ export class RelayServer implements AsyncDisposable {
     if (batch.length > 0) this.#sendStream(encodeRecords(batch), to);
   }
 
-  #sendStream(stream: Uint8Array, to: PeerAddress): void {
+  /** Sends a stream, fragmented past the MTU; returns the datagrams it took. */
+  #sendStream(stream: Uint8Array, to: PeerAddress): number {
     if (stream.length <= this.#mtu) {
       this.#send(stream, to);
-      return;
+      return 1;
     }
-    for (const datagram of fragmentStream(stream, this.#mtu, randomMsgId())) {
-      this.#send(datagram, to);
-    }
+    const datagrams = fragmentStream(stream, this.#mtu, randomMsgId());
+    for (const datagram of datagrams) this.#send(datagram, to);
+    return datagrams.length;
   }
 
   #send(datagram: Uint8Array, to: PeerAddress): void {

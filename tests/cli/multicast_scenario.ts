@@ -10,6 +10,10 @@
  * --server), sends a message each way, and prints one JSON result line:
  * `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
  *
+ * With the argument `group` it runs group fan-out instead (protocol.md
+ * section 9): the server with `--fanout group` (downstream 224.1.1.1, port
+ * + 1), three clients that join the downstream group, one message each.
+ *
  * @module
  */
 import {
@@ -22,7 +26,20 @@ import {
   startServer,
 } from "./_process.ts";
 
+import { NEWCOMER_UNICAST_MS } from "../../lib/relay/group_fanout.ts";
+
 const GROUP = "224.1.1.1";
+/** A server joined to the group, bound to 0.0.0.0 on a free port. */
+const SERVER_ARGS = [
+  "--group",
+  GROUP,
+  "--bind",
+  "0.0.0.0",
+  "--port",
+  "0",
+  "--tcp-port",
+  "0",
+];
 
 /** The network interfaces this process sees (its namespace's), from `ip -o link show`. */
 async function interfaces(): Promise<string[]> {
@@ -48,7 +65,8 @@ async function output(command: string, args: string[]): Promise<string> {
   return new TextDecoder().decode(result.stdout);
 }
 
-async function scenario(): Promise<Record<string, unknown>> {
+/** Refuses to go on unless this namespace has only `lo`; returns the interfaces. */
+async function assertPrivateNamespace(): Promise<string[]> {
   const seen = await interfaces();
   if (seen.length !== 1 || seen[0] !== "lo") {
     throw new Error(
@@ -57,6 +75,71 @@ async function scenario(): Promise<Record<string, unknown>> {
       })`,
     );
   }
+  return seen;
+}
+
+/** Group fan-out through the downstream group: three clients, a message each. */
+async function groupScenario(): Promise<Record<string, unknown>> {
+  const seen = await assertPrivateNamespace();
+  let server: ServerInfo | undefined;
+  const clients: ClientInfo[] = [];
+  const controls: ControlClient[] = [];
+  try {
+    server = await startServer([...SERVER_ARGS, "--fanout", "group"]);
+    const port = server.udp.split(":").at(-1)!;
+    const clientArgs = ["--group", GROUP, "--port", port];
+    for (let i = 0; i < 3; i++) clients.push(await startClient(clientArgs));
+    await server.proc.stdout.waitJson({ event: "group_epoch", holders: 3 });
+    const memberships = await output("ip", ["maddr", "show", "dev", "lo"]);
+    const control = await ControlClient.connectServer(server.control);
+    controls.push(control);
+    for (const sender of clients) {
+      controls.push(await ControlClient.connect(sender.control));
+    }
+    const round = async (label: string) => {
+      const received: Record<string, unknown>[] = [];
+      for (const [i, sender] of clients.entries()) {
+        const text = `${label} ${i}`;
+        await controls[i + 1].send(text);
+        for (const receiver of clients) {
+          if (receiver === sender) continue;
+          received.push(
+            await receiver.proc.stdout.waitJson({ event: "message", text }),
+          );
+        }
+      }
+      return received;
+    };
+    // While the clients are new holders the server also sends them each
+    // group datagram by unicast (NEWCOMER_UNICAST_MS). That window is a
+    // time, not an event: the second round waits it out, so its messages
+    // can only have come through the downstream group.
+    const received = await round("group hello");
+    const before = (await control.command("stats", "stats")).stats;
+    await new Promise((resolve) =>
+      setTimeout(resolve, NEWCOMER_UNICAST_MS + 500)
+    );
+    const downstreamOnly = await round("downstream only");
+    const stats = (await control.command("stats", "stats")).stats;
+    return {
+      ok: true,
+      interfaces: seen,
+      server: server.first,
+      memberships,
+      clients: clients.map((c) => c.address),
+      received,
+      downstreamOnly,
+      before,
+      stats,
+    };
+  } finally {
+    await closeAll(...controls);
+    await killAll(server?.proc, ...clients.map((c) => c.proc));
+  }
+}
+
+async function scenario(): Promise<Record<string, unknown>> {
+  const seen = await assertPrivateNamespace();
   let server: ServerInfo | undefined;
   let a: ClientInfo | undefined;
   let b: ClientInfo | undefined;
@@ -64,16 +147,7 @@ async function scenario(): Promise<Record<string, unknown>> {
   let controlB: ControlClient | undefined;
   let control: ControlClient | undefined;
   try {
-    server = await startServer([
-      "--group",
-      GROUP,
-      "--bind",
-      "0.0.0.0",
-      "--port",
-      "0",
-      "--tcp-port",
-      "0",
-    ]);
+    server = await startServer(SERVER_ARGS);
     const port = server.udp.split(":").at(-1)!;
     const memberships = await output("ip", ["maddr", "show", "dev", "lo"]);
     const clientArgs = ["--group", GROUP, "--port", port];
@@ -119,7 +193,9 @@ async function scenario(): Promise<Record<string, unknown>> {
 if (import.meta.main) {
   let result: Record<string, unknown>;
   try {
-    result = await scenario();
+    result = Deno.args[0] === "group"
+      ? await groupScenario()
+      : await scenario();
   } catch (error) {
     result = { ok: false, error: String((error as Error)?.message ?? error) };
   }

@@ -41,9 +41,11 @@ Deno.test("key exchange on the wire: padded KEY_REQUEST, COOKIE + SERVER_PUBLIC_
     RecordType.COOKIE,
     RecordType.SERVER_PUBLIC_KEY,
   ]);
+  // GROUP_CAPABLE after the key record (section 9; clients ask by default).
   assert.deepEqual(sent[1]!.map((r) => r.type), [
     RecordType.COOKIE,
     RecordType.SYMMETRIC_KEY,
+    RecordType.GROUP_CAPABLE,
   ]);
   assert.deepEqual(sent[1]![0]!.value, answer[0]!.value);
   assert.equal(sent[1]![1]!.value.length, 256);

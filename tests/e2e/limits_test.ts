@@ -1224,6 +1224,7 @@ Deno.test("a client's own rekey carries KEY_PROOF and is accepted", async () => 
       RecordType.COOKIE,
       RecordType.SYMMETRIC_KEY,
       RecordType.KEY_PROOF,
+      RecordType.GROUP_CAPABLE,
     ]);
     assert.equal(h.server.stats().rekeys, 1);
     assert.equal(h.server.stats().dropped.rekey_without_proof, undefined);

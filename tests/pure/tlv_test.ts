@@ -171,9 +171,9 @@ test("decodeRecords() returns values as views into the datagram", () => {
 
 test("decodeRecords() surfaces unknown types for the caller to skip and count", () => {
   const records = decodeRecords(
-    bytes(0, 2, 0, 1, 7, 0, 18, 0, 0, 0xff, 0xff, 0, 0, 0, 9, 0, 0),
+    bytes(0, 2, 0, 1, 7, 0, 22, 0, 0, 0xff, 0xff, 0, 0, 0, 9, 0, 0),
   );
-  assert.deepEqual(records.map((r) => r.type), [2, 18, 0xffff, 9]);
+  assert.deepEqual(records.map((r) => r.type), [2, 22, 0xffff, 9]);
   assert.deepEqual(records.map((r) => isKnownRecordType(r.type)), [
     false,
     false,
@@ -254,8 +254,11 @@ test("decodeRecord() rejects an offset outside the datagram as a caller bug", ()
   assert.throws(() => decodeRecord(bytes(0, 9, 0, 0), 0.5), callerBug);
 });
 
-test("isKnownRecordType() knows exactly the types of protocol.md sections 2 and 10", () => {
-  const known = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 21];
+test("isKnownRecordType() knows exactly the types of protocol.md sections 2, 9 and 10", () => {
+  const known = [
+    ...[1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17],
+    ...[18, 19, 20, 21],
+  ];
   for (let type = 0; type < 40; type++) {
     assert.equal(isKnownRecordType(type), known.includes(type), `type ${type}`);
   }

@@ -1,0 +1,386 @@
+/**
+ * Server cost per delivery: group fan-out (protocol.md section 9) against
+ * per-recipient fan-out, at several group sizes, and the rekey cost with
+ * churn. In one process: N group-capable {@linkcode RelayClient}s register
+ * with a {@linkcode RelayServer} over the in-memory network; one member's
+ * message datagrams are captured, then replayed into the server as fast as
+ * it takes them (a closed loop: the whole relay of one datagram runs in the
+ * receive loop's turn) while the server's sends go to a sink: a real UDP
+ * socket (`--sink udp`, loopback, or the downstream multicast group inside
+ * a private network namespace with `--multicast`) or nothing (`--sink null`:
+ * the crypto and bookkeeping alone). Modes run in alternating pairs; the
+ * figure is the median over pairs. Bounded; stops by itself.
+ *
+ *     deno run -A bench/fanout_bench.ts [--sizes 10,50,100] [--messages 1000]
+ *         [--size 100] [--pairs 3] [--sink udp|null] [--multicast] [--json PATH]
+ *
+ * `--multicast` refuses to run unless this process sees only the `lo`
+ * interface (a private namespace: see tests/cli/multicast_test.ts):
+ *
+ *     unshare -n sh -c 'ip link set lo up; ip link set lo multicast on;
+ *       ip route add 224.0.0.0/4 dev lo src 127.0.0.1;
+ *       deno run -A bench/fanout_bench.ts --multicast'
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
+import { MemoryNetwork } from "../lib/net/memory.ts";
+import type { Datagram, DatagramTransport } from "../lib/net/transport.ts";
+import { UdpTransport } from "../lib/net/udp.ts";
+import type { PeerAddress } from "../lib/protocol/address.ts";
+import { RelayClient } from "../lib/relay/client.ts";
+import type { LogRecord } from "../lib/relay/log.ts";
+import { RelayServer } from "../lib/relay/server.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    sizes: { type: "string", default: "10,50,100" },
+    messages: { type: "string", default: "1000" },
+    size: { type: "string", default: "100" },
+    pairs: { type: "string", default: "3" },
+    sink: { type: "string", default: "udp" },
+    multicast: { type: "boolean" },
+    churn: { type: "string", default: "10" },
+    json: { type: "string" },
+  },
+  strict: true,
+});
+const SIZES = values.sizes.split(",").map(Number);
+const MESSAGES = Number(values.messages);
+const SIZE = Number(values.size);
+const PAIRS = Number(values.pairs);
+const SINK = values.sink as "udp" | "null";
+const MULTICAST = values.multicast === true;
+const CHURN = Number(values.churn);
+const SERVER: PeerAddress = { hostname: "127.0.0.1", port: 5007 };
+const DOWNSTREAM: PeerAddress = { hostname: "224.1.1.1", port: 5008 };
+const SINK_ADDRESS: PeerAddress = { hostname: "127.0.0.1", port: 5100 };
+
+if (MULTICAST) {
+  const out = await new Deno.Command("ip", { args: ["-o", "link", "show"] })
+    .output();
+  const names = new TextDecoder().decode(out.stdout).split("\n")
+    .map((l) => /^\d+: ([^:@]+)[:@]/.exec(l)?.[1]).filter(Boolean);
+  if (names.length !== 1 || names[0] !== "lo") {
+    console.error(
+      `refusing --multicast outside a private network namespace (interfaces: ${
+        names.join(", ")
+      }): run it under unshare -n (see --help in the file header)`,
+    );
+    Deno.exit(2);
+  }
+}
+
+type Mode = "unicast" | "group";
+
+/** A transport that passes everything to `inner`; subclasses change sending. */
+class PassThrough implements DatagramTransport {
+  constructor(readonly inner: DatagramTransport) {}
+  get localAddress(): PeerAddress {
+    return this.inner.localAddress;
+  }
+  [Symbol.asyncIterator](): AsyncIterator<Datagram> {
+    return this.inner[Symbol.asyncIterator]();
+  }
+  send(data: Uint8Array, to: PeerAddress): Promise<void> {
+    return this.inner.send(data, to);
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/** The server's transport: memory network while members register, then the sink. */
+class SwitchTransport extends PassThrough {
+  sink: ((data: Uint8Array, to: PeerAddress) => Promise<void>) | undefined;
+  sent = 0;
+  #target = 0;
+  #reached: (() => void) | undefined;
+  override send(data: Uint8Array, to: PeerAddress): Promise<void> {
+    if (!this.sink) return this.inner.send(data, to);
+    const done = this.sink(data, to);
+    if (++this.sent === this.#target) {
+      done.then(() => this.#reached?.());
+    }
+    return done;
+  }
+  /** Resolves when `count` sends to the sink have been made and the last has completed. */
+  sends(count: number): Promise<void> {
+    this.sent = 0;
+    this.#target = count;
+    return new Promise((resolve) => this.#reached = resolve);
+  }
+}
+
+/** Forwards sends unless capturing; captured datagrams are kept. */
+class CaptureTransport extends PassThrough {
+  capturing = false;
+  readonly captured: Uint8Array[] = [];
+  override send(data: Uint8Array, to: PeerAddress): Promise<void> {
+    if (!this.capturing) return this.inner.send(data, to);
+    this.captured.push(data.slice());
+    return Promise.resolve();
+  }
+}
+
+interface Group {
+  readonly server: RelayServer;
+  readonly transport: SwitchTransport;
+  readonly clients: RelayClient[];
+  readonly sender: CaptureTransport;
+  readonly log: LogRecord[];
+  readonly waitLog: (p: (r: LogRecord) => boolean) => Promise<LogRecord>;
+}
+
+const privateKey = await RsaPrivateKey.generate(2048);
+
+async function makeGroup(mode: Mode, members: number): Promise<Group> {
+  const network = new MemoryNetwork();
+  const transport = new SwitchTransport(
+    network.bind(SERVER.hostname, SERVER.port),
+  );
+  const log: LogRecord[] = [];
+  const waiters = new Set<
+    { p: (r: LogRecord) => boolean; resolve: (r: LogRecord) => void }
+  >();
+  const server = RelayServer.start({
+    transport,
+    privateKey,
+    fanout: mode,
+    downstream: MULTICAST ? DOWNSTREAM : undefined,
+    groupNewcomerMs: 0, // steady state: every member has joined the group
+    maxClients: 100_000,
+    maxClientsPerIp: 100_000,
+    messagesPerSecond: 1e9,
+    messageBurst: 1e9,
+    handshakesPerSecond: 1e9,
+    handshakeBurst: 1e9,
+    globalHandshakesPerSecond: 1e9,
+    globalHandshakeBurst: 1e9,
+    maxQueuedPerSource: 1e6,
+    maxQueuedTotal: 1e7,
+    log: (record) => {
+      if (record.event !== "group_epoch" && record.level !== "error") return;
+      log.push(record);
+      for (const w of [...waiters]) {
+        if (w.p(record)) {
+          waiters.delete(w);
+          w.resolve(record);
+        }
+      }
+    },
+  });
+  const waitLog = (p: (r: LogRecord) => boolean) => {
+    const found = log.find(p);
+    if (found) return Promise.resolve(found);
+    return new Promise<LogRecord>((resolve) => waiters.add({ p, resolve }));
+  };
+  const clients: RelayClient[] = [];
+  let sender!: CaptureTransport;
+  for (let i = 0; i < members; i++) {
+    const own = new CaptureTransport(network.bind());
+    if (i === 0) sender = own;
+    clients.push(
+      await RelayClient.connect({
+        transport: own,
+        target: SERVER,
+        retryInitialMs: 200,
+        bindDownstream: (group) => Promise.resolve(network.joinGroup(group)),
+      }),
+    );
+  }
+  if (mode === "group") {
+    await waitLog((r) => r.holders === members);
+  }
+  return { server, transport, clients, sender, log, waitLog };
+}
+
+async function closeGroup(group: Group): Promise<void> {
+  await Promise.all(group.clients.map((c) => c.close()));
+  await group.server.close();
+}
+
+/** Captures `count` message datagrams of the first member (not sent). */
+async function capture(group: Group, count: number): Promise<Uint8Array[]> {
+  group.sender.capturing = true;
+  const text = "x".repeat(SIZE);
+  for (let i = 0; i < count; i++) await group.clients[0].send(text);
+  group.sender.capturing = false;
+  return group.sender.captured.splice(0);
+}
+
+async function sinkFor(): Promise<
+  {
+    send: (data: Uint8Array, to: PeerAddress) => Promise<void>;
+    close: () => void;
+  }
+> {
+  if (SINK === "null") return { send: () => Promise.resolve(), close() {} };
+  // Never read: the kernel drops what overflows its buffer, as a slow peer's would.
+  const receiver = await UdpTransport.bind({
+    hostname: MULTICAST ? "0.0.0.0" : "127.0.0.1",
+    port: MULTICAST ? DOWNSTREAM.port : SINK_ADDRESS.port,
+    reuseAddress: MULTICAST,
+    multicast: MULTICAST ? { group: DOWNSTREAM.hostname } : undefined,
+  });
+  const sender = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  return {
+    // Multicast goes to the group; every unicast to the one sink port.
+    send: (data, to) =>
+      sender.send(data, to === DOWNSTREAM ? DOWNSTREAM : SINK_ADDRESS),
+    close() {
+      sender.close();
+      receiver.close();
+    },
+  };
+}
+
+interface Run {
+  readonly mode: Mode;
+  readonly members: number;
+  readonly nsPerDelivery: number;
+  readonly datagramsPerMessage: number;
+  readonly deliveries: number;
+}
+
+async function measure(mode: Mode, members: number): Promise<Run> {
+  const group = await makeGroup(mode, members);
+  const sink = await sinkFor();
+  try {
+    const datagrams = await capture(group, MESSAGES);
+    const from = group.sender.localAddress;
+    const memory = group.transport.inner as unknown as {
+      enqueue(d: Datagram): void;
+    };
+    const before = group.server.stats();
+    group.transport.sink = sink.send;
+    const perMessage = mode === "group" && MULTICAST ? 1 : members - 1;
+    const done = group.transport.sends(datagrams.length * perMessage);
+    const started = performance.now();
+    for (const data of datagrams) memory.enqueue({ data, from });
+    await done;
+    const elapsed = performance.now() - started;
+    const after = group.server.stats();
+    group.transport.sink = undefined;
+    const deliveries = after.deliveries - before.deliveries;
+    return {
+      mode,
+      members,
+      nsPerDelivery: elapsed * 1e6 / deliveries,
+      datagramsPerMessage: group.transport.sent /
+        (after.messagesRelayed - before.messagesRelayed),
+      deliveries,
+    };
+  } finally {
+    sink.close();
+    await closeGroup(group);
+  }
+}
+
+/** Rekey cost with `members` holders: one leave, then `CHURN` leaves and joins within a second. */
+async function rekeyCost(members: number): Promise<Record<string, number>> {
+  const group = await makeGroup("group", members);
+  try {
+    const epochs = () =>
+      group.log.filter((r) => r.event === "group_epoch").length;
+    const first = epochs();
+    // One leave, well after the last epoch: a rekey at once.
+    await new Promise((r) => setTimeout(r, 1100));
+    const victim = group.clients.pop()!;
+    group.server.kick(victim.address);
+    const single = await group.waitLog((r) =>
+      r.event === "group_epoch" && r.holders === members - 1
+    );
+    // Churn: CHURN members leave (kicked) at once: batched into few epochs.
+    const startEpochs = epochs();
+    const churned = group.clients.splice(-CHURN);
+    const started = performance.now();
+    for (const c of churned) group.server.kick(c.address);
+    const last = await group.waitLog((r) =>
+      r.event === "group_epoch" && r.holders === members - 1 - CHURN
+    );
+    const churnMs = performance.now() - started;
+    await victim.close();
+    await Promise.all(churned.map((c) => c.close()));
+    return {
+      members,
+      epochsBefore: first,
+      singleLeaveRekeyMs: single.ms as number,
+      churnLeaves: CHURN,
+      churnEpochs: epochs() - startEpochs,
+      churnLastRekeyMs: last.ms as number,
+      churnUntilRekeyedMs: Math.round(churnMs),
+    };
+  } finally {
+    await closeGroup(group);
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2
+    ? s[(s.length - 1) / 2]
+    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+const results: Record<string, unknown>[] = [];
+console.log(
+  `fan-out bench: sink ${SINK}${
+    MULTICAST ? " (multicast downstream)" : " (unicast)"
+  }, ${MESSAGES} messages of ${SIZE} B, ${PAIRS} pairs, load ${
+    Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
+  }`,
+);
+for (const members of SIZES) {
+  const per: Record<Mode, number[]> = { unicast: [], group: [] };
+  const ratios: number[] = [];
+  let dpm: Record<Mode, number> = { unicast: 0, group: 0 };
+  for (let p = 0; p < PAIRS; p++) {
+    const order: Mode[] = p % 2 === 0
+      ? ["unicast", "group"]
+      : ["group", "unicast"];
+    const pair: Partial<Record<Mode, Run>> = {};
+    for (const mode of order) pair[mode] = await measure(mode, members);
+    per.unicast.push(pair.unicast!.nsPerDelivery);
+    per.group.push(pair.group!.nsPerDelivery);
+    ratios.push(pair.unicast!.nsPerDelivery / pair.group!.nsPerDelivery);
+    dpm = {
+      unicast: pair.unicast!.datagramsPerMessage,
+      group: pair.group!.datagramsPerMessage,
+    };
+  }
+  const row = {
+    members,
+    unicastNsPerDelivery: Math.round(median(per.unicast)),
+    groupNsPerDelivery: Math.round(median(per.group)),
+    medianRatio: Math.round(median(ratios) * 10) / 10,
+    unicastRuns: per.unicast.map(Math.round),
+    groupRuns: per.group.map(Math.round),
+    datagramsPerMessage: dpm,
+  };
+  results.push(row);
+  console.log(JSON.stringify(row));
+}
+const rekey = await rekeyCost(Math.max(...SIZES));
+console.log(JSON.stringify({ rekey }));
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify(
+      {
+        sink: SINK,
+        multicast: MULTICAST,
+        messages: MESSAGES,
+        size: SIZE,
+        pairs: PAIRS,
+        loadavg: Deno.loadavg(),
+        results,
+        rekey,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+}
