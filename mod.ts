@@ -55,6 +55,21 @@ export {
   type RelayServerOptions,
   type ServerStats,
 } from "./lib/relay/server.ts";
+// Relays federated over NATS (one group served by several relays).
+export {
+  Federation,
+  type FederationLink,
+  type FederationLinkHandlers,
+  type FederationOptions,
+  type FederationPeer,
+  type FederationStats,
+} from "./lib/relay/federation.ts";
+export type { RemoteMemberInfo } from "./lib/relay/cluster_view.ts";
+export {
+  clusterSubject,
+  NatsLink,
+  type NatsLinkOptions,
+} from "./lib/net/nats_link.ts";
 export {
   LoadMeter,
   type LoadMeterOptions,

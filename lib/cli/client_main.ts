@@ -54,8 +54,9 @@ export const CLIENT_FLAGS: FlagSpecs = {
   },
   server: {
     type: "string",
-    value: "HOST:PORT",
-    help: "send to this unicast address instead of the group",
+    value: "HOST:PORT[,HOST:PORT...]",
+    help:
+      "send to this unicast address instead of the group; several: relays of one federated group, tried in turn when one stops answering",
   },
   fingerprint: {
     type: "string",
@@ -213,9 +214,14 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     return 0;
   }
   const port = portFlag("port", flags.port as string, false);
-  const target: PeerAddress = flags.server !== undefined
-    ? addressFlag("server", flags.server as string)
-    : { hostname: groupFlag("group", flags.group as string), port };
+  const servers = flags.server === undefined
+    ? []
+    : (flags.server as string).split(",").map((text) =>
+      addressFlag("server", text.trim())
+    );
+  const [target, ...fallbackTargets]: PeerAddress[] = servers.length > 0
+    ? servers
+    : [{ hostname: groupFlag("group", flags.group as string), port }];
   const fingerprint = flags.fingerprint === undefined
     ? undefined
     : fingerprintFlag("fingerprint", flags.fingerprint as string);
@@ -224,9 +230,9 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     "rsa",
     "basic",
   ]);
-  if (profile === "basic" && flags.server === undefined) {
+  if (profile === "basic" && servers.length !== 1) {
     throw new ConfigError(
-      "--profile basic talks to a unicast endpoint: give --server HOST:PORT",
+      "--profile basic talks to one unicast endpoint: give --server HOST:PORT",
     );
   }
   const rsaKeyBits = Number(
@@ -334,6 +340,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
       const relay = await RelayClient.connect({
         transport,
         target,
+        fallbackTargets,
         profile,
         rsaKeyBits,
         fingerprint,

@@ -1,11 +1,12 @@
 /**
- * Server key files: PKCS#8 PEM, written with mode 0600, refused when others
- * can read them.
+ * Secret files: server key files (PKCS#8 PEM) and cluster key files (one
+ * Fernet key), written with mode 0600, refused when others can read them.
  *
  * @module
  */
 import { ConfigError, InvalidKeyError } from "../errors.ts";
 import { pemLabels, RsaPrivateKey } from "../crypto/rsa.ts";
+import { FernetKey } from "../crypto/fernet.ts";
 
 /** Server key sizes accepted from a key file, in bits. */
 const KEY_FILE_BITS = { min: 2048, max: 4096 };
@@ -30,47 +31,16 @@ export async function loadOrCreateKey(
   if (path === undefined) {
     return { key: await RsaPrivateKey.generate(bits), created: true };
   }
-  let stat: Deno.FileInfo | undefined;
-  try {
-    stat = await Deno.stat(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      throw new ConfigError(
-        `Cannot read key file ${path}: ${(error as Error).message}`,
-      );
-    }
-  }
-  if (stat === undefined) {
-    const key = await RsaPrivateKey.generate(bits);
-    try {
-      await Deno.writeTextFile(path, await key.toPkcs8Pem(), {
-        mode: 0o600,
-        createNew: true,
-      });
-    } catch (error) {
-      throw new ConfigError(
-        `Cannot write key file ${path}: ${(error as Error).message}`,
-      );
-    }
-    return { key, created: true };
-  }
-  if (!stat.isFile) {
-    throw new ConfigError(`Key file ${path} is not a regular file`);
-  }
-  if (stat.mode !== null && (stat.mode & 0o077) !== 0) {
-    const mode = (stat.mode & 0o777).toString(8).padStart(3, "0");
-    throw new ConfigError(
-      `Key file ${path} is readable by others (mode ${mode}): run "chmod 600 ${path}" and start again`,
-    );
-  }
-  let pem: string;
-  try {
-    pem = await Deno.readTextFile(path);
-  } catch (error) {
-    throw new ConfigError(
-      `Cannot read key file ${path}: ${(error as Error).message}`,
-    );
-  }
+  let generated: RsaPrivateKey | undefined;
+  const { text: pem, created } = await readOrCreateSecretFile(
+    path,
+    "Key file",
+    async () => {
+      generated = await RsaPrivateKey.generate(bits);
+      return await generated.toPkcs8Pem();
+    },
+  );
+  if (created) return { key: generated!, created };
   checkSingleBlock(path, pem);
   let key: RsaPrivateKey;
   try {
@@ -90,6 +60,97 @@ export async function loadOrCreateKey(
     );
   }
   return { key, created: false };
+}
+
+/** The outcome of {@linkcode readOrCreateSecretFile}. */
+export interface SecretFile {
+  /** The file's text. */
+  readonly text: string;
+  /** Whether the file was created just now. */
+  readonly created: boolean;
+}
+
+/**
+ * Reads the secret file at `path`, or creates it with mode 0600 holding
+ * `create()`'s text when it does not exist.
+ * @param label how errors name the file, e.g. "Key file"
+ * @throws {ConfigError} when the file is readable by group or others, not a regular file, or cannot be read or written
+ */
+export async function readOrCreateSecretFile(
+  path: string,
+  label: string,
+  create: () => Promise<string>,
+): Promise<SecretFile> {
+  let stat: Deno.FileInfo | undefined;
+  try {
+    stat = await Deno.stat(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      throw new ConfigError(
+        `Cannot read ${label.toLowerCase()} ${path}: ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
+  if (stat === undefined) {
+    const text = await create();
+    try {
+      await Deno.writeTextFile(path, text, { mode: 0o600, createNew: true });
+    } catch (error) {
+      throw new ConfigError(
+        `Cannot write ${label.toLowerCase()} ${path}: ${
+          (error as Error).message
+        }`,
+      );
+    }
+    return { text, created: true };
+  }
+  if (!stat.isFile) {
+    throw new ConfigError(`${label} ${path} is not a regular file`);
+  }
+  if (stat.mode !== null && (stat.mode & 0o077) !== 0) {
+    const mode = (stat.mode & 0o777).toString(8).padStart(3, "0");
+    throw new ConfigError(
+      `${label} ${path} is readable by others (mode ${mode}): run "chmod 600 ${path}" and start again`,
+    );
+  }
+  try {
+    return { text: await Deno.readTextFile(path), created: false };
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot read ${label.toLowerCase()} ${path}: ${(error as Error).message}`,
+    );
+  }
+}
+
+/**
+ * Loads the cluster key at `path` (one Fernet key: 44 base64url characters
+ * and an optional line end), or generates one and saves it with mode 0600.
+ * @throws {ConfigError} as {@linkcode readOrCreateSecretFile}, or when the file holds anything but one Fernet key
+ */
+export async function loadOrCreateClusterKey(
+  path: string,
+): Promise<{ readonly key: FernetKey; readonly created: boolean }> {
+  const { text, created } = await readOrCreateSecretFile(
+    path,
+    "Cluster key file",
+    async () => `${(await FernetKey.generate()).text}\n`,
+  );
+  const keyText = text.replace(/\r?\n$/, "");
+  if (!/^[A-Za-z0-9_-]{43}=$/.test(keyText)) {
+    throw new ConfigError(
+      `Cluster key file ${path} does not hold one Fernet key (44 base64url characters ending in "="): copy the file of another relay of the cluster, or move it away to have a new one generated`,
+    );
+  }
+  try {
+    return { key: await FernetKey.fromText(keyText), created };
+  } catch (error) {
+    if (error instanceof InvalidKeyError) {
+      throw new ConfigError(`Cluster key file ${path}: ${error.message}`);
+    }
+    throw error;
+  }
 }
 
 /**

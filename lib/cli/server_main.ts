@@ -32,7 +32,13 @@ import {
   portFlag,
   secondsFlag,
 } from "./flags.ts";
-import { loadOrCreateKey } from "./key_file.ts";
+import { loadOrCreateClusterKey, loadOrCreateKey } from "./key_file.ts";
+import { Federation } from "../relay/federation.ts";
+import {
+  clusterSubject,
+  NatsLink,
+  type NatsLinkOptions,
+} from "../net/nats_link.ts";
 import {
   createLogSink,
   onTerminationSignal,
@@ -170,6 +176,45 @@ export const SERVER_FLAGS: FlagSpecs = {
     help:
       "accept clients of the original design (short key requests, cookieless registration, empty keep-alives): reopens amplification and spoofing",
   },
+  nats: {
+    type: "string",
+    value: "URL[,URL...]",
+    help:
+      "federate with the other relays of --cluster over these NATS servers (needs --cluster-key-file)",
+  },
+  cluster: {
+    type: "string",
+    default: "mcrelay",
+    value: "NAME",
+    help: "cluster of relays that serve one group together (with --nats)",
+  },
+  "cluster-key-file": {
+    type: "string",
+    value: "PATH",
+    help:
+      "the cluster's Fernet key, the same file on every relay: loaded, or generated and saved with mode 0600",
+  },
+  "nats-creds": {
+    type: "string",
+    value: "PATH",
+    help:
+      "NATS credentials file (also: MCRELAY_NATS_TOKEN, or MCRELAY_NATS_USER with MCRELAY_NATS_PASSWORD)",
+  },
+  "nats-tls-ca": {
+    type: "string",
+    value: "PATH",
+    help: "CA certificate to verify the NATS servers with (turns TLS on)",
+  },
+  "nats-tls-cert": {
+    type: "string",
+    value: "PATH",
+    help: "client certificate for NATS TLS (with --nats-tls-key)",
+  },
+  "nats-tls-key": {
+    type: "string",
+    value: "PATH",
+    help: "client key for NATS TLS",
+  },
   json: { type: "boolean", help: "log JSON lines (ts, level, event, ...)" },
   "log-level": {
     type: "string",
@@ -193,12 +238,14 @@ Examples:
   deno task server                                   # join 224.1.1.1:5007, control on 127.0.0.1:9999
   deno task server --no-multicast --bind 127.0.0.1   # unicast on loopback only
   deno task server --key-file server.pem --json      # stable key clients can pin, JSON logs
+  deno task server --nats nats://10.0.0.5:4222 --cluster-key-file cluster.key
+                                                     # one of several relays of one group
 `;
 
 const CONTROL_HELP = [
   "commands:",
   "  help             this list",
-  "  clients          members: address, profile, last seen, messages in/out",
+  "  clients          members: address, profile, last seen, messages in/out (and those of other relays)",
   "  stats            counters: datagrams, bytes, relayed, dropped by reason",
   "  kick IP:PORT     remove a member and tell the others",
   "  quit             close this connection",
@@ -312,6 +359,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     );
   }
   const token = controlTokenFlag(flags, tcpHost);
+  const natsOptions = natsFlags(flags, basic);
 
   const { key, created } = await loadOrCreateKey(
     flags["key-file"] as string | undefined,
@@ -338,11 +386,14 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     ? undefined
     : { group, interfaceAddress: multicastInterface };
 
-  const transport = await UdpTransport.bind({
-    hostname: bind,
-    port,
-    multicast,
-  });
+  const federation = natsOptions && await startFederation(natsOptions);
+  let transport: UdpTransport;
+  try {
+    transport = await UdpTransport.bind({ hostname: bind, port, multicast });
+  } catch (error) {
+    await federation?.close();
+    throw error;
+  }
   const kernelDrops = new KernelDropMeter(transport.localAddress.port);
   // Section 9: by default the group address, port + 1; none without multicast.
   const downstream = fanout !== "group" || !multicast
@@ -354,6 +405,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     downstream.port === transport.localAddress.port
   ) {
     transport.close();
+    await federation?.close();
     throw new ConfigError(
       `--downstream ${group}:${downstream.port} is the group's own port: the server never sends group messages there; use another port, e.g. ${group}:${
         downstream.port + 1
@@ -407,6 +459,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         fanout,
         downstream,
         log,
+        federation,
       });
     log({
       level: "info",
@@ -421,6 +474,12 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         : undefined,
       ...(basic ? {} : { fanout }),
       downstream: downstream ? formatAddress(downstream) : undefined,
+      ...(natsOptions
+        ? {
+          nats: natsOptions.servers.join(","),
+          cluster: natsOptions.cluster,
+        }
+        : {}),
       ...(compat
         ? {
           compat: true,
@@ -451,8 +510,11 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   } catch (error) {
     removeSignals();
     await control?.close();
-    await server?.close();
-    transport.close();
+    if (server) await server.close();
+    else {
+      await federation?.close();
+      transport.close();
+    }
     throw error;
   }
 
@@ -491,15 +553,27 @@ function handleCommand(
     case "clients": {
       const now = Date.now();
       const members = server.members();
-      const lines = members.map((m) =>
-        `${m.address} ${m.profile} last_seen=${
-          ((now - m.lastSeen) / 1000).toFixed(1)
-        }s_ago in=${m.messagesIn}${
-          "messagesOut" in m ? ` out=${m.messagesOut}` : ""
-        }`
-      );
-      return reply("clients", [`${members.length} member(s)`, ...lines], {
+      const remote = server instanceof RelayServer
+        ? server.remoteMembers()
+        : [];
+      const ago = (lastSeen: number) =>
+        `last_seen=${((now - lastSeen) / 1000).toFixed(1)}s_ago`;
+      const lines = [
+        ...members.map((m) =>
+          `${m.address} ${m.profile} ${ago(m.lastSeen)} in=${m.messagesIn}${
+            "messagesOut" in m ? ` out=${m.messagesOut}` : ""
+          }`
+        ),
+        ...remote.map((m) =>
+          `${m.address} remote relay=${m.relay} ${ago(m.lastSeen)}`
+        ),
+      ];
+      const heading = remote.length > 0
+        ? `${members.length} member(s) here, ${remote.length} at other relays`
+        : `${members.length} member(s)`;
+      return reply("clients", [heading, ...lines], {
         clients: members,
+        ...(remote.length > 0 ? { remote } : {}),
       });
     }
     case "stats": {
@@ -546,4 +620,71 @@ function handleCommand(
         error: `unknown command "${command}"`,
       });
   }
+}
+
+/** The NATS link's options from the flags, or undefined without `--nats`. */
+function natsFlags(
+  flags: Record<string, unknown>,
+  basic: boolean,
+): (NatsLinkOptions & { readonly clusterKeyFile: string }) | undefined {
+  const natsFlagsGiven = Object.keys(SERVER_FLAGS).filter((name) =>
+    (name.startsWith("nats-") || name === "cluster-key-file") &&
+    flags[name] !== undefined
+  );
+  if (flags.nats === undefined) {
+    if (natsFlagsGiven.length > 0) {
+      throw new ConfigError(
+        `--${
+          natsFlagsGiven[0]
+        } needs --nats URL: give the NATS servers to federate over`,
+      );
+    }
+    return undefined;
+  }
+  if (basic) {
+    throw new ConfigError(
+      "--profile basic is a unicast endpoint of its own: it cannot federate; drop --nats",
+    );
+  }
+  const servers = (flags.nats as string).split(",").map((url) => url.trim())
+    .filter((url) => url.length > 0);
+  if (servers.length === 0) {
+    throw new ConfigError(
+      "--nats needs at least one URL, e.g. --nats nats://127.0.0.1:4222",
+    );
+  }
+  const clusterKeyFile = flags["cluster-key-file"] as string | undefined;
+  if (clusterKeyFile === undefined) {
+    throw new ConfigError(
+      "--nats needs --cluster-key-file PATH: what crosses NATS is sealed under the cluster key (the same file on every relay; generated when missing)",
+    );
+  }
+  const cluster = flags.cluster as string;
+  clusterSubject(cluster); // throws a ConfigError for a bad name
+  const env = (name: string) => Deno.env.get(name) || undefined;
+  return {
+    servers,
+    cluster,
+    clusterKeyFile,
+    credentialsFile: flags["nats-creds"] as string | undefined,
+    token: env("MCRELAY_NATS_TOKEN"),
+    user: env("MCRELAY_NATS_USER"),
+    password: env("MCRELAY_NATS_PASSWORD"),
+    tls: {
+      caFile: flags["nats-tls-ca"] as string | undefined,
+      certFile: flags["nats-tls-cert"] as string | undefined,
+      keyFile: flags["nats-tls-key"] as string | undefined,
+    },
+  };
+}
+
+/** Loads the cluster key and connects to NATS. */
+async function startFederation(
+  options: NatsLinkOptions & { readonly clusterKeyFile: string },
+): Promise<Federation> {
+  const { key } = await loadOrCreateClusterKey(options.clusterKeyFile);
+  return new Federation({
+    link: await NatsLink.connect(options),
+    clusterKey: key,
+  });
 }

@@ -70,6 +70,12 @@ export interface RelayClientOptions {
   readonly transport: DatagramTransport;
   /** Where to send: the multicast group and port, or a server's unicast address. */
   readonly target: PeerAddress;
+  /**
+   * More relays of the same group (federated over NATS), tried in turn after
+   * `target` when the current one stops answering: the client re-registers
+   * at the next one.
+   */
+  readonly fallbackTargets?: readonly PeerAddress[];
   /** Hybrid (Fernet, default) or RSA only. */
   readonly profile?: MemberProfile;
   /** Largest datagram sent; the key request is padded to it. Default 1200. */
@@ -174,7 +180,9 @@ const COOKIE_REUSE_MS = 50_000;
  */
 export class RelayClient implements AsyncDisposable {
   readonly #transport: DatagramTransport;
-  readonly #target: PeerAddress;
+  /** `target`, then the fallback targets: where the client registers, in turn. */
+  readonly #targets: readonly PeerAddress[];
+  #target: PeerAddress;
   readonly #profile: MemberProfile;
   readonly #mtu: number;
   readonly #keepaliveMs: number;
@@ -235,6 +243,7 @@ export class RelayClient implements AsyncDisposable {
 
   private constructor(options: RelayClientOptions) {
     this.#transport = options.transport;
+    this.#targets = [options.target, ...options.fallbackTargets ?? []];
     this.#target = options.target;
     this.#profile = options.profile ?? "hybrid";
     this.#mtu = options.mtu ?? 1200;
@@ -303,7 +312,7 @@ export class RelayClient implements AsyncDisposable {
       if (client.#profile === "rsa" && !client.#rsaKey) {
         client.#rsaKey = await RsaPrivateKey.generate(client.#rsaKeyBits);
       }
-      await client.#handshake(client.#retryAttempts, client.#retryInitialMs);
+      await client.#handshakeAnyTarget();
     } catch (error) {
       await client.#shutdown(false);
       throw error;
@@ -674,6 +683,38 @@ export class RelayClient implements AsyncDisposable {
     }
   }
 
+  /** The key exchange with each target in turn, from the current one, until one succeeds. */
+  async #handshakeAnyTarget(): Promise<void> {
+    for (let tried = 1;; tried++) {
+      try {
+        await this.#handshake(this.#retryAttempts, this.#retryInitialMs);
+        return;
+      } catch (error) {
+        if (tried >= this.#targets.length || this.#abort.signal.aborted) {
+          throw error;
+        }
+        this.#nextTarget((error as Error).message);
+      }
+    }
+  }
+
+  /** Moves on to the next target (after a failed key exchange with this one). */
+  #nextTarget(why: string): void {
+    if (this.#targets.length < 2) return;
+    const from = this.#target;
+    this.#target = this.#targets[
+      (this.#targets.indexOf(from) + 1) % this.#targets.length
+    ];
+    this.#server = undefined;
+    this.#log({
+      level: "warn",
+      event: "failover",
+      from: formatAddress(from),
+      to: formatAddress(this.#target),
+      reason: why,
+    });
+  }
+
   #throwIfClosed(): void {
     if (this.#abort.signal.aborted) {
       throw new HandshakeError("The client was closed during the key exchange");
@@ -702,6 +743,12 @@ export class RelayClient implements AsyncDisposable {
             event: "reconnect_failed",
             error: (error as Error).message,
           });
+          if (this.#targets.length > 1) {
+            // Another relay of the group may answer at once; wait only
+            // after a whole round of them.
+            this.#nextTarget((error as Error).message);
+            if (this.#target !== this.#targets[0]) continue;
+          }
           await this.#waitFor<never>(() => {}, delay);
           delay = Math.min(delay * 2, this.#retryMaxMs);
         }

@@ -37,18 +37,19 @@ export class DropCounter {
     this.#gate = new OncePerInterval(intervalMs);
   }
 
-  /** Counts a drop without logging it (for common, uninteresting drops). */
-  count(reason: string): void {
-    this.#counts[reason] = (this.#counts[reason] ?? 0) + 1;
+  /** Counts `n` drops (default 1) without logging them (for common, uninteresting drops). */
+  count(reason: string, n = 1): void {
+    this.#counts[reason] = (this.#counts[reason] ?? 0) + n;
   }
 
-  /** Counts a drop and logs it unless this (reason, source) was logged within the interval. */
+  /** Counts `n` drops (default 1) and logs them unless this (reason, source) was logged within the interval. */
   drop(
     reason: string,
     source: string,
     details: Record<string, unknown> = {},
+    n = 1,
   ): void {
-    this.count(reason);
+    this.count(reason, n);
     if (this.#gate.allow(`${reason} ${source}`, this.now())) {
       this.log({
         level: "warn",

@@ -197,21 +197,23 @@ export class GroupFanout<M extends GroupMemberRef> {
   }
 
   /**
-   * Relays `message` from `sender` as one group token, when the current
-   * epoch allows. Returns the members it reached (the caller serves the
-   * others per recipient), or undefined when nothing was sent.
+   * Relays `message` from the member at `senderValue` (an address value,
+   * section 2.1) as one group token, when the current epoch allows; `sender`
+   * is that member when it is a local one (it gets no copy by unicast).
+   * Returns the members it reached (the caller serves the others per
+   * recipient), or undefined when nothing was sent.
    */
   relay(
-    sender: GroupMemberRef,
+    senderValue: Uint8Array,
+    sender: M | undefined,
     message: Uint8Array,
     nowMs: number,
   ): ReadonlySet<M> | undefined {
     const guard = this.#guard;
     if (!guard || !this.#epochs.canFanOut(nowMs)) return undefined;
     const holders = this.#epochs.holders;
-    const others = holders.size - (holders.has(sender as M) ? 1 : 0);
+    const others = holders.size - (sender && holders.has(sender) ? 1 : 0);
     if (others === 0) return undefined;
-    const senderValue = sender.addressValue;
     const plaintextSize = groupPlaintextSize(
       senderValue.length,
       message.length,

@@ -18,6 +18,7 @@ import {
 } from "../crypto/rsa.ts";
 import { RsaDecryptPool } from "../crypto/rsa_pool.ts";
 import {
+  decodeAddress,
   encodeAddress,
   formatAddress,
   parseAddress,
@@ -63,6 +64,12 @@ import {
   type SilenceRecord,
 } from "./presence.ts";
 import { GroupFanout, type GroupStats } from "./group_fanout.ts";
+import type {
+  Federation,
+  FederationPeer,
+  FederationStats,
+} from "./federation.ts";
+import type { RemoteMemberInfo } from "./cluster_view.ts";
 
 /** How a member encrypts: Fernet (hybrid, the default) or RSA only. */
 export type MemberProfile = "hybrid" | "rsa";
@@ -185,6 +192,12 @@ export interface RelayServerOptions {
   readonly now?: () => number;
   /** Aborting it stops the server, as {@linkcode RelayServer.close} does. */
   readonly signal?: AbortSignal;
+  /**
+   * Serve the group together with other relays (a {@linkcode Federation}
+   * over NATS): local members' messages are published once, other relays'
+   * messages delivered to local members. The server closes it when it stops.
+   */
+  readonly federation?: Federation;
 }
 
 /** One member as shown by the `clients` command. */
@@ -241,6 +254,8 @@ export interface ServerStats {
   readonly datagramsPerMessage: number;
   /** Group fan-out state (`fanout: "group"` only). */
   readonly group?: GroupStats;
+  /** Federation counters, when the server is federated. */
+  readonly federation?: FederationStats;
 }
 
 interface Member extends SilenceRecord {
@@ -352,6 +367,7 @@ export class RelayServer implements AsyncDisposable {
   readonly #log: LogSink;
   readonly #drops: DropCounter;
   readonly #now: () => number;
+  readonly #federation: Federation | undefined;
 
   readonly #members = new Map<string, Member>();
   readonly #cookies: CookieAuthority;
@@ -386,6 +402,8 @@ export class RelayServer implements AsyncDisposable {
   #kernelPolledAt = -Infinity;
   readonly #group: GroupFanout<Member> | undefined;
   #relayDatagrams = 0;
+  /** Messages fanned out here: local members' and other relays' (federation). */
+  #messagesFannedOut = 0;
 
   #datagramsIn = 0;
   #bytesIn = 0;
@@ -479,6 +497,7 @@ export class RelayServer implements AsyncDisposable {
         now: this.#now,
       });
     }
+    this.#federation = options.federation;
   }
 
   /** Starts serving `options.transport`: receive loop and presence timer. */
@@ -490,6 +509,7 @@ export class RelayServer implements AsyncDisposable {
       sweepInterval(server.#clientTimeoutMs),
     );
     startRsaPool(server.#rsa, server.#log);
+    server.#federation?.attach(server.#federationPeer(), server.#log);
     const signal = options.signal;
     if (signal) {
       const stop = () => void server.close();
@@ -527,6 +547,11 @@ export class RelayServer implements AsyncDisposable {
     }));
   }
 
+  /** Members of the other relays of a federation (none when not federated). */
+  remoteMembers(): RemoteMemberInfo[] {
+    return this.#federation?.remoteMembers() ?? [];
+  }
+
   /** A snapshot of the counters. */
   stats(): ServerStats {
     const reassembly = { ...this.#memberReassembly.counters };
@@ -552,11 +577,12 @@ export class RelayServer implements AsyncDisposable {
       kernelDropped: this.#kernelDropped,
       presence: { ...this.#presence.counters },
       reassembly,
-      datagramsPerMessage: this.#messagesRelayed === 0
+      datagramsPerMessage: this.#messagesFannedOut === 0
         ? 0
         : (this.#relayDatagrams +
-          (this.#group?.stats().datagrams ?? 0)) / this.#messagesRelayed,
+          (this.#group?.stats().datagrams ?? 0)) / this.#messagesFannedOut,
       ...(this.#group ? { group: this.#group.stats() } : {}),
+      ...(this.#federation ? { federation: this.#federation.stats() } : {}),
     };
   }
 
@@ -665,6 +691,7 @@ export class RelayServer implements AsyncDisposable {
       }
     }
     await this.#rsa.close();
+    await this.#federation?.close();
     this.#log({
       level: "info",
       event: "shutdown",
@@ -1198,13 +1225,8 @@ export class RelayServer implements AsyncDisposable {
     this.#strangerReassembly.forgetSource(source);
     this.#registrations++;
     this.#log({ level: "info", event: "join", client: source, profile });
-
-    const joined = encodeRecords([
-      { type: RecordType.NOTIFY_CONNECT, value: addressValue },
-    ]);
-    for (const other of this.#members.values()) {
-      if (other !== member) this.#send(joined, other.address);
-    }
+    this.#federation?.announceJoin(addressValue);
+    this.#notifyMembers(RecordType.NOTIFY_CONNECT, addressValue, member);
     this.#sendPacked(
       [await this.#welcome(member), ...this.#presentRecords(member)],
       from,
@@ -1268,7 +1290,7 @@ export class RelayServer implements AsyncDisposable {
       bytesEqual(member.registrationHash, sha256(record.value));
   }
 
-  /** One NOTIFY_CONNECT per member other than `member`. */
+  /** One NOTIFY_CONNECT per member other than `member`, here or at the other relays of a federation. */
   #presentRecords(member: Member): TlvRecord[] {
     const present: TlvRecord[] = [];
     for (const other of this.#members.values()) {
@@ -1279,7 +1301,68 @@ export class RelayServer implements AsyncDisposable {
         });
       }
     }
+    for (const remote of this.#federation?.remoteAddresses() ?? []) {
+      const key = formatAddress(decodeAddress(remote));
+      if (!this.#members.has(key)) {
+        present.push({ type: RecordType.NOTIFY_CONNECT, value: remote });
+      }
+    }
     return present;
+  }
+
+  /** Sends one NOTIFY_CONNECT or NOTIFY_DISCONNECT record to every member but `except`. */
+  #notifyMembers(
+    type:
+      | typeof RecordType.NOTIFY_CONNECT
+      | typeof RecordType.NOTIFY_DISCONNECT,
+    addressValue: Uint8Array,
+    except?: Member,
+  ): void {
+    const datagram = encodeRecords([{ type, value: addressValue }]);
+    for (const other of this.#members.values()) {
+      if (other !== except) this.#send(datagram, other.address);
+    }
+  }
+
+  /** What the federation may ask of this server. */
+  #federationPeer(): FederationPeer {
+    return {
+      localMembers: () =>
+        [...this.#members.values()].map((m) => m.addressValue),
+      deliverRemote: (sender, message) => this.#relayRemote(sender, message),
+      remoteJoined: (address, key) => {
+        if (!this.#members.has(key)) {
+          this.#notifyMembers(RecordType.NOTIFY_CONNECT, address);
+        }
+      },
+      remoteLeft: (address, key) => {
+        if (!this.#members.has(key)) {
+          this.#notifyMembers(RecordType.NOTIFY_DISCONNECT, address);
+        }
+      },
+      drop: (reason, count) =>
+        this.#drops.drop(reason, "federation", {}, count),
+    };
+  }
+
+  /** Delivers a message of another relay's member to every local member. */
+  #relayRemote(sender: Uint8Array, message: Uint8Array): void {
+    if (this.#closing) return;
+    if (message.length > this.#maxMessageBytes) {
+      this.#drops.drop("federation_too_large", "federation");
+      return;
+    }
+    // A member that moved here from another relay must not get its own
+    // messages back.
+    const local = this.#members.get(formatAddress(decodeAddress(sender)));
+    Promise.resolve(this.#fanOut(sender, message, local, this.#now())).catch(
+      (error) =>
+        this.#log({
+          level: "error",
+          event: "relay_failed",
+          error: String(error),
+        }),
+    );
   }
 
   /** The WELCOME record for `member`: its address under its own key. */
@@ -1400,17 +1483,43 @@ export class RelayServer implements AsyncDisposable {
     }
     sender.messagesIn++;
     this.#messagesRelayed++;
+    this.#federation?.publishMessage(sender.addressValue, plaintext);
+    const fanned = this.#fanOut(sender.addressValue, plaintext, sender, now);
+    // Awaited only when some member's key seals asynchronously: the hot path
+    // stays inside the receive loop's turn (the load meter relies on it).
+    const recipients = typeof fanned === "number" ? fanned : await fanned;
+    this.#log({
+      level: "debug",
+      event: "relay",
+      from: sender.key,
+      bytes: plaintext.length,
+      recipients,
+    });
+  }
+
+  /**
+   * Encrypts `plaintext` for every member but `except` and sends it with
+   * the sender's address. Returns the number of recipients, as a promise
+   * only when some member's key seals asynchronously.
+   */
+  #fanOut(
+    senderAddress: Uint8Array,
+    plaintext: Uint8Array,
+    except: Member | undefined,
+    now: number,
+  ): number | Promise<number> {
+    this.#messagesFannedOut++;
     // Group fan-out first: one token for every member holding the epoch key.
-    const grouped = this.#group?.relay(sender, plaintext, now);
+    const grouped = this.#group?.relay(senderAddress, except, plaintext, now);
     const senderRecord: TlvRecord = {
       type: RecordType.SENDER,
-      value: sender.addressValue,
+      value: senderAddress,
     };
     // Members whose key seals synchronously (the hot path) are served in
     // this loop, each with one datagram written in place when the relay
     // stream fits one; the others (RSA, or a WebCrypto Fernet backend) after.
     const tokenLength = FernetKey.tokenLength(plaintext.length);
-    const tokenAt = 2 * TLV_HEADER_SIZE + sender.addressValue.length;
+    const tokenAt = 2 * TLV_HEADER_SIZE + senderAddress.length;
     const inPlace = tokenLength <= MAX_TLV_VALUE_SIZE &&
       tokenAt + tokenLength <= this.#mtu;
     let prefix: Uint8Array | undefined;
@@ -1426,7 +1535,7 @@ export class RelayServer implements AsyncDisposable {
     const later: Promise<void>[] = [];
     let recipients = 0;
     for (const member of this.#members.values()) {
-      if (member === sender) continue;
+      if (member === except) continue;
       recipients++;
       if (grouped?.has(member)) {
         this.#countDelivery(member);
@@ -1449,14 +1558,9 @@ export class RelayServer implements AsyncDisposable {
         }]);
       }
     }
-    if (later.length > 0) await Promise.all(later);
-    this.#log({
-      level: "debug",
-      event: "relay",
-      from: sender.key,
-      bytes: plaintext.length,
-      recipients,
-    });
+    return later.length === 0
+      ? recipients
+      : Promise.all(later).then(() => recipients);
   }
 
   /** Encrypts for `member` asynchronously (RSA members, WebCrypto keys) and sends. */
@@ -1571,11 +1675,9 @@ export class RelayServer implements AsyncDisposable {
     member.guard?.[Symbol.dispose]();
     this.#memberReassembly.forgetSource(member.key);
     this.#log({ level: "info", event: "leave", client: member.key, reason });
-    const left = encodeRecords([
-      { type: RecordType.NOTIFY_DISCONNECT, value: member.addressValue },
-    ]);
-    for (const other of this.#members.values()) {
-      this.#send(left, other.address);
+    this.#federation?.announceLeave(member.addressValue);
+    if (!this.#federation?.hasRemote(member.key)) {
+      this.#notifyMembers(RecordType.NOTIFY_DISCONNECT, member.addressValue);
     }
   }
 

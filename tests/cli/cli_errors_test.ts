@@ -283,6 +283,40 @@ Deno.test({
         [...SAFE_SERVER, "--rsa-sched-idle"],
         /--rsa-sched-idle: .*--allow-ffi.*server:sched-idle/,
       ],
+      [
+        "--nats without --cluster-key-file",
+        [...SAFE_SERVER, "--nats", "nats://127.0.0.1:9"],
+        /--nats needs --cluster-key-file PATH/,
+      ],
+      [
+        "--cluster-key-file without --nats",
+        [...SAFE_SERVER, "--cluster-key-file", "cluster.key"],
+        /--cluster-key-file needs --nats URL/,
+      ],
+      [
+        "a cluster name that is no subject token",
+        [
+          ...SAFE_SERVER,
+          "--nats",
+          "nats://127.0.0.1:9",
+          "--cluster-key-file",
+          "cluster.key",
+          "--cluster",
+          "a.b",
+        ],
+        /cluster name "a\.b": use 1-64 letters, digits/,
+      ],
+      [
+        "--nats with --profile basic",
+        [
+          ...SAFE_SERVER,
+          "--profile",
+          "basic",
+          "--nats",
+          "nats://127.0.0.1:9",
+        ],
+        /--profile basic .* cannot federate/,
+      ],
     ];
     for (const [what, args, pattern] of cases) {
       await t.step(what, async () => {
@@ -497,6 +531,48 @@ Deno.test({
       ]);
       await fixture.proc.kill();
       assert.equal(fixture.fingerprint, FIXTURE_FINGERPRINT);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "server --nats: a cluster key file is made with mode 0600; one readable by others or holding no key is refused; an unreachable NATS is named",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/cluster.key`;
+      // Nothing listens on port 9 of loopback: the start fails at once, after
+      // the key file was made.
+      const nowhere = [
+        ...SAFE_SERVER,
+        "--nats",
+        "nats://127.0.0.1:9",
+        "--cluster-key-file",
+        path,
+      ];
+      await assertStartupError(
+        "server.ts",
+        nowhere,
+        /Cannot reach NATS at nats:\/\/127\.0\.0\.1:9: .*start nats-server there or fix --nats/,
+      );
+      const made = await Deno.stat(path);
+      assert.equal(made.mode! & 0o777, 0o600);
+      assert.match(await Deno.readTextFile(path), /^[A-Za-z0-9_-]{43}=\n$/);
+
+      await Deno.chmod(path, 0o644);
+      await assertStartupError(
+        "server.ts",
+        nowhere,
+        /Cluster key file .* is readable by others \(mode 644\): run "chmod 600/,
+      );
+      await Deno.writeTextFile(path, "not a key\n", { mode: 0o600 });
+      await Deno.chmod(path, 0o600);
+      await assertStartupError(
+        "server.ts",
+        nowhere,
+        /Cluster key file .* does not hold one Fernet key/,
+      );
     });
   },
 });
