@@ -671,6 +671,13 @@ export class RelayClient implements AsyncDisposable {
             address: this.address,
           });
           for (const waiter of this.#readyWaiters.splice(0)) waiter();
+          // With other relays to move to, one keep-alive at once: its answer
+          // tells a 1.1 server from a v1 one before the first interval, so a
+          // relay that dies right after the WELCOME, and so never answered
+          // a keep-alive, is noticed too (PROTOCOL.md section 11).
+          if (this.#profile === "hybrid" && this.#targets.length > 1) {
+            void this.#keepaliveNow();
+          }
           return;
         }
         delay *= 2;
@@ -782,9 +789,12 @@ export class RelayClient implements AsyncDisposable {
         server: this.serverAddress,
         missed: this.#watch.missLimit,
       });
-      this.#reconnect(
-        `server unreachable: no answer to ${this.#watch.missLimit} keep-alives in a row`,
-      );
+      const why =
+        `server unreachable: no answer to ${this.#watch.missLimit} keep-alives in a row`;
+      // Another relay of the group can take the member at once: the one that
+      // stopped answering is the last to try again.
+      this.#nextTarget(why);
+      this.#reconnect(why);
       return;
     }
     this.#watch.sent();
@@ -811,15 +821,22 @@ export class RelayClient implements AsyncDisposable {
    */
   #onLossHint(reason: string): void {
     if (this.#profile !== "hybrid") return this.#reconnect(reason);
-    if (this.#watch.hint(this.#now()) === "ignore") {
+    const delay = this.#watch.hint(this.#now());
+    if (delay === "ignore") {
       this.#drops.count("notice_unconfirmed");
       return;
     }
-    this.#probeTimer = setTimeout(() => {
-      this.#probeTimer = undefined;
-      if (this.#watch.probeExpired() && this.#ready) this.#reconnect(reason);
-    }, this.#probeTimeoutMs);
-    void this.#keepaliveNow();
+    const probe = () => {
+      this.#probeTimer = setTimeout(() => {
+        this.#probeTimer = undefined;
+        if (this.#watch.probeExpired() && this.#ready) this.#reconnect(reason);
+      }, this.#probeTimeoutMs);
+      void this.#keepaliveNow();
+    };
+    if (delay === 0) return probe();
+    // An answer came within the probe interval: probe when it is over,
+    // unless another answer ends the probe first (it clears this timer).
+    this.#probeTimer = setTimeout(probe, delay);
   }
 
   /** The server's KEEPALIVE answer: counts only when its token passes every check under this client's key. */

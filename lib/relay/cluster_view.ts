@@ -167,6 +167,7 @@ export class ClusterView {
         });
         break;
       case EnvelopeKind.JOIN:
+        this.#moveTo(relay, envelope.address, events);
         this.#refresh(relay, envelope.address, nowMs, events);
         break;
       case EnvelopeKind.LEAVE:
@@ -235,6 +236,24 @@ export class ClusterView {
     const holders = this.#holders.get(key) ?? 0;
     this.#holders.set(key, holders + 1);
     if (holders === 0) events.push({ type: "joined", address, key });
+  }
+
+  /**
+   * A member registers with one relay at a time: a JOIN from `relay` for a
+   * member other relays still list means it moved (its relay died or it
+   * failed over), so it leaves them first, and members see it leave and
+   * come back (PROTOCOL.md section 11).
+   */
+  #moveTo(
+    relay: RemoteRelay,
+    address: Uint8Array,
+    events: ClusterEvent[],
+  ): void {
+    const key = formatAddress(decodeAddress(address));
+    if (!this.#holders.has(key) || relay.members.has(key)) return;
+    for (const other of this.#relays.values()) {
+      if (other !== relay) this.#forget(other, key, events);
+    }
   }
 
   #forget(relay: RemoteRelay, key: string, events: ClusterEvent[]): void {

@@ -11,14 +11,19 @@
  * - A NOTICE 1 or 5 is unauthenticated: it triggers a probe (one keep-alive
  *   at once), and the client re-registers only when no authenticated answer
  *   comes within the probe's time. One probe at a time, and none within a
- *   probe interval of an answer, so a flood of spoofed notices costs one
- *   keep-alive per interval at most.
+ *   probe interval of an answer (a notice then is probed when that interval
+ *   is over), so a flood of spoofed notices costs one keep-alive per
+ *   interval at most, and a genuine one is never ignored.
  *
  * @module
  */
 
-/** What to do about an unauthenticated hint (NOTICE 1 or 5). */
-export type HintAction = "probe" | "ignore";
+/**
+ * What to do about an unauthenticated hint (NOTICE 1 or 5): ignore it (a
+ * probe is already running or due), or probe after this many ms (0: at
+ * once).
+ */
+export type HintAction = number | "ignore";
 
 /** Keep-alive answer bookkeeping of one client. */
 export class KeepaliveWatch {
@@ -57,13 +62,15 @@ export class KeepaliveWatch {
     this.#probing = false;
   }
 
-  /** A NOTICE 1 or 5 arrived at `nowMs`: probe (and the probe is now running), or ignore it. */
+  /**
+   * A NOTICE 1 or 5 arrived at `nowMs`: ignore it, or probe after the
+   * returned delay (the probe counts as running from now; an answer ends
+   * it).
+   */
   hint(nowMs: number): HintAction {
-    if (this.#probing || nowMs - this.#lastAnswerAt < this.probeIntervalMs) {
-      return "ignore";
-    }
+    if (this.#probing) return "ignore";
     this.#probing = true;
-    return "probe";
+    return Math.max(0, this.#lastAnswerAt + this.probeIntervalMs - nowMs);
   }
 
   /** The probe's time is up: whether it failed (no answer came since it was sent). Ends the probe. */

@@ -1226,6 +1226,11 @@ export class RelayServer implements AsyncDisposable {
     this.#registrations++;
     this.#log({ level: "info", event: "join", client: source, profile });
     this.#federation?.announceJoin(addressValue);
+    if (this.#federation?.hasRemote(source)) {
+      // It moved here from another relay, where the members here saw it:
+      // they see it leave and come back, as at the other relays.
+      this.#notifyMembers(RecordType.NOTIFY_DISCONNECT, addressValue, member);
+    }
     this.#notifyMembers(RecordType.NOTIFY_CONNECT, addressValue, member);
     this.#sendPacked(
       [await this.#welcome(member), ...this.#presentRecords(member)],

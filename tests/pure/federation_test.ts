@@ -13,6 +13,7 @@ import {
   MAX_HEARTBEAT_ADDRESSES,
 } from "../../lib/protocol/federation.ts";
 import { encodeAddress, parseAddress } from "../../lib/protocol/address.ts";
+import { encodeBase64Url } from "../../lib/crypto/base64.ts";
 import {
   type ClusterEvent,
   ClusterView,
@@ -146,6 +147,33 @@ Deno.test("cluster view: a member held by two relays joins once and leaves when 
   assert.equal(view.relays, 1, "A was heard at 20 ms");
   assert.deepEqual(view.expire(1021), []);
   assert.equal(view.relays, 0);
+});
+
+Deno.test("cluster view: a JOIN from another relay moves the member: it leaves the old relay, then joins", () => {
+  const view = new ClusterView({ memberTimeoutMs: 1000 });
+  const join = (relayId: Uint8Array, seq: number) => ({
+    kind: EnvelopeKind.JOIN as const,
+    relayId,
+    seq,
+    address: member1,
+  });
+  assert.deepEqual(types(view.receive(join(relayA, 0), 0)), [
+    "joined 127.0.0.1:5001",
+  ]);
+  // Its relay died; it registered with relay B before A timed out.
+  assert.deepEqual(types(view.receive(join(relayB, 0), 10)), [
+    "left 127.0.0.1:5001",
+    "joined 127.0.0.1:5001",
+  ]);
+  assert.deepEqual(
+    view.members().map((m) => m.relay),
+    [encodeBase64Url(relayB).slice(0, 8)],
+  );
+  // A JOIN again from the relay that holds it (a re-registration) is no move.
+  assert.deepEqual(types(view.receive(join(relayB, 1), 20)), []);
+  // A's silence no longer takes the member with it.
+  assert.deepEqual(types(view.expire(1005)), []);
+  assert.ok(view.has("127.0.0.1:5001"));
 });
 
 Deno.test("cluster view: replays and envelopes of a vanished relay are dropped; gaps counted", () => {
