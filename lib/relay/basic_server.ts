@@ -24,7 +24,7 @@ import {
 } from "../protocol/reassembler.ts";
 import type { DatagramTransport } from "../net/transport.ts";
 import { type LogSink, silentLog, startRsaPool } from "./log.ts";
-import { SourceRateLimiter } from "./limits.ts";
+import { SourceRateLimiter, TokenBucket } from "./limits.ts";
 import { RsaDecryptPool } from "../crypto/rsa_pool.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 
@@ -50,8 +50,19 @@ export interface BasicServerOptions {
   readonly compat?: boolean;
   /** Incomplete fragment buffers expire after this. Default 10_000 ms. */
   readonly fragmentTimeoutMs?: number;
-  /** Messages (RSA decryptions) per second per source IP. Default 20, burst 40. */
+  /** Messages (RSA decryptions) per second per source IP. Default 20. */
   readonly messagesPerSecond?: number;
+  /** Burst of the per-IP decryption bucket. Default twice `messagesPerSecond`. */
+  readonly messageBurst?: number;
+  /**
+   * RSA decryptions per second for all sources together, taken after the
+   * source's own bucket (so one source spends at most its own budget of
+   * it). Sources are spoofable: this is what bounds the CPU a junk flood
+   * from many addresses costs. Default 50 (about one core at RSA-4096).
+   */
+  readonly globalDecryptionsPerSecond?: number;
+  /** Burst of the global decryption budget. Default 100. */
+  readonly globalDecryptionBurst?: number;
   /** RSA decryptions waiting or running at most; more are dropped. Default 64. */
   readonly maxPendingDecryptions?: number;
   /** Worker threads for RSA decryption: as {@linkcode RelayServerOptions.rsaThreads}. */
@@ -103,6 +114,7 @@ export class BasicServer implements AsyncDisposable {
   readonly #now: () => number;
   readonly #maxClients: number;
   readonly #rate: SourceRateLimiter;
+  readonly #globalRate: TokenBucket;
   readonly #rsa: RsaDecryptPool;
   readonly #maxPendingDecryptions: number;
   #pendingDecryptions = 0;
@@ -131,7 +143,15 @@ export class BasicServer implements AsyncDisposable {
     this.#drops = new DropCounter(this.#log, this.#now);
     this.#maxClients = options.maxClients ?? 4096;
     const perSecond = options.messagesPerSecond ?? 20;
-    this.#rate = new SourceRateLimiter(perSecond, 2 * perSecond);
+    this.#rate = new SourceRateLimiter(
+      perSecond,
+      options.messageBurst ?? 2 * perSecond,
+    );
+    this.#globalRate = new TokenBucket(
+      options.globalDecryptionsPerSecond ?? 50,
+      options.globalDecryptionBurst ?? 100,
+      this.#now(),
+    );
     this.#rsa = new RsaDecryptPool(options.privateKey, {
       threads: options.rsaThreads,
       schedIdle: options.rsaSchedIdle,
@@ -345,10 +365,17 @@ export class BasicServer implements AsyncDisposable {
     source: string,
     msgId: number | undefined,
   ): Promise<void> {
-    // RSA-4096 costs milliseconds: rate-limit per IP and bound the queue
-    // before any of it (sources are spoofable).
-    if (!this.#rate.allow(from.hostname, this.#now())) {
+    // RSA-4096 costs milliseconds: rate-limit per IP, then all sources
+    // together, and bound the queue before any of it (sources are
+    // spoofable). The source's own bucket comes first, so a flood from one
+    // source spends at most its own budget of the global one.
+    const now = this.#now();
+    if (!this.#rate.allow(from.hostname, now)) {
       this.#drops.drop("rate_limited", source);
+      return;
+    }
+    if (!this.#globalRate.take(now)) {
+      this.#drops.drop("rsa_global_rate", source);
       return;
     }
     if (this.#pendingDecryptions >= this.#maxPendingDecryptions) {

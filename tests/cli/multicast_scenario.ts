@@ -26,6 +26,7 @@ import {
   startServer,
 } from "./_process.ts";
 
+import { assertPrivateNamespace, output, scenarioMain } from "./_namespace.ts";
 import { NEWCOMER_UNICAST_MS } from "../../lib/relay/group_fanout.ts";
 
 const GROUP = "224.1.1.1";
@@ -40,43 +41,6 @@ const SERVER_ARGS = [
   "--tcp-port",
   "0",
 ];
-
-/** The network interfaces this process sees (its namespace's), from `ip -o link show`. */
-async function interfaces(): Promise<string[]> {
-  const text = await output("ip", ["-o", "link", "show"]);
-  return text.split("\n").map((l) => /^\d+: ([^:@]+)[:@]/.exec(l)?.[1])
-    .filter((name): name is string => name !== undefined);
-}
-
-/** Runs a command and returns its stdout. */
-async function output(command: string, args: string[]): Promise<string> {
-  const result = await new Deno.Command(command, {
-    args,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!result.success) {
-    throw new Error(
-      `${command} ${args.join(" ")} failed: ${
-        new TextDecoder().decode(result.stderr)
-      }`,
-    );
-  }
-  return new TextDecoder().decode(result.stdout);
-}
-
-/** Refuses to go on unless this namespace has only `lo`; returns the interfaces. */
-async function assertPrivateNamespace(): Promise<string[]> {
-  const seen = await interfaces();
-  if (seen.length !== 1 || seen[0] !== "lo") {
-    throw new Error(
-      `refusing to run: this is not a private network namespace (interfaces: ${
-        seen.join(", ")
-      })`,
-    );
-  }
-  return seen;
-}
 
 /** Group fan-out through the downstream group: three clients, a message each. */
 async function groupScenario(): Promise<Record<string, unknown>> {
@@ -191,14 +155,5 @@ async function scenario(): Promise<Record<string, unknown>> {
 }
 
 if (import.meta.main) {
-  let result: Record<string, unknown>;
-  try {
-    result = Deno.args[0] === "group"
-      ? await groupScenario()
-      : await scenario();
-  } catch (error) {
-    result = { ok: false, error: String((error as Error)?.message ?? error) };
-  }
-  console.log(JSON.stringify(result));
-  Deno.exit(result.ok ? 0 : 1);
+  await scenarioMain(Deno.args[0] === "group" ? groupScenario : scenario);
 }

@@ -12,112 +12,11 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  CAN_RUN,
-  NO_RUN_REASON,
-  parseJson,
-  Proc,
-  PROGRAM_PERMISSIONS,
-} from "./_process.ts";
+import { probeNamespace, runScenario as runIn } from "./_namespace.ts";
 
-/** Sets up the namespace's loopback for multicast. */
-const SETUP = [
-  "ip link set lo up",
-  "ip link set lo multicast on",
-  "ip route add 224.0.0.0/4 dev lo src 127.0.0.1",
-].join(" && ");
-
-/**
- * `unshare` arguments that run `command` in a new network and PID namespace
- * after {@linkcode SETUP}; the PID namespace ends (killing all in it) when
- * unshare dies.
- */
-function namespaced(command: readonly string[]): string[] {
-  return [
-    "-n",
-    "-p",
-    "-f",
-    "--kill-child",
-    "sh",
-    "-c",
-    `${SETUP} && exec "$@"`,
-    "sh",
-    ...command,
-  ];
-}
-
-/** Throws unless `unshare args` really makes a new network namespace first. */
-function assertNamespaced(command: string, args: readonly string[]): void {
-  const shell = args.indexOf("sh");
-  if (
-    command !== "unshare" || args[0] !== "-n" || shell < 0 ||
-    args.slice(0, shell).some((a) => !a.startsWith("-"))
-  ) {
-    throw new Error(
-      `refusing to run outside a private network namespace: ${command} ${
-        args.join(" ")
-      }`,
-    );
-  }
-}
-
-/** Whether the namespace can be made here; the reason when not. */
-async function probeNamespace(): Promise<string | undefined> {
-  if (!CAN_RUN) return NO_RUN_REASON;
-  const args = namespaced(["true"]);
-  assertNamespaced("unshare", args);
-  try {
-    const result = await new Deno.Command("unshare", {
-      args,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (result.success) return undefined;
-    return `unshare -n (with ${SETUP}) failed with status ${result.code}: ${
-      new TextDecoder().decode(result.stderr).trim()
-    }`;
-  } catch (error) {
-    return `cannot run unshare: ${(error as Error).message}`;
-  }
-}
-
-/**
- * Runs multicast_scenario.ts with `args` in a private namespace and returns
- * its result line, checked `ok` with exit status 0; `kill` ends it.
- */
-async function runScenario(
-  args: readonly string[],
-  timeoutMs: number,
-): Promise<{ result: Record<string, unknown>; kill: () => Promise<void> }> {
-  const command = namespaced([
-    Deno.execPath(),
-    "run",
-    ...PROGRAM_PERMISSIONS,
-    "--allow-run",
-    "tests/cli/multicast_scenario.ts",
-    ...args,
-  ]);
-  assertNamespaced("unshare", command);
-  const proc = Proc.spawn("unshare", command, { name: "multicast scenario" });
-  try {
-    const status = await proc.exited("the multicast scenario", timeoutMs);
-    const line = proc.stdout.lines.find((l) => parseJson(l)?.ok !== undefined);
-    assert.ok(
-      line,
-      `no result line; status ${status.code}\nstdout:\n${
-        proc.stdout.lines.join("\n")
-      }\nstderr:\n${proc.stderr}`,
-    );
-    const result = parseJson(line)!;
-    assert.equal(result.ok, true, `${result.error}\nstderr:\n${proc.stderr}`);
-    assert.equal(status.code, 0, proc.stderr);
-    return { result, kill: () => proc.kill() };
-  } catch (error) {
-    await proc.kill();
-    throw error;
-  }
-}
+/** Runs multicast_scenario.ts with `args` in a private namespace. */
+const runScenario = (args: readonly string[], timeoutMs: number) =>
+  runIn("tests/cli/multicast_scenario.ts", args, timeoutMs);
 
 const notPossible = await probeNamespace();
 if (notPossible) console.log(`multicast_test.ts: ignored: ${notPossible}`);

@@ -1,7 +1,9 @@
 /**
  * The basic profile (protocol.md section 8) end to end over 127.0.0.1:
- * key exchange, whole and fragmented messages with their ACK texts, and
- * hostile input rejected with a log line and no crash.
+ * key exchange, whole and fragmented messages with their ACK texts, hostile
+ * input rejected with a log line and no crash, and junk RSA floods bounded
+ * by the per-IP and global decryption budgets (other loopback IPs,
+ * 127.0.0.2 and up, stand for other hosts).
  */
 import assert from "node:assert/strict";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
@@ -14,6 +16,7 @@ import { BasicClient } from "../../lib/relay/basic_client.ts";
 import {
   type BasicMessage,
   BasicServer,
+  type BasicServerOptions,
 } from "../../lib/relay/basic_server.ts";
 import type { LogRecord } from "../../lib/relay/log.ts";
 
@@ -63,7 +66,10 @@ function logCollector() {
 const dropOf = (reason: string) => (r: LogRecord) =>
   r.event === "drop" && r.reason === reason;
 
-async function startServer(compat = false) {
+async function startServer(
+  compat = false,
+  options: Partial<BasicServerOptions> = {},
+) {
   const collector = logCollector();
   const logs = collector.records;
   const messages: BasicMessage[] = [];
@@ -73,6 +79,7 @@ async function startServer(compat = false) {
     compat,
     log: collector.sink,
     onMessage: (message) => messages.push(message),
+    ...options,
   });
   return { server, logs, messages, waitForLog: collector.waitFor };
 }
@@ -259,4 +266,88 @@ Deno.test("basic server rejects bad PEM, wrong-size ciphertexts and inconsistent
   } finally {
     await server.close();
   }
+});
+
+/**
+ * Sends `count` junk ciphertexts (512 bytes, first byte 0 so that each is
+ * below the modulus and costs a whole RSA-4096 decryption before it fails)
+ * from a fresh socket on `hostname`. Once `send` returns, loopback has put
+ * them in the server's socket queue, ahead of anything sent later.
+ */
+async function sendJunk(
+  server: BasicServer,
+  hostname: string,
+  count: number,
+): Promise<void> {
+  const socket = await UdpTransport.bind({ hostname, port: 0 });
+  try {
+    for (let i = 0; i < count; i++) {
+      const junk = crypto.getRandomValues(new Uint8Array(512));
+      junk[0] = 0;
+      await socket.send(junk, server.localAddress);
+    }
+  } finally {
+    socket.close();
+  }
+}
+
+/** A clock that never moves: token buckets hold exactly their bursts. */
+const frozen = () => 1_800_000_000_000;
+
+Deno.test("basic server: a junk RSA flood from one IP costs at most that IP's budget of decryptions, and a client on another IP is still served", async () => {
+  const { server, messages } = await startServer(false, {
+    now: frozen,
+    messagesPerSecond: 5, // burst 10 per IP
+    globalDecryptionBurst: 15,
+  });
+  try {
+    await sendJunk(server, "127.0.0.1", 60);
+    // Read after the flood (one socket queue, in order), from another IP.
+    const client = await BasicClient.connect({
+      transport: await UdpTransport.bind({ hostname: "127.0.0.2", port: 0 }),
+      server: server.localAddress,
+      rsaKey: clientKey,
+      retryInitialMs: 200,
+    });
+    try {
+      const ack = await client.send("served after the flood");
+      assert.equal(ack.text, "ACK");
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.close(); // waits for every decryption under way
+  }
+  const stats = server.stats();
+  assert.equal(stats.rsaDecryptions, 10 + 1, JSON.stringify(stats));
+  assert.equal(stats.dropped.undecryptable, 10);
+  assert.equal(stats.dropped.rate_limited, 50);
+  assert.equal(stats.dropped.rsa_global_rate, undefined);
+  assert.deepEqual(messages.map((m) => m.text), ["served after the flood"]);
+});
+
+Deno.test("basic server: the global RSA budget caps a junk flood from many source IPs", async () => {
+  const { server, messages } = await startServer(false, {
+    now: frozen,
+    messagesPerSecond: 5, // burst 10 per IP: each source stays within it
+    globalDecryptionBurst: 30,
+  });
+  const sources = 20;
+  try {
+    for (let i = 0; i < sources; i++) {
+      await sendJunk(server, `127.0.0.${10 + i}`, 10);
+      // The answer to a key request sent next: the server has read these
+      // (and the socket buffer never holds more than one source's share).
+      await exchangeRaw(server, [basicKeyRequest()], 1);
+    }
+  } finally {
+    await server.close(); // waits for every datagram read and decryption
+  }
+  const stats = server.stats();
+  assert.equal(stats.datagramsIn, sources * (10 + 1));
+  assert.equal(stats.rsaDecryptions, 30, JSON.stringify(stats));
+  assert.equal(stats.dropped.undecryptable, 30);
+  assert.equal(stats.dropped.rsa_global_rate, sources * 10 - 30);
+  assert.equal(stats.dropped.rate_limited, undefined);
+  assert.equal(messages.length, 0);
 });
