@@ -253,7 +253,7 @@ const CONTROL_HELP = [
   "  ban IP[:PORT] [SECONDS] [REASON]",
   "                   drop everything from an IP (every port) or one address, for",
   "                   SECONDS or until unban; members it covers are removed and told",
-  "  unban IP[:PORT]  lift a ban (exactly as it was given)",
+  "  unban IP[:PORT]  lift the ban of exactly that IP or address (bans lists them)",
   "  bans             the bans in force, with the time each has left",
   "  quit             close this connection",
   "  exit             stop the server",
