@@ -25,6 +25,7 @@ import { encodeRecords, RecordType } from "../../lib/protocol/tlv.ts";
 import { TokenGuard } from "../../lib/relay/token_guard.ts";
 import {
   type ClientHandle,
+  fetchCookie,
   Harness,
   hasRecord,
   recordsOf,
@@ -33,6 +34,7 @@ import {
 
 const serverKey = await RsaPrivateKey.generate(2048);
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 /** A server and two members; no keep-alive within a test, so only the notices act. */
 async function setup(
@@ -332,4 +334,72 @@ Deno.test("the ban list is bounded: past maxBans a ban is refused with what to d
     /ban list is full \(2 bans\); unban some first/,
   );
   assert.equal(server.server.bans().length, 2);
+});
+
+Deno.test("a registration whose RSA work was under way when its address was banned is not let in", async () => {
+  const network = new MemoryNetwork();
+  await using h = new Harness(serverKey);
+  // One RSA thread, with work queued ahead of the registration: its
+  // decryption ends well after the ban.
+  const server = await h.startServer({
+    transport: network.bind(),
+    rsaThreads: 1,
+  });
+  const blockers = await Promise.all(
+    Array.from(
+      { length: 8 },
+      (_, i) => h.socket(`blocker ${i}`, network.bind(`10.0.1.${i + 1}`)),
+    ),
+  );
+  const victim = await h.socket("victim", network.bind("10.0.0.9"));
+  const cookies = await Promise.all(
+    blockers.map((b) => fetchCookie(b, server.address)),
+  );
+  const cookie = await fetchCookie(victim, server.address);
+  const key = await FernetKey.generate();
+  const registration = encodeRecords([
+    { type: RecordType.COOKIE, value: cookie },
+    {
+      type: RecordType.SYMMETRIC_KEY,
+      value: await serverKey.publicKey.encrypt(encoder.encode(key.text)),
+    },
+  ]);
+  const undecryptable = new Uint8Array(256).fill(1);
+  const rsaBefore = server.server.stats().rsaDecryptions;
+  blockers.forEach((b, i) =>
+    network.deliver(
+      encodeRecords([
+        { type: RecordType.COOKIE, value: cookies[i] },
+        { type: RecordType.SYMMETRIC_KEY, value: undecryptable },
+      ]),
+      b.localAddress,
+      server.address,
+    )
+  );
+  network.deliver(registration, victim.localAddress, server.address);
+  await server.tap.received.waitFor(
+    (d) =>
+      d.from.hostname === "10.0.0.9" &&
+      hasRecord(d.data, RecordType.SYMMETRIC_KEY),
+    "the registration at the server",
+  );
+  // The server takes it in its own turn, after this one.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(
+    server.server.stats().rsaDecryptions,
+    rsaBefore + 9,
+    "its RSA work began before the ban",
+  );
+  server.server.ban(victim.address);
+  await server.waitDrop("banned");
+  assert.deepEqual(server.server.members(), []);
+  assert.equal(
+    server.log.count((r) => r.event === "join"),
+    0,
+    "nobody joined",
+  );
+  assert.equal(
+    victim.received.count((d) => hasRecord(d.data, RecordType.WELCOME)),
+    0,
+  );
 });
