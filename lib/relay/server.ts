@@ -64,7 +64,12 @@ import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
-import { type BanEntry, BanList, DEFAULT_MAX_BANS } from "./bans.ts";
+import {
+  type BanEntry,
+  BanList,
+  DEFAULT_MAX_BANS,
+  parseBanTarget,
+} from "./bans.ts";
 import { LoadMeter, type LoadProbe } from "./load.ts";
 import {
   type PresenceCounters,
@@ -665,8 +670,9 @@ export class RelayServer implements AsyncDisposable {
    * @throws {TypeError} when `target` is not an IP or IP:PORT
    */
   unban(target: string): boolean {
-    const lifted = this.#bans.remove(target);
-    if (lifted) this.#log({ level: "info", event: "unban", target });
+    const key = parseBanTarget(target);
+    const lifted = this.#bans.remove(key);
+    if (lifted) this.#log({ level: "info", event: "unban", target: key });
     return lifted;
   }
 

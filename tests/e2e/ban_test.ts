@@ -100,6 +100,20 @@ Deno.test("kick: the member is told why under its own key, says so, and register
   );
 });
 
+Deno.test("kick with member keys of the webcrypto backend (sealed asynchronously): the member is told all the same", async () => {
+  const { h, server, a } = await setup(new MemoryNetwork(), {
+    fernetBackend: "webcrypto",
+  });
+  await using _ = h;
+  const since = a.events.mark();
+  assert.ok(server.server.kick(a.address, "async"));
+  assert.deepEqual(await a.waitEvent("kicked", since), {
+    type: "kicked",
+    reason: "async",
+  });
+  await a.waitEvent("ready", since);
+});
+
 Deno.test("ban of a member's address: it is removed and told, its client closes; nothing from it is answered or decrypted; unban lets it back", async () => {
   const network = new MemoryNetwork();
   const { h, server, a, b, connect } = await setup(network);
