@@ -55,6 +55,8 @@ export {
   type RelayServerOptions,
   type ServerStats,
 } from "./lib/relay/server.ts";
+// Bans (`RelayServer.ban`, `unban`, `bans`).
+export { type BanEntry, MAX_BAN_SECONDS } from "./lib/relay/bans.ts";
 // Relays federated over NATS (one group served by several relays).
 export {
   Federation,
@@ -175,9 +177,12 @@ export {
 } from "./lib/protocol/reassembler.ts";
 export {
   decodeNotice,
+  decodeRemoval,
+  encodeRemoval,
   type Notice,
   NoticeCode,
   noticeRecord,
+  type RemovalNotice,
 } from "./lib/protocol/notice.ts";
 export {
   decodeGroupKeyPlaintext,

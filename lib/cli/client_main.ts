@@ -127,6 +127,9 @@ export const CLIENT_FLAGS: FlagSpecs = {
   version: { type: "boolean", help: "show the version" },
 };
 
+/** The exit status of a client the server banned (it does not rejoin). */
+export const BANNED_EXIT_STATUS = 3;
+
 const USAGE =
   `mcrelay client ${VERSION}: join a relay group; lines written to the control port are sent.
 
@@ -139,6 +142,11 @@ Examples:
   deno task client --tcp-port 9000                          # via the group 224.1.1.1:5007
   deno task client --server 127.0.0.1:5007 --tcp-port 9001  # unicast to a server
   deno task client --server 127.0.0.1:5007 --fingerprint SHA256:... --json
+
+Exit status: 0 after exit, SIGINT or SIGTERM; 1 when it cannot join; 2 for a
+bad flag; ${BANNED_EXIT_STATUS} when the server bans it: it prints "banned by the server ..."
+and does not rejoin. Kicked, it prints "kicked by the server: ..." and
+registers again at once.
 `;
 
 /** Formats an event as a line for people, or a JSON object. */
@@ -168,6 +176,14 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
         });
       case "reconnecting":
         return JSON.stringify({ event: "reconnecting", reason: event.reason });
+      case "kicked":
+        return JSON.stringify({ event: "kicked", reason: event.reason });
+      case "banned":
+        return JSON.stringify({
+          event: "banned",
+          seconds: event.seconds ?? null,
+          reason: event.reason,
+        });
     }
   }
   switch (event.type) {
@@ -183,6 +199,14 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
       return `* registered with ${event.server} as ${event.address}`;
     case "reconnecting":
       return `* reconnecting: ${event.reason}`;
+    case "kicked":
+      return `! kicked by the server: ${
+        escapeControl(event.reason)
+      } (registering again)`;
+    case "banned":
+      return `! banned by the server${
+        event.seconds === undefined ? "" : ` for ${event.seconds} s`
+      }: ${escapeControl(event.reason)}`;
   }
 }
 
@@ -309,7 +333,13 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   // Events of the first key exchange (present members) wait until the ready
   // line is out, so that it is the first stdout line.
   let early: string[] | undefined = [];
+  let status = 0;
   const onEvent = (event: ClientEvent) => {
+    if (event.type === "banned") {
+      // The client closes itself; so does the program, and says why.
+      status = BANNED_EXIT_STATUS;
+      stopRequested();
+    }
     if (event.type === "ready" && early) return; // announced by the ready line
     const line = formatClientEvent(event, json);
     control.broadcast(line);
@@ -411,5 +441,5 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   removeSignals();
   await client.close();
   await control.close();
-  return 0;
+  return status;
 }

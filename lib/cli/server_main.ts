@@ -1,7 +1,8 @@
 /**
  * The `server.ts` command: flags, key file, UDP socket (multicast group
  * joined unless `--no-multicast`), the relay, and the TCP control port with
- * its commands (`help`, `clients`, `stats`, `kick`, `quit`, `exit`).
+ * its commands (`help`, `clients`, `stats`, `kick`, `ban`, `unban`, `bans`,
+ * `quit`, `exit`).
  *
  * @module
  */
@@ -247,7 +248,13 @@ const CONTROL_HELP = [
   "  help             this list",
   "  clients          members: address, profile, last seen, messages in/out (and those of other relays)",
   "  stats            counters: datagrams, bytes, relayed, dropped by reason",
-  "  kick IP:PORT     remove a member and tell the others",
+  "  kick IP:PORT [REASON]",
+  "                   remove a member, tell it why and tell the others; it may rejoin",
+  "  ban IP[:PORT] [SECONDS] [REASON]",
+  "                   drop everything from an IP (every port) or one address, for",
+  "                   SECONDS or until unban; members it covers are removed and told",
+  "  unban IP[:PORT]  lift the ban of exactly that IP or address (bans lists them)",
+  "  bans             the bans in force, with the time each has left",
   "  quit             close this connection",
   "  exit             stop the server",
 ];
@@ -548,7 +555,17 @@ function handleCommand(
       return;
     case "help":
       return reply("help", CONTROL_HELP, {
-        commands: ["help", "clients", "stats", "kick", "quit", "exit"],
+        commands: [
+          "help",
+          "clients",
+          "stats",
+          "kick",
+          "ban",
+          "unban",
+          "bans",
+          "quit",
+          "exit",
+        ],
       });
     case "clients": {
       const now = Date.now();
@@ -590,17 +607,17 @@ function handleCommand(
           error: "usage: kick IP:PORT",
         });
       }
+      const reason = rest.slice(1).join(" ");
       let kicked: boolean;
       try {
-        kicked = server.kick(target);
-      } catch {
-        return reply(
-          "error",
-          [`error: "${target}" is not an IP:PORT address`],
-          {
-            error: `"${target}" is not an IP:PORT address`,
-          },
-        );
+        kicked = server instanceof RelayServer && reason !== ""
+          ? server.kick(target, reason)
+          : server.kick(target);
+      } catch (error) {
+        const message = error instanceof RangeError
+          ? error.message
+          : `"${target}" is not an IP:PORT address`;
+        return reply("error", [`error: ${message}`], { error: message });
       }
       return kicked
         ? reply("kicked", [`ok: kicked ${target}`], { address: target })
@@ -608,6 +625,15 @@ function handleCommand(
           error: `no member ${target}`,
         });
     }
+    case "ban":
+    case "unban":
+    case "bans":
+      if (!(server instanceof RelayServer)) {
+        return reply("error", [
+          "error: bans are for the hybrid and rsa profiles",
+        ], { error: "bans are for the hybrid and rsa profiles" });
+      }
+      return handleBanCommand(command, rest, server, reply);
     case "quit":
       connection.close();
       return;
@@ -619,6 +645,73 @@ function handleCommand(
       reply("error", [`error: unknown command "${command}": try help`], {
         error: `unknown command "${command}"`,
       });
+  }
+}
+
+/** `ban`, `unban` and `bans` on the control port. */
+function handleBanCommand(
+  command: string,
+  args: readonly string[],
+  server: RelayServer,
+  reply: (event: string, text: string[], data: Record<string, unknown>) => void,
+): void {
+  const fail = (error: string) =>
+    reply("error", [`error: ${error}`], { error });
+  if (command === "bans") {
+    const bans = server.bans();
+    const left = (seconds: number | undefined) =>
+      seconds === undefined ? "until_unban" : `${seconds}s_left`;
+    return reply("bans", [
+      `${bans.length} ban(s)`,
+      ...bans.map((b) =>
+        `${b.target} ${left(b.secondsLeft)} reason=${JSON.stringify(b.reason)}`
+      ),
+    ], {
+      bans: bans.map((b) => ({
+        target: b.target,
+        secondsLeft: b.secondsLeft ?? null,
+        reason: b.reason,
+      })),
+    });
+  }
+  const [target, ...more] = args;
+  if (!target) {
+    return fail(
+      `usage: ${command} IP[:PORT]${
+        command === "ban" ? " [SECONDS] [REASON]" : ""
+      }`,
+    );
+  }
+  try {
+    if (command === "unban") {
+      return server.unban(target)
+        ? reply("unbanned", [`ok: unbanned ${target}`], { target })
+        : fail(`no ban of ${target} (bans lists them)`);
+    }
+    const seconds = /^[0-9]+$/.test(more[0] ?? "")
+      ? Number(more.shift())
+      : undefined;
+    const reason = more.join(" ");
+    const banned = server.ban(target, {
+      seconds,
+      ...(reason === "" ? {} : { reason }),
+    });
+    const how = seconds === undefined ? "until unban" : `for ${seconds} s`;
+    return reply(
+      "banned",
+      [
+        `ok: banned ${banned.target} ${how}; removed ${banned.removed.length} member(s)${
+          banned.removed.map((a) => ` ${a}`).join("")
+        }`,
+      ],
+      {
+        target: banned.target,
+        seconds: seconds ?? null,
+        removed: banned.removed,
+      },
+    );
+  } catch (error) {
+    return fail((error as Error).message);
   }
 }
 

@@ -211,8 +211,17 @@ export function decodeAddress(value: Uint8Array): PeerAddress {
   return { hostname, port };
 }
 
-/** The hostname in canonical form (IPv6 per RFC 5952), or undefined when not a literal IP. */
-function canonicalHost(hostname: string): string | undefined {
+/**
+ * The canonical text of a literal IP address (IPv6 in RFC 5952 form), or
+ * undefined when `hostname` is not one.
+ *
+ * @example
+ * ```ts
+ * import { canonicalHost } from "./address.ts";
+ * if (canonicalHost("0:0::1") !== "::1" || canonicalHost("host") !== undefined) throw new Error();
+ * ```
+ */
+export function canonicalHost(hostname: string): string | undefined {
   if (isIPv4(hostname)) return hostname;
   const v6 = parseIPv6(hostname);
   return v6 === undefined ? undefined : formatIPv6(v6);

@@ -3,7 +3,8 @@
  * {@linkcode DatagramTransport}: key exchange with retries and an optional
  * pinned fingerprint, authenticated keep-alives, sending and receiving
  * (fragmented both ways), presence events, re-registration after NOTICE 1 or
- * a server restart, and an authenticated DISCONNECT on close.
+ * a server restart or a kick, closing for good after a ban, and an
+ * authenticated DISCONNECT on close.
  *
  * @module
  */
@@ -18,7 +19,14 @@ import {
   type PeerAddress,
 } from "../protocol/address.ts";
 import { fragmentStream } from "../protocol/fragment.ts";
-import { decodeNotice, NoticeCode } from "../protocol/notice.ts";
+import {
+  decodeNotice,
+  decodeRemoval,
+  isRemovalCode,
+  NoticeCode,
+  parseRemovalText,
+  type RemovalNotice,
+} from "../protocol/notice.ts";
 import { Reassembler } from "../protocol/reassembler.ts";
 import {
   decodeRecords,
@@ -62,7 +70,21 @@ export type ClientEvent =
     /** This client's address as the server sees it. */
     readonly address: string;
   }
-  | { readonly type: "reconnecting"; readonly reason: string };
+  | { readonly type: "reconnecting"; readonly reason: string }
+  | {
+    /** The server removed this client (NOTICE 6); it registers again at once. */
+    readonly type: "kicked";
+    /** Why, in the operator's words. */
+    readonly reason: string;
+  }
+  | {
+    /** The server banned this client (NOTICE 7); the client closes and does not register again. */
+    readonly type: "banned";
+    /** How long the ban lasts; undefined: until the operator lifts it. */
+    readonly seconds: number | undefined;
+    /** Why, in the operator's words. */
+    readonly reason: string;
+  };
 
 /** Options of {@linkcode RelayClient.connect}. */
 export interface RelayClientOptions {
@@ -240,6 +262,8 @@ export class RelayClient implements AsyncDisposable {
   #registrations = 0;
   #eventsDropped = 0;
   #keepaliveAnswers = 0;
+  /** Why the server banned this client (it closed then), if it did. */
+  #bannedFor: string | undefined;
 
   private constructor(options: RelayClientOptions) {
     this.#transport = options.transport;
@@ -496,12 +520,16 @@ export class RelayClient implements AsyncDisposable {
 
   /** Waits until registered; rejects when the client closes first. */
   #whenReady(): Promise<void> {
-    if (this.#abort.signal.aborted) {
-      return Promise.reject(new Error("The client is closed"));
-    }
+    const closed = () =>
+      new Error(
+        this.#bannedFor === undefined
+          ? "The client is closed"
+          : `The client is closed: ${this.#bannedFor}`,
+      );
+    if (this.#abort.signal.aborted) return Promise.reject(closed());
     if (this.#ready) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const onAbort = () => reject(new Error("The client is closed"));
+      const onAbort = () => reject(closed());
       this.#abort.signal.addEventListener("abort", onAbort, { once: true });
       this.#readyWaiters.push(() => {
         this.#abort.signal.removeEventListener("abort", onAbort);
@@ -992,7 +1020,7 @@ export class RelayClient implements AsyncDisposable {
           rsaBlocks.push(record.value);
           break;
         case RecordType.NOTICE:
-          this.#onNotice(record.value);
+          await this.#onNotice(record.value);
           break;
         case RecordType.KEEPALIVE:
           await this.#onKeepaliveAnswer(record.value);
@@ -1170,13 +1198,16 @@ export class RelayClient implements AsyncDisposable {
     this.#emit({ type: "message", from, text: decoder.decode(data), data });
   }
 
-  #onNotice(value: Uint8Array): void {
+  async #onNotice(value: Uint8Array): Promise<void> {
     let notice;
     try {
       notice = decodeNotice(value);
     } catch {
       this.#drops.drop("malformed_notice", this.serverAddress);
       return;
+    }
+    if (isRemovalCode(notice.code)) {
+      return await this.#onRemoval(notice.code, value.subarray(2));
     }
     this.#emit({ type: "notice", code: notice.code, text: notice.text });
     this.#log({
@@ -1196,6 +1227,62 @@ export class RelayClient implements AsyncDisposable {
           : "server shut down",
       );
     }
+  }
+
+  /**
+   * NOTICE 6 (KICKED) or 7 (BANNED), PROTOCOL.md section 7. A hybrid client
+   * acts only on a body that opens under its own key (every token check)
+   * and names the same code; anything else is ignored and counted
+   * (`removal_notice_*`), so nobody but the server can make it leave. An
+   * RSA-profile client has no key to check with and takes the plain text.
+   * Kicked: it registers again at once. Banned: it closes, without
+   * DISCONNECT (it is no longer a member), and does not come back.
+   */
+  async #onRemoval(code: number, body: Uint8Array): Promise<void> {
+    let notice: RemovalNotice;
+    try {
+      if (this.#profile === "hybrid") {
+        const guard = this.#guard;
+        if (!guard) {
+          this.#drops.count("removal_notice_unexpected");
+          return;
+        }
+        const opened = await guard.open(body, this.#now());
+        if (!opened.ok) {
+          this.#drops.drop(
+            `removal_notice_${opened.reason}`,
+            this.serverAddress,
+          );
+          return;
+        }
+        notice = decodeRemoval(opened.plaintext);
+        if (notice.code !== code) {
+          this.#drops.drop("removal_notice_code_mismatch", this.serverAddress);
+          return;
+        }
+      } else {
+        notice = parseRemovalText(code, decoder.decode(body));
+      }
+    } catch {
+      this.#drops.drop("removal_notice_malformed", this.serverAddress);
+      return;
+    }
+    if (this.#abort.signal.aborted) return;
+    const { reason } = notice;
+    if (notice.code === NoticeCode.KICKED) {
+      this.#log({ level: "warn", event: "kicked", reason });
+      this.#emit({ type: "kicked", reason });
+      this.#reconnect(`kicked by the server: ${reason}`);
+      return;
+    }
+    const seconds = notice.seconds === 0 ? undefined : notice.seconds;
+    this.#bannedFor = seconds === undefined
+      ? `banned by the server: ${reason}`
+      : `banned by the server for ${seconds} s: ${reason}`;
+    this.#log({ level: "warn", event: "banned", seconds, reason });
+    this.#ready = false; // no DISCONNECT: the server removed it already
+    this.#emit({ type: "banned", seconds, reason });
+    void this.close();
   }
 
   #emit(event: ClientEvent): void {

@@ -25,7 +25,14 @@ import {
   type PeerAddress,
 } from "../protocol/address.ts";
 import { fragmentStream } from "../protocol/fragment.ts";
-import { NoticeCode, noticeRecord } from "../protocol/notice.ts";
+import {
+  encodeRemoval,
+  formatRemovalText,
+  NOTICE_TEXT,
+  NoticeCode,
+  noticeRecord,
+  type RemovalNotice,
+} from "../protocol/notice.ts";
 import {
   Reassembler,
   type ReassemblerCounters,
@@ -57,6 +64,12 @@ import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
+import {
+  type BanEntry,
+  BanList,
+  DEFAULT_MAX_BANS,
+  parseBanTarget,
+} from "./bans.ts";
 import { LoadMeter, type LoadProbe } from "./load.ts";
 import {
   type PresenceCounters,
@@ -118,6 +131,8 @@ export interface RelayServerOptions {
   readonly globalHandshakesPerSecond?: number;
   /** Burst of the global handshake budget. Default 1000. */
   readonly globalHandshakeBurst?: number;
+  /** Bans kept at most ({@linkcode RelayServer.ban}); more are refused. Default 4096. */
+  readonly maxBans?: number;
   /** Members registered from one IP at most; more get NOTICE 4. Default 32. */
   readonly maxClientsPerIp?: number;
   /** RSA decryptions waiting or running at most; registrations past it are dropped (the client retries). Default 64. */
@@ -384,6 +399,7 @@ export class RelayServer implements AsyncDisposable {
   readonly #strangerReassembly: Reassembler;
   readonly #handshakeLimiter: SourceRateLimiter;
   readonly #noticeGate = new OncePerInterval(1000);
+  readonly #bans: BanList;
   readonly #queues = new Map<string, SourceQueue>();
   #sendsInFlight = 0;
   #sendsDrained: (() => void) | undefined;
@@ -469,6 +485,7 @@ export class RelayServer implements AsyncDisposable {
       this.#now(),
     );
     this.#maxClientsPerIp = options.maxClientsPerIp ?? 32;
+    this.#bans = new BanList(options.maxBans ?? DEFAULT_MAX_BANS);
     this.#presence = new PresenceJudge({
       timeoutMs: this.#clientTimeoutMs,
       sweepMs: sweepInterval(this.#clientTimeoutMs),
@@ -587,17 +604,81 @@ export class RelayServer implements AsyncDisposable {
   }
 
   /**
-   * Removes a member and tells the others (NOTIFY_DISCONNECT).
+   * Removes a member, tells it why (NOTICE 6 KICKED, under its key for a
+   * hybrid member) and tells the others (NOTIFY_DISCONNECT). It may register
+   * again at once: a kick is not a ban.
    * @param address `IP:PORT` or `[IPv6]:PORT`
+   * @param reason told to the member (at most 200 UTF-8 bytes)
    * @returns whether such a member existed
    * @throws {TypeError} when `address` is not an address
+   * @throws {RangeError} when `reason` is too long
    */
-  kick(address: string): boolean {
+  kick(
+    address: string,
+    reason: string = NOTICE_TEXT[NoticeCode.KICKED],
+  ): boolean {
     const key = formatAddress(parseAddress(address));
+    const notice = { code: NoticeCode.KICKED, seconds: 0, reason };
+    encodeRemoval(notice); // checks the reason before anything changes
     const member = this.#members.get(key);
     if (!member) return false;
+    this.#tellRemoved(member, notice);
     this.#remove(member, "kick");
     return true;
+  }
+
+  /**
+   * Bans a source: from now on every datagram from it is dropped before any
+   * work (counted `banned`: no key answer, no RSA work, no NOTICE), until the
+   * ban expires or {@linkcode unban}. Members it covers are removed, told
+   * why (NOTICE 7 BANNED, under their key for hybrid members) and the others
+   * see them leave. Bans live in memory: a restart forgets them.
+   * @param target `IP` (every port) or `IP:PORT` (`[IPv6]:PORT`)
+   * @param options `seconds` (1 to a year; absent: until unbanned) and the `reason` told to the members removed
+   * @returns the canonical target, the seconds, and the members removed
+   * @throws {TypeError} when `target` is not an IP or IP:PORT
+   * @throws {RangeError} for bad seconds, a reason over 200 bytes, or a full ban list
+   */
+  ban(
+    target: string,
+    options: { readonly seconds?: number; readonly reason?: string } = {},
+  ): { target: string; seconds: number | undefined; removed: string[] } {
+    const { seconds, reason = NOTICE_TEXT[NoticeCode.BANNED] } = options;
+    const notice = { code: NoticeCode.BANNED, seconds: seconds ?? 0, reason };
+    encodeRemoval(notice); // checks the reason before anything changes
+    const key = this.#bans.add(target, this.#now(), seconds, reason);
+    const removed: string[] = [];
+    for (const member of [...this.#members.values()]) {
+      if (!BanList.covers(key, member.address)) continue;
+      this.#tellRemoved(member, notice);
+      this.#remove(member, "ban");
+      removed.push(member.key);
+    }
+    this.#log({
+      level: "info",
+      event: "ban",
+      target: key,
+      seconds: seconds ?? null,
+      removed,
+    });
+    return { target: key, seconds, removed };
+  }
+
+  /**
+   * Lifts the ban of exactly `target` (as given to {@linkcode ban}).
+   * @returns whether there was one
+   * @throws {TypeError} when `target` is not an IP or IP:PORT
+   */
+  unban(target: string): boolean {
+    const key = parseBanTarget(target);
+    const lifted = this.#bans.remove(key);
+    if (lifted) this.#log({ level: "info", event: "unban", target: key });
+    return lifted;
+  }
+
+  /** The bans in force, with the seconds each has left (undefined: until unbanned). */
+  bans(): BanEntry[] {
+    return this.#bans.list(this.#now());
   }
 
   /**
@@ -754,6 +835,7 @@ export class RelayServer implements AsyncDisposable {
     this.#datagramsIn++;
     this.#bytesIn += datagram.data.length;
     const source = formatAddress(datagram.from);
+    if (this.#isBanned(datagram.from, source)) return;
     let records: TlvRecord[];
     try {
       records = decodeRecords(datagram.data);
@@ -839,6 +921,8 @@ export class RelayServer implements AsyncDisposable {
     requestSize: number,
     answerBudget: AnswerBudget,
   ): Promise<void> {
+    // Queued before a ban, or completed by reassembly: still nothing done.
+    if (this.#isBanned(from, source)) return;
     let member = this.#members.get(source);
     if (member?.profile === "rsa") member.lastSeen = this.#now();
     let cookie: Uint8Array | undefined;
@@ -1123,6 +1207,8 @@ export class RelayServer implements AsyncDisposable {
     }
     const refuse = () => fernetKey?.[Symbol.dispose]();
     if (this.#closing) return refuse();
+    // Banned while the RSA work ran: not let in.
+    if (this.#isBanned(from, source)) return refuse();
     // Another stream may have spent this cookie while the RSA work ran.
     if (
       cookieId !== undefined &&
@@ -1683,6 +1769,42 @@ export class RelayServer implements AsyncDisposable {
     this.#federation?.announceLeave(member.addressValue);
     if (!this.#federation?.hasRemote(member.key)) {
       this.#notifyMembers(RecordType.NOTIFY_DISCONNECT, member.addressValue);
+    }
+  }
+
+  /** Whether `from` is banned; its datagram is then dropped and counted (`banned`). */
+  #isBanned(from: PeerAddress, source: string): boolean {
+    if (this.#bans.size === 0) return false;
+    if (!this.#bans.match(from, this.#now(), source)) return false;
+    this.#drops.drop("banned", source);
+    return true;
+  }
+
+  /**
+   * Tells a member it is removed (NOTICE 6 or 7, PROTOCOL.md section 7):
+   * for a hybrid member the value after the code is a token under its key
+   * of the removal body, so nobody else can make it give up; an RSA member
+   * gets the body as plain text. Sent before the member is removed, at most
+   * the MTU; the operator caused it, so no datagram bounds it.
+   */
+  #tellRemoved(member: Member, notice: RemovalNotice): void {
+    const send = (text: string) => {
+      const record = noticeRecord(notice.code, this.#mtu, text);
+      if (record) this.#send(encodeRecords([record]), member.address);
+    };
+    const guard = member.guard;
+    if (!guard) return send(formatRemovalText(notice));
+    const body = encodeRemoval(notice);
+    if (guard.canSealSync) {
+      send(decoder.decode(guard.sealSync(body, this.#now())));
+    } else {
+      guard.seal(body, this.#now()).then(
+        (token) => send(decoder.decode(token)),
+        (error) =>
+          this.#drops.drop("notice_unsealed", member.key, {
+            error: String(error),
+          }),
+      );
     }
   }
 

@@ -10,6 +10,7 @@ import { MemoryNetwork } from "../../lib/net/memory.ts";
 import type { Datagram, DatagramTransport } from "../../lib/net/transport.ts";
 import type { PeerAddress } from "../../lib/protocol/address.ts";
 import { decodeGroupMessageValue } from "../../lib/protocol/group.ts";
+import { NoticeCode } from "../../lib/protocol/notice.ts";
 import { RecordType } from "../../lib/protocol/tlv.ts";
 import {
   type ClientHandle,
@@ -111,6 +112,17 @@ class LossyTransport implements DatagramTransport {
   }
 }
 
+/**
+ * A member's link that loses the server's kick notice (NOTICE 6): the server
+ * removes it while its client, unaware, keeps its key and group socket.
+ */
+function unawareOfKick(network: MemoryNetwork): LossyTransport {
+  const link = new LossyTransport(network.bind());
+  link.drop = (d) =>
+    recordValue(d.data, RecordType.NOTICE)?.[1] === NoticeCode.KICKED;
+  return link;
+}
+
 for (const multicast of [true, false]) {
   const mode = multicast ? "multicast downstream" : "unicast only";
   Deno.test(`group (${mode}): group-capable, plain hybrid and RSA members each receive every message once, with the right sender`, async () => {
@@ -205,7 +217,7 @@ Deno.test("group: a departed member cannot open the next epoch's messages; a mem
   const server = await rig.start(true);
   const a = await rig.connect("a");
   const b = await rig.connect("b");
-  const c = await rig.connect("c");
+  const c = await rig.connect("c", { transport: unawareOfKick(rig.network) });
   const first = await rig.epoch(3);
   const observer = await h.socket(
     "observer",
@@ -413,7 +425,7 @@ Deno.test("group: between a holder's leave and the next epoch nothing goes out u
   const server = await rig.start(true, 0);
   const a = await rig.connect("a");
   const b = await rig.connect("b");
-  const c = await rig.connect("c");
+  const c = await rig.connect("c", { transport: unawareOfKick(rig.network) });
   await rig.epoch(3);
   const cDownstream = await rig.joined("c");
   // The last epoch just began: the leave's epoch is batched (up to 1 s).

@@ -190,14 +190,27 @@ Deno.test("a spoofed NOTICE 1 flood (20/s) does not make a member re-register, a
   assert.ok((a.client.stats().dropped.notice_unconfirmed ?? 0) > 0);
 });
 
-Deno.test("a kicked member is back without user action: NOTICE 1, an unanswered probe, a new registration", async () => {
+Deno.test("a kicked member whose kick notice is lost is back without user action: NOTICE 1, an unanswered probe, a new registration", async () => {
   const { h, server, a, b } = await setup();
   await using _ = h;
+  // The NOTICE 6 is lost: only the server knows the member is gone.
+  const link = a.tap.inner as MemoryTransport;
+  const enqueue = link.enqueue.bind(link);
+  link.enqueue = (datagram: Datagram) => {
+    const notice = recordsOf(datagram.data).find((r) =>
+      r.type === RecordType.NOTICE
+    );
+    if (notice?.value[1] !== NoticeCode.KICKED) enqueue(datagram);
+  };
   const since = a.events.mark();
   const bSince = b.events.mark();
   assert.ok(server.server.kick(a.address));
   await b.waitPresence("leave", a.address);
-  await a.waitEvent("reconnecting", since);
+  const reconnecting = await a.waitEvent("reconnecting", since);
+  assert.equal(
+    reconnecting.type === "reconnecting" && reconnecting.reason,
+    "server does not know this client",
+  );
   await a.waitEvent("ready", since);
   await b.waitPresence("join", a.address, bSince);
   assert.equal(a.client.stats().registrations, 2);

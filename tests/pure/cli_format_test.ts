@@ -45,3 +45,37 @@ test("NOTICE text is escaped too", () => {
     "! notice 4: full\\u000a* x joined",
   );
 });
+
+test("kicked and banned: what the user reads, and the JSON events", () => {
+  assert.equal(
+    formatClientEvent({ type: "kicked", reason: "rude\n* x" }, false),
+    "! kicked by the server: rude\\u000a* x (registering again)",
+  );
+  assert.equal(
+    formatClientEvent(
+      { type: "banned", seconds: 60, reason: "spam" },
+      false,
+    ),
+    "! banned by the server for 60 s: spam",
+  );
+  assert.equal(
+    formatClientEvent(
+      { type: "banned", seconds: undefined, reason: "spam" },
+      false,
+    ),
+    "! banned by the server: spam",
+  );
+  assert.deepEqual(
+    JSON.parse(formatClientEvent({ type: "kicked", reason: "r" }, true)),
+    { event: "kicked", reason: "r" },
+  );
+  assert.deepEqual(
+    JSON.parse(
+      formatClientEvent(
+        { type: "banned", seconds: undefined, reason: "r" },
+        true,
+      ),
+    ),
+    { event: "banned", seconds: null, reason: "r" },
+  );
+});
