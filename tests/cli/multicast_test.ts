@@ -12,75 +12,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  CAN_RUN,
-  NO_RUN_REASON,
-  parseJson,
-  Proc,
-  PROGRAM_PERMISSIONS,
-} from "./_process.ts";
-
-/** Sets up the namespace's loopback for multicast. */
-const SETUP = [
-  "ip link set lo up",
-  "ip link set lo multicast on",
-  "ip route add 224.0.0.0/4 dev lo src 127.0.0.1",
-].join(" && ");
-
-/**
- * `unshare` arguments that run `command` in a new network and PID namespace
- * after {@linkcode SETUP}; the PID namespace ends (killing all in it) when
- * unshare dies.
- */
-function namespaced(command: readonly string[]): string[] {
-  return [
-    "-n",
-    "-p",
-    "-f",
-    "--kill-child",
-    "sh",
-    "-c",
-    `${SETUP} && exec "$@"`,
-    "sh",
-    ...command,
-  ];
-}
-
-/** Throws unless `unshare args` really makes a new network namespace first. */
-function assertNamespaced(command: string, args: readonly string[]): void {
-  const shell = args.indexOf("sh");
-  if (
-    command !== "unshare" || args[0] !== "-n" || shell < 0 ||
-    args.slice(0, shell).some((a) => !a.startsWith("-"))
-  ) {
-    throw new Error(
-      `refusing to run outside a private network namespace: ${command} ${
-        args.join(" ")
-      }`,
-    );
-  }
-}
-
-/** Whether the namespace can be made here; the reason when not. */
-async function probeNamespace(): Promise<string | undefined> {
-  if (!CAN_RUN) return NO_RUN_REASON;
-  const args = namespaced(["true"]);
-  assertNamespaced("unshare", args);
-  try {
-    const result = await new Deno.Command("unshare", {
-      args,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (result.success) return undefined;
-    return `unshare -n (with ${SETUP}) failed with status ${result.code}: ${
-      new TextDecoder().decode(result.stderr).trim()
-    }`;
-  } catch (error) {
-    return `cannot run unshare: ${(error as Error).message}`;
-  }
-}
+import { parseJson, Proc, PROGRAM_PERMISSIONS } from "./_process.ts";
+import { assertNamespaced, namespaced, probeNamespace } from "./_namespace.ts";
 
 /**
  * Runs multicast_scenario.ts with `args` in a private namespace and returns
