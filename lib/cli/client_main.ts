@@ -7,7 +7,6 @@
  */
 import { ConfigError } from "../errors.ts";
 import { isIPv6, type PeerAddress } from "../protocol/address.ts";
-import { ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import { type ClientEvent, RelayClient } from "../relay/client.ts";
 import { type BasicAck, BasicClient } from "../relay/basic_client.ts";
@@ -23,6 +22,7 @@ import {
   groupFlag,
   hostFlag,
   integerFlag,
+  listenControl,
   parseFlags,
   portFlag,
   secondsFlag,
@@ -270,7 +270,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   let send: ((line: string) => Promise<string | undefined>) | undefined;
   let stopRequested!: () => void;
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
-  const control = ControlServer.listen({
+  const control = listenControl({
     hostname: tcpHost,
     port: tcpPort,
     token,

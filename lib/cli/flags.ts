@@ -6,8 +6,10 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { ConfigError } from "../errors.ts";
+import { BindError, ConfigError } from "../errors.ts";
+import { ControlServer, type ControlServerOptions } from "../net/control.ts";
 import {
+  formatAddress,
   isIPv4,
   isIPv6,
   isMulticastIPv4,
@@ -267,4 +269,67 @@ export function controlTokenFlag(
     );
   }
   return token;
+}
+
+/** A socket a program listens on, as the user names and sets it. */
+export interface ListenTarget {
+  /** What it is, e.g. "control port". */
+  readonly what: string;
+  /** The flag that sets the port, e.g. "--tcp-port". */
+  readonly portFlag: string;
+  /** The flag that sets the address, e.g. "--tcp-host". */
+  readonly hostFlag: string;
+}
+
+/** The control port of the server and of the client. */
+export const CONTROL_PORT: ListenTarget = {
+  what: "control port",
+  portFlag: "--tcp-port",
+  hostFlag: "--tcp-host",
+};
+
+/**
+ * The error to throw when listening on `hostname:port` failed: for the two
+ * failures a user can fix, a {@linkcode BindError} naming the address, the
+ * flag and the fix; any other error unchanged.
+ * @example Naming the flag that sets a busy port
+ * ```ts
+ * import { bindError, CONTROL_PORT } from "./flags.ts";
+ *
+ * const error = bindError(CONTROL_PORT, "127.0.0.1", 9000, new Deno.errors.AddrInUse());
+ * if (!error.message.includes("127.0.0.1:9000 is in use: choose another with --tcp-port")) {
+ *   throw new Error(error.message);
+ * }
+ * ```
+ */
+export function bindError(
+  target: ListenTarget,
+  hostname: string,
+  port: number,
+  error: unknown,
+): Error {
+  const address = formatAddress({ hostname, port });
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new BindError(
+      `${target.what} ${address} is in use: choose another with ${target.portFlag}, or 0 for a free one`,
+    );
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new BindError(
+      `${target.what} ${address} cannot be bound: ${hostname} is not an address of this machine; choose one of its addresses with ${target.hostFlag}, or 0.0.0.0 for all`,
+    );
+  }
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+/**
+ * Listens on a control port.
+ * @throws {BindError} naming the address and `--tcp-port`/`--tcp-host` when it cannot be bound
+ */
+export function listenControl(options: ControlServerOptions): ControlServer {
+  try {
+    return ControlServer.listen(options);
+  } catch (error) {
+    throw bindError(CONTROL_PORT, options.hostname, options.port, error);
+  }
 }

@@ -8,7 +8,7 @@
 import { ConfigError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
-import { type ControlConnection, ControlServer } from "../net/control.ts";
+import type { ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import {
   KernelDropMeter,
@@ -20,6 +20,7 @@ import { schedIdleUnavailable } from "../crypto/sched_idle.ts";
 import type { LogLevel } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
 import {
+  bindError,
   choiceFlag,
   controlTokenFlag,
   type FlagSpecs,
@@ -27,6 +28,7 @@ import {
   groupFlag,
   hostFlag,
   integerFlag,
+  listenControl,
   multicastAddressFlag,
   parseFlags,
   portFlag,
@@ -242,6 +244,9 @@ Examples:
                                                      # one of several relays of one group
 `;
 
+/** The UDP socket, as the flags set it. */
+const UDP_PORT = { what: "UDP port", portFlag: "--port", hostFlag: "--bind" };
+
 const CONTROL_HELP = [
   "commands:",
   "  help             this list",
@@ -392,7 +397,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     transport = await UdpTransport.bind({ hostname: bind, port, multicast });
   } catch (error) {
     await federation?.close();
-    throw error;
+    throw bindError(UDP_PORT, bind, port, error);
   }
   const kernelDrops = new KernelDropMeter(transport.localAddress.port);
   // Section 9: by default the group address, port + 1; none without multicast.
@@ -419,7 +424,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   // Before the first line: whoever reads "listening" may send SIGTERM at once.
   const removeSignals = onTerminationSignal(stopRequested);
   try {
-    control = ControlServer.listen({
+    control = listenControl({
       hostname: tcpHost,
       port: tcpPort,
       token,

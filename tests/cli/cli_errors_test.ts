@@ -424,7 +424,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "server: a UDP port or control port already in use gives one 'error:' line and status 1",
+    "a UDP port or control port in use, or an address not on this machine, gives one 'error:' line naming the address, the flag and the fix, and status 1",
   ignore: !CAN_RUN,
   async fn() {
     await withTempDir(async (dir) => {
@@ -449,7 +449,9 @@ Deno.test({
             "--port",
             String(port),
           ],
-          /another process holds that port/,
+          new RegExp(
+            `^error: UDP port 127\\.0\\.0\\.1:${port} is in use: choose another with --port, or 0 for a free one$`,
+          ),
           1,
         );
       } finally {
@@ -457,6 +459,9 @@ Deno.test({
       }
 
       const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const controlInUse = new RegExp(
+        `^error: control port 127\\.0\\.0\\.1:${tcp.addr.port} is in use: choose another with --tcp-port, or 0 for a free one$`,
+      );
       try {
         await assertStartupError(
           "server.ts",
@@ -471,12 +476,36 @@ Deno.test({
             "--tcp-port",
             String(tcp.addr.port),
           ],
-          /another process holds that port/,
+          controlInUse,
+          1,
+        );
+        await assertStartupError(
+          "client.ts",
+          ["--server", NOWHERE, "--tcp-port", String(tcp.addr.port)],
+          controlInUse,
           1,
         );
       } finally {
         tcp.close();
       }
+
+      // 192.0.2.1 (TEST-NET-1) is no address of this machine: nothing is bound, nothing sent.
+      await assertStartupError(
+        "server.ts",
+        [
+          "--no-multicast",
+          "--port",
+          "0",
+          "--tcp-port",
+          "0",
+          "--key-file",
+          keyFile,
+          "--bind",
+          "192.0.2.1",
+        ],
+        /^error: UDP port 192\.0\.2\.1:0 cannot be bound: 192\.0\.2\.1 is not an address of this machine; choose one of its addresses with --bind, or 0\.0\.0\.0 for all$/,
+        1,
+      );
     });
   },
 });
