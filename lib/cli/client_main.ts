@@ -23,10 +23,10 @@ import {
   hostFlag,
   integerFlag,
   listenControl,
-  parseFlags,
   portFlag,
   secondsFlag,
 } from "./flags.ts";
+import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
 import { InteractiveSession } from "./interactive.ts";
 import { escapeControl } from "./log_format.ts";
 import {
@@ -118,6 +118,7 @@ export const CLIENT_FLAGS: FlagSpecs = {
     value: "LEVEL",
     help: "stderr log level: debug, info, warn or error",
   },
+  config: CONFIG_FLAG,
   help: { type: "boolean", help: "show this help" },
   stdio: {
     type: "boolean",
@@ -204,7 +205,7 @@ function formatAck(ack: BasicAck, json: boolean): string {
  * @throws {ConfigError} for a bad flag value; {@linkcode HandshakeError} when joining fails
  */
 export async function clientMain(args: readonly string[]): Promise<number> {
-  const flags = parseFlags(args, CLIENT_FLAGS);
+  const flags = await parseCommandLine(args, CLIENT_FLAGS);
   if (flags.help) {
     printLine(USAGE);
     return 0;

@@ -36,12 +36,14 @@ export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
 export type FlagValues = Record<string, string | boolean | undefined>;
 
 /**
- * Parses `args` strictly against `specs`.
+ * Parses `args` strictly against `specs`; a flag `args` does not give takes
+ * its value from `base` (a config file's), else its default.
  * @throws {ConfigError} on an unknown flag, a missing value or a stray argument
  */
 export function parseFlags(
   args: readonly string[],
   specs: FlagSpecs,
+  base: FlagValues = {},
 ): FlagValues {
   const options: NonNullable<ParseArgsConfig["options"]> = {};
   for (const [name, spec] of Object.entries(specs)) {
@@ -61,9 +63,7 @@ export function parseFlags(
   }
   const values: FlagValues = { ...parsed.values } as FlagValues;
   for (const [name, spec] of Object.entries(specs)) {
-    if (values[name] === undefined && spec.default !== undefined) {
-      values[name] = spec.default;
-    }
+    if (values[name] === undefined) values[name] = base[name] ?? spec.default;
   }
   return values;
 }

@@ -30,10 +30,10 @@ import {
   integerFlag,
   listenControl,
   multicastAddressFlag,
-  parseFlags,
   portFlag,
   secondsFlag,
 } from "./flags.ts";
+import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
 import { loadOrCreateClusterKey, loadOrCreateKey } from "./key_file.ts";
 import { Federation } from "../relay/federation.ts";
 import {
@@ -224,6 +224,7 @@ export const SERVER_FLAGS: FlagSpecs = {
     value: "LEVEL",
     help: "debug, info, warn or error",
   },
+  config: CONFIG_FLAG,
   help: { type: "boolean", help: "show this help" },
   version: { type: "boolean", help: "show the version" },
 };
@@ -263,7 +264,7 @@ const CONTROL_HELP = [
  * @throws {ConfigError} for a bad flag value
  */
 export async function serverMain(args: readonly string[]): Promise<number> {
-  const flags = parseFlags(args, SERVER_FLAGS);
+  const flags = await parseCommandLine(args, SERVER_FLAGS);
   if (flags.help) {
     printLine(USAGE);
     return 0;

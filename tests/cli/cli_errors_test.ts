@@ -605,3 +605,45 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "--config: a missing file, an unknown key, a malformed line and a control token others can read each give one 'error:' line naming the file",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const missing = `${dir}/none.toml`;
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--config", missing],
+        /^error: Cannot read config file .*none\.toml: .*: give --config the path of a TOML or JSON file$/,
+        2,
+      );
+      const unknown = `${dir}/unknown.toml`;
+      await Deno.writeTextFile(unknown, "port = 0\nprot = 1\n");
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--config", unknown],
+        /^error: .*unknown\.toml:2: unknown key prot: the keys are the flags of --help without "--"/,
+        2,
+      );
+      const malformed = `${dir}/client.toml`;
+      await Deno.writeTextFile(malformed, "server = 127.0.0.1:9\n");
+      await assertStartupError(
+        "client.ts",
+        ["--config", malformed],
+        /^error: .*client\.toml:1: 127\.0\.0\.1:9 is not a value: quote strings/,
+        2,
+      );
+      const secret = `${dir}/secret.json`;
+      await Deno.writeTextFile(secret, '{"control-token": "s3cret"}');
+      await Deno.chmod(secret, 0o644);
+      await assertStartupError(
+        "client.ts",
+        ["--server", NOWHERE, "--config", secret],
+        /^error: Config file .*secret\.json holds control-token and is readable by others \(mode 644\): run "chmod 600 .*", or remove the key and set MCRELAY_CONTROL_TOKEN/,
+        2,
+      );
+    });
+  },
+});
