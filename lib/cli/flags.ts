@@ -196,6 +196,28 @@ export function addressFlag(name: string, text: string): PeerAddress {
 }
 
 /**
+ * An address to listen on: `PORT` (on 127.0.0.1), `IPv4:PORT` or
+ * `[IPv6]:PORT`; port 0 picks a free one.
+ * @throws {ConfigError} otherwise
+ */
+export function listenAddressFlag(name: string, text: string): PeerAddress {
+  if (/^\d+$/.test(text)) {
+    return { hostname: "127.0.0.1", port: portFlag(name, text) };
+  }
+  const match = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text);
+  let hostname = match?.[1];
+  if (hostname === "localhost") hostname = "127.0.0.1";
+  if (!match || !hostname || (!isIPv4(hostname) && !isIPv6(hostname))) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not an address to listen on: give PORT (on 127.0.0.1), IPv4:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9464`,
+    );
+  }
+  return { hostname, port: portFlag(name, match[2]) };
+}
+
+/**
  * A `GROUP:PORT` IPv4 multicast address and port.
  * @throws {ConfigError} otherwise
  */

@@ -6,7 +6,7 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import { formatAddress } from "../protocol/address.ts";
+import { formatAddress, type PeerAddress } from "../protocol/address.ts";
 import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
 import type { ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
@@ -28,12 +28,15 @@ import {
   groupFlag,
   hostFlag,
   integerFlag,
+  listenAddressFlag,
   listenControl,
   multicastAddressFlag,
   portFlag,
   secondsFlag,
 } from "./flags.ts";
 import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
+import { METRICS_CONTENT_TYPE, renderMetrics } from "./prometheus.ts";
+import { MetricsServer } from "../net/metrics_http.ts";
 import { loadOrCreateClusterKey, loadOrCreateKey } from "./key_file.ts";
 import { Federation } from "../relay/federation.ts";
 import {
@@ -217,6 +220,12 @@ export const SERVER_FLAGS: FlagSpecs = {
     value: "PATH",
     help: "client key for NATS TLS",
   },
+  metrics: {
+    type: "string",
+    value: "[HOST:]PORT",
+    help:
+      "serve GET /healthz and /metrics (Prometheus text) over HTTP here (HOST: 127.0.0.1 when left out; no authentication)",
+  },
   json: { type: "boolean", help: "log JSON lines (ts, level, event, ...)" },
   "log-level": {
     type: "string",
@@ -247,6 +256,12 @@ Examples:
 
 /** The UDP socket, as the flags set it. */
 const UDP_PORT = { what: "UDP port", portFlag: "--port", hostFlag: "--bind" };
+/** The HTTP metrics endpoint, as the flag sets it. */
+const METRICS_PORT = {
+  what: "metrics port",
+  portFlag: "--metrics",
+  hostFlag: "--metrics",
+};
 
 const CONTROL_HELP = [
   "commands:",
@@ -365,6 +380,9 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     );
   }
   const token = controlTokenFlag(flags, tcpHost);
+  const metricsAddress = flags.metrics === undefined
+    ? undefined
+    : listenAddressFlag("metrics", flags.metrics as string);
   const natsOptions = natsFlags(flags, basic);
 
   const { key, created } = await loadOrCreateKey(
@@ -419,6 +437,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     );
   }
   let control: ControlServer | undefined;
+  let metrics: MetricsServer | undefined;
   let server: RelayServer | BasicServer | undefined;
   let stopRequested!: () => void;
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
@@ -432,6 +451,9 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       onLine: (connection, line) =>
         handleCommand(connection, line, server!, json, stopRequested),
     });
+    if (metricsAddress) {
+      metrics = listenMetrics(metricsAddress, () => server!);
+    }
     const log = createLogSink({
       json,
       level: logLevel,
@@ -472,6 +494,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       event: "listening",
       udp: formatAddress(transport.localAddress),
       control: control.address,
+      metrics: metrics?.address,
       fingerprint: server.fingerprint,
       profile: basic ? "basic" : "relay",
       protocol: basic ? "1" : PROTOCOL_VERSION,
@@ -515,6 +538,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     }
   } catch (error) {
     removeSignals();
+    await metrics?.close();
     await control?.close();
     if (server) await server.close();
     else {
@@ -526,6 +550,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
 
   await stopped;
   removeSignals();
+  await metrics?.close();
   await server.close();
   await control.close();
   return 0;
@@ -625,6 +650,25 @@ function handleCommand(
       reply("error", [`error: unknown command "${command}": try help`], {
         error: `unknown command "${command}"`,
       });
+  }
+}
+
+/** Serves the server's counters on `address` (`--metrics`). */
+function listenMetrics(
+  address: PeerAddress,
+  server: () => RelayServer | BasicServer,
+): MetricsServer {
+  try {
+    return MetricsServer.listen({
+      ...address,
+      contentType: METRICS_CONTENT_TYPE,
+      render: () =>
+        renderMetrics(server().stats(), {
+          residentBytes: Deno.memoryUsage().rss,
+        }),
+    });
+  } catch (error) {
+    throw bindError(METRICS_PORT, address.hostname, address.port, error);
   }
 }
 

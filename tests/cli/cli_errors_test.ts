@@ -206,6 +206,16 @@ Deno.test({
         /--bind "300\.1\.2\.3" is not an IP address/,
       ],
       [
+        "a --metrics that is no address to listen on",
+        [...SAFE_SERVER, "--metrics", "localhost:http"],
+        /--metrics "localhost:http" is not an address to listen on: give PORT \(on 127\.0\.0\.1\), IPv4:PORT or \[IPv6\]:PORT/,
+      ],
+      [
+        "a --metrics port out of range",
+        [...SAFE_SERVER, "--metrics", "127.0.0.1:70000"],
+        /--metrics "70000" is not a port/,
+      ],
+      [
         "a --group that is not multicast",
         [...SAFE_SERVER, "--group", "127.0.0.1"],
         /--group "127\.0\.0\.1" is not an IPv4 multicast group/,
@@ -483,6 +493,20 @@ Deno.test({
           "client.ts",
           ["--server", NOWHERE, "--tcp-port", String(tcp.addr.port)],
           controlInUse,
+          1,
+        );
+        await assertStartupError(
+          "server.ts",
+          [
+            ...SAFE_SERVER,
+            "--key-file",
+            keyFile,
+            "--metrics",
+            `127.0.0.1:${tcp.addr.port}`,
+          ],
+          new RegExp(
+            `^error: metrics port 127\\.0\\.0\\.1:${tcp.addr.port} is in use: choose another with --metrics, or 0 for a free one$`,
+          ),
           1,
         );
       } finally {
