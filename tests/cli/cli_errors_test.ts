@@ -513,20 +513,11 @@ Deno.test({
         tcp.close();
       }
 
-      // 192.0.2.1 (TEST-NET-1) is no address of this machine: nothing is bound, nothing sent.
+      // 192.0.2.1 (TEST-NET-1) is no address of this machine: nothing is
+      // bound, nothing sent. (The last --bind given wins.)
       await assertStartupError(
         "server.ts",
-        [
-          "--no-multicast",
-          "--port",
-          "0",
-          "--tcp-port",
-          "0",
-          "--key-file",
-          keyFile,
-          "--bind",
-          "192.0.2.1",
-        ],
+        [...SAFE_SERVER, "--key-file", keyFile, "--bind", "192.0.2.1"],
         /^error: UDP port 192\.0\.2\.1:0 cannot be bound: 192\.0\.2\.1 is not an address of this machine; choose one of its addresses with --bind, or 0\.0\.0\.0 for all$/,
         1,
       );

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   assertNoStackTrace,
+  LOOPBACK_SERVER,
   parseJson,
   Proc,
   withTempDir,
@@ -70,17 +71,10 @@ Deno.test({
         await Deno.mkdir(denoDir);
       }
 
-      const server = offlineTask([
-        "server",
-        "--no-multicast",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--tcp-port",
-        "0",
-        "--json",
-      ], denoDir);
+      const server = offlineTask(
+        ["server", ...LOOPBACK_SERVER, "--json"],
+        denoDir,
+      );
       try {
         const line = await server.stdout.waitLine(
           (l) => parseJson(l) !== undefined,
