@@ -76,3 +76,15 @@ export class HandshakeError extends Error {
     this.name = "HandshakeError";
   }
 }
+
+/** A socket the program listens on could not be bound: the address is in use or not on this machine. */
+export class BindError extends Error {
+  /**
+   * Creates the error.
+   * @param message the address, the flag that sets it and the fix, e.g. "control port 127.0.0.1:9000 is in use: choose another with --tcp-port, or 0 for a free one"
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "BindError";
+  }
+}

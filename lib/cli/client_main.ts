@@ -7,7 +7,6 @@
  */
 import { ConfigError } from "../errors.ts";
 import { isIPv6, type PeerAddress } from "../protocol/address.ts";
-import { ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import { type ClientEvent, RelayClient } from "../relay/client.ts";
 import { type BasicAck, BasicClient } from "../relay/basic_client.ts";
@@ -23,10 +22,11 @@ import {
   groupFlag,
   hostFlag,
   integerFlag,
-  parseFlags,
+  listenControl,
   portFlag,
   secondsFlag,
 } from "./flags.ts";
+import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
 import { InteractiveSession } from "./interactive.ts";
 import { escapeControl } from "./log_format.ts";
 import {
@@ -118,6 +118,7 @@ export const CLIENT_FLAGS: FlagSpecs = {
     value: "LEVEL",
     help: "stderr log level: debug, info, warn or error",
   },
+  config: CONFIG_FLAG,
   help: { type: "boolean", help: "show this help" },
   stdio: {
     type: "boolean",
@@ -228,7 +229,7 @@ function formatAck(ack: BasicAck, json: boolean): string {
  * @throws {ConfigError} for a bad flag value; {@linkcode HandshakeError} when joining fails
  */
 export async function clientMain(args: readonly string[]): Promise<number> {
-  const flags = parseFlags(args, CLIENT_FLAGS);
+  const flags = await parseCommandLine(args, CLIENT_FLAGS);
   if (flags.help) {
     printLine(USAGE);
     return 0;
@@ -294,7 +295,7 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   let send: ((line: string) => Promise<string | undefined>) | undefined;
   let stopRequested!: () => void;
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
-  const control = ControlServer.listen({
+  const control = listenControl({
     hostname: tcpHost,
     port: tcpPort,
     token,

@@ -6,8 +6,10 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { ConfigError } from "../errors.ts";
+import { BindError, ConfigError } from "../errors.ts";
+import { ControlServer, type ControlServerOptions } from "../net/control.ts";
 import {
+  formatAddress,
   isIPv4,
   isIPv6,
   isMulticastIPv4,
@@ -34,12 +36,14 @@ export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
 export type FlagValues = Record<string, string | boolean | undefined>;
 
 /**
- * Parses `args` strictly against `specs`.
+ * Parses `args` strictly against `specs`; a flag `args` does not give takes
+ * its value from `base` (a config file's), else its default.
  * @throws {ConfigError} on an unknown flag, a missing value or a stray argument
  */
 export function parseFlags(
   args: readonly string[],
   specs: FlagSpecs,
+  base: FlagValues = {},
 ): FlagValues {
   const options: NonNullable<ParseArgsConfig["options"]> = {};
   for (const [name, spec] of Object.entries(specs)) {
@@ -59,9 +63,7 @@ export function parseFlags(
   }
   const values: FlagValues = { ...parsed.values } as FlagValues;
   for (const [name, spec] of Object.entries(specs)) {
-    if (values[name] === undefined && spec.default !== undefined) {
-      values[name] = spec.default;
-    }
+    if (values[name] === undefined) values[name] = base[name] ?? spec.default;
   }
   return values;
 }
@@ -194,6 +196,28 @@ export function addressFlag(name: string, text: string): PeerAddress {
 }
 
 /**
+ * An address to listen on: `PORT` (on 127.0.0.1), `IPv4:PORT` or
+ * `[IPv6]:PORT`; port 0 picks a free one.
+ * @throws {ConfigError} otherwise
+ */
+export function listenAddressFlag(name: string, text: string): PeerAddress {
+  if (/^\d+$/.test(text)) {
+    return { hostname: "127.0.0.1", port: portFlag(name, text) };
+  }
+  const match = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text);
+  let hostname = match?.[1];
+  if (hostname === "localhost") hostname = "127.0.0.1";
+  if (!match || !hostname || (!isIPv4(hostname) && !isIPv6(hostname))) {
+    throw new ConfigError(
+      `--${name} ${
+        JSON.stringify(text)
+      } is not an address to listen on: give PORT (on 127.0.0.1), IPv4:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9464`,
+    );
+  }
+  return { hostname, port: portFlag(name, match[2]) };
+}
+
+/**
  * A `GROUP:PORT` IPv4 multicast address and port.
  * @throws {ConfigError} otherwise
  */
@@ -267,4 +291,67 @@ export function controlTokenFlag(
     );
   }
   return token;
+}
+
+/** A socket a program listens on, as the user names and sets it. */
+export interface ListenTarget {
+  /** What it is, e.g. "control port". */
+  readonly what: string;
+  /** The flag that sets the port, e.g. "--tcp-port". */
+  readonly portFlag: string;
+  /** The flag that sets the address, e.g. "--tcp-host". */
+  readonly hostFlag: string;
+}
+
+/** The control port of the server and of the client. */
+export const CONTROL_PORT: ListenTarget = {
+  what: "control port",
+  portFlag: "--tcp-port",
+  hostFlag: "--tcp-host",
+};
+
+/**
+ * The error to throw when listening on `hostname:port` failed: for the two
+ * failures a user can fix, a {@linkcode BindError} naming the address, the
+ * flag and the fix; any other error unchanged.
+ * @example Naming the flag that sets a busy port
+ * ```ts
+ * import { bindError, CONTROL_PORT } from "./flags.ts";
+ *
+ * const error = bindError(CONTROL_PORT, "127.0.0.1", 9000, new Deno.errors.AddrInUse());
+ * if (!error.message.includes("127.0.0.1:9000 is in use: choose another with --tcp-port")) {
+ *   throw new Error(error.message);
+ * }
+ * ```
+ */
+export function bindError(
+  target: ListenTarget,
+  hostname: string,
+  port: number,
+  error: unknown,
+): Error {
+  const address = formatAddress({ hostname, port });
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new BindError(
+      `${target.what} ${address} is in use: choose another with ${target.portFlag}, or 0 for a free one`,
+    );
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new BindError(
+      `${target.what} ${address} cannot be bound: ${hostname} is not an address of this machine; choose one of its addresses with ${target.hostFlag}, or 0.0.0.0 for all`,
+    );
+  }
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+/**
+ * Listens on a control port.
+ * @throws {BindError} naming the address and `--tcp-port`/`--tcp-host` when it cannot be bound
+ */
+export function listenControl(options: ControlServerOptions): ControlServer {
+  try {
+    return ControlServer.listen(options);
+  } catch (error) {
+    throw bindError(CONTROL_PORT, options.hostname, options.port, error);
+  }
 }

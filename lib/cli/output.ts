@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { ConfigError, HandshakeError } from "../errors.ts";
+import { BindError, ConfigError, HandshakeError } from "../errors.ts";
 import type { LogLevel, LogRecord, LogSink } from "../relay/log.ts";
 import { formatLogRecord, levelEnabled } from "./log_format.ts";
 
@@ -66,7 +66,10 @@ export function createLogSink(options: LogSinkOptions): LogSink {
  * it is a bug (to be shown with its stack).
  */
 export function describeStartupError(error: unknown): string | undefined {
-  if (error instanceof ConfigError || error instanceof HandshakeError) {
+  if (
+    error instanceof ConfigError || error instanceof HandshakeError ||
+    error instanceof BindError
+  ) {
     return error.message;
   }
   if (error instanceof Deno.errors.AddrInUse) {

@@ -7,9 +7,9 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import { formatAddress } from "../protocol/address.ts";
+import { formatAddress, type PeerAddress } from "../protocol/address.ts";
 import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
-import { type ControlConnection, ControlServer } from "../net/control.ts";
+import type { ControlConnection, ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import {
   KernelDropMeter,
@@ -21,6 +21,7 @@ import { schedIdleUnavailable } from "../crypto/sched_idle.ts";
 import type { LogLevel } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
 import {
+  bindError,
   choiceFlag,
   controlTokenFlag,
   type FlagSpecs,
@@ -28,11 +29,15 @@ import {
   groupFlag,
   hostFlag,
   integerFlag,
+  listenAddressFlag,
+  listenControl,
   multicastAddressFlag,
-  parseFlags,
   portFlag,
   secondsFlag,
 } from "./flags.ts";
+import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
+import { METRICS_CONTENT_TYPE, renderMetrics } from "./prometheus.ts";
+import { MetricsServer } from "../net/metrics_http.ts";
 import { loadOrCreateClusterKey, loadOrCreateKey } from "./key_file.ts";
 import { Federation } from "../relay/federation.ts";
 import {
@@ -216,6 +221,12 @@ export const SERVER_FLAGS: FlagSpecs = {
     value: "PATH",
     help: "client key for NATS TLS",
   },
+  metrics: {
+    type: "string",
+    value: "[HOST:]PORT",
+    help:
+      "serve GET /healthz and /metrics (Prometheus text) over HTTP here (HOST: 127.0.0.1 when left out; no authentication)",
+  },
   json: { type: "boolean", help: "log JSON lines (ts, level, event, ...)" },
   "log-level": {
     type: "string",
@@ -223,6 +234,7 @@ export const SERVER_FLAGS: FlagSpecs = {
     value: "LEVEL",
     help: "debug, info, warn or error",
   },
+  config: CONFIG_FLAG,
   help: { type: "boolean", help: "show this help" },
   version: { type: "boolean", help: "show the version" },
 };
@@ -242,6 +254,15 @@ Examples:
   deno task server --nats nats://10.0.0.5:4222 --cluster-key-file cluster.key
                                                      # one of several relays of one group
 `;
+
+/** The UDP socket, as the flags set it. */
+const UDP_PORT = { what: "UDP port", portFlag: "--port", hostFlag: "--bind" };
+/** The HTTP metrics endpoint, as the flag sets it. */
+const METRICS_PORT = {
+  what: "metrics port",
+  portFlag: "--metrics",
+  hostFlag: "--metrics",
+};
 
 const CONTROL_HELP = [
   "commands:",
@@ -265,7 +286,7 @@ const CONTROL_HELP = [
  * @throws {ConfigError} for a bad flag value
  */
 export async function serverMain(args: readonly string[]): Promise<number> {
-  const flags = parseFlags(args, SERVER_FLAGS);
+  const flags = await parseCommandLine(args, SERVER_FLAGS);
   if (flags.help) {
     printLine(USAGE);
     return 0;
@@ -366,6 +387,9 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     );
   }
   const token = controlTokenFlag(flags, tcpHost);
+  const metricsAddress = flags.metrics === undefined
+    ? undefined
+    : listenAddressFlag("metrics", flags.metrics as string);
   const natsOptions = natsFlags(flags, basic);
 
   const { key, created } = await loadOrCreateKey(
@@ -399,7 +423,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     transport = await UdpTransport.bind({ hostname: bind, port, multicast });
   } catch (error) {
     await federation?.close();
-    throw error;
+    throw bindError(UDP_PORT, bind, port, error);
   }
   const kernelDrops = new KernelDropMeter(transport.localAddress.port);
   // Section 9: by default the group address, port + 1; none without multicast.
@@ -420,19 +444,23 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     );
   }
   let control: ControlServer | undefined;
+  let metrics: MetricsServer | undefined;
   let server: RelayServer | BasicServer | undefined;
   let stopRequested!: () => void;
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
   // Before the first line: whoever reads "listening" may send SIGTERM at once.
   const removeSignals = onTerminationSignal(stopRequested);
   try {
-    control = ControlServer.listen({
+    control = listenControl({
       hostname: tcpHost,
       port: tcpPort,
       token,
       onLine: (connection, line) =>
         handleCommand(connection, line, server!, json, stopRequested),
     });
+    if (metricsAddress) {
+      metrics = listenMetrics(metricsAddress, () => server!);
+    }
     const log = createLogSink({
       json,
       level: logLevel,
@@ -473,6 +501,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       event: "listening",
       udp: formatAddress(transport.localAddress),
       control: control.address,
+      metrics: metrics?.address,
       fingerprint: server.fingerprint,
       profile: basic ? "basic" : "relay",
       protocol: basic ? "1" : PROTOCOL_VERSION,
@@ -516,6 +545,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     }
   } catch (error) {
     removeSignals();
+    await metrics?.close();
     await control?.close();
     if (server) await server.close();
     else {
@@ -527,6 +557,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
 
   await stopped;
   removeSignals();
+  await metrics?.close();
   await server.close();
   await control.close();
   return 0;
@@ -712,6 +743,25 @@ function handleBanCommand(
     );
   } catch (error) {
     return fail((error as Error).message);
+  }
+}
+
+/** Serves the server's counters on `address` (`--metrics`). */
+function listenMetrics(
+  address: PeerAddress,
+  server: () => RelayServer | BasicServer,
+): MetricsServer {
+  try {
+    return MetricsServer.listen({
+      ...address,
+      contentType: METRICS_CONTENT_TYPE,
+      render: () =>
+        renderMetrics(server().stats(), {
+          residentBytes: Deno.memoryUsage().rss,
+        }),
+    });
+  } catch (error) {
+    throw bindError(METRICS_PORT, address.hostname, address.port, error);
   }
 }
 

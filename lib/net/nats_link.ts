@@ -52,6 +52,14 @@ export function clusterSubject(cluster: string): string {
 }
 
 type NatsModule = typeof import("@nats-io/transport-node");
+
+/**
+ * The NATS client's specifier, deliberately not a literal in `import()`: a
+ * literal puts the npm package in the module graph of every server start, and
+ * Deno then caches every npm package of the lock file first, so a server
+ * without `--nats` could not start offline from an empty DENO_DIR.
+ */
+const NATS_MODULE = "@nats-io/transport-node";
 type NatsConnection = Awaited<ReturnType<NatsModule["connect"]>>;
 
 /** A {@linkcode FederationLink} over one NATS connection. */
@@ -73,7 +81,7 @@ export class NatsLink implements FederationLink {
    */
   static async connect(options: NatsLinkOptions): Promise<NatsLink> {
     const subject = clusterSubject(options.cluster);
-    const nats: NatsModule = await import("@nats-io/transport-node");
+    const nats: NatsModule = await import(NATS_MODULE);
     let credentials: Uint8Array | undefined;
     if (options.credentialsFile !== undefined) {
       try {

@@ -1,6 +1,6 @@
 /**
- * Private network namespaces for the CLI tests that need multicast or forged
- * source addresses: a scenario script runs under `unshare -n` (plus a private
+ * Private network namespaces for the CLI tests that need multicast, forged
+ * source addresses or no network at all: a scenario script runs under `unshare -n` (plus a private
  * PID namespace, so every process in it dies with it), with loopback up,
  * multicast on and a route for 224.0.0.0/4 on it. Nothing such a scenario
  * sends can leave the namespace: the command is checked to start with
@@ -20,18 +20,24 @@ import {
 } from "./_process.ts";
 
 /** Sets up the namespace's loopback for multicast. */
-const SETUP = [
+export const MULTICAST_SETUP: string = [
   "ip link set lo up",
   "ip link set lo multicast on",
   "ip route add 224.0.0.0/4 dev lo src 127.0.0.1",
 ].join(" && ");
 
+/** Brings the namespace's loopback up and adds no route: nothing off it is reachable. */
+export const LOOPBACK_SETUP = "ip link set lo up";
+
 /**
  * `unshare` arguments that run `command` in a new network and PID namespace
- * after {@linkcode SETUP}; the PID namespace ends (killing all in it) when
- * unshare dies.
+ * after `setup`; the PID namespace ends (killing all in it) when unshare
+ * dies.
  */
-function namespaced(command: readonly string[]): string[] {
+export function namespaced(
+  command: readonly string[],
+  setup: string = MULTICAST_SETUP,
+): string[] {
   return [
     "-n",
     "-p",
@@ -39,14 +45,17 @@ function namespaced(command: readonly string[]): string[] {
     "--kill-child",
     "sh",
     "-c",
-    `${SETUP} && exec "$@"`,
+    `${setup} && exec "$@"`,
     "sh",
     ...command,
   ];
 }
 
 /** Throws unless `unshare args` really makes a new network namespace first. */
-function assertNamespaced(command: string, args: readonly string[]): void {
+export function assertNamespaced(
+  command: string,
+  args: readonly string[],
+): void {
   const shell = args.indexOf("sh");
   if (
     command !== "unshare" || args[0] !== "-n" || shell < 0 ||
@@ -60,10 +69,12 @@ function assertNamespaced(command: string, args: readonly string[]): void {
   }
 }
 
-/** Whether the namespace can be made here; the reason when not. */
-export async function probeNamespace(): Promise<string | undefined> {
+/** Whether the namespace (after `setup`) can be made here; the reason when not. */
+export async function probeNamespace(
+  setup: string = MULTICAST_SETUP,
+): Promise<string | undefined> {
   if (!CAN_RUN) return NO_RUN_REASON;
-  const args = namespaced(["true"]);
+  const args = namespaced(["true"], setup);
   assertNamespaced("unshare", args);
   try {
     const result = await new Deno.Command("unshare", {
@@ -73,7 +84,7 @@ export async function probeNamespace(): Promise<string | undefined> {
       stderr: "piped",
     }).output();
     if (result.success) return undefined;
-    return `unshare -n (with ${SETUP}) failed with status ${result.code}: ${
+    return `unshare -n (with ${setup}) failed with status ${result.code}: ${
       new TextDecoder().decode(result.stderr).trim()
     }`;
   } catch (error) {

@@ -345,7 +345,11 @@ export class Proc implements AsyncDisposable {
     );
   }
 
-  /** Starts `deno run <program permissions> [denoFlags] <script> args` in the project root. */
+  /**
+   * Starts `deno run --lock=deno.lock <program permissions> [denoFlags]
+   * <script> args` in the project root (the lock file as the tasks give it:
+   * deno.json does not read it by itself, see README "Dependencies").
+   */
   static deno(
     script: string,
     args: readonly string[],
@@ -355,6 +359,7 @@ export class Proc implements AsyncDisposable {
       Deno.execPath(),
       [
         "run",
+        `--lock=${ROOT}deno.lock`,
         ...PROGRAM_PERMISSIONS,
         ...options.denoFlags ?? [],
         script,

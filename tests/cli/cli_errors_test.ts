@@ -206,6 +206,16 @@ Deno.test({
         /--bind "300\.1\.2\.3" is not an IP address/,
       ],
       [
+        "a --metrics that is no address to listen on",
+        [...SAFE_SERVER, "--metrics", "localhost:http"],
+        /--metrics "localhost:http" is not an address to listen on: give PORT \(on 127\.0\.0\.1\), IPv4:PORT or \[IPv6\]:PORT/,
+      ],
+      [
+        "a --metrics port out of range",
+        [...SAFE_SERVER, "--metrics", "127.0.0.1:70000"],
+        /--metrics "70000" is not a port/,
+      ],
+      [
         "a --group that is not multicast",
         [...SAFE_SERVER, "--group", "127.0.0.1"],
         /--group "127\.0\.0\.1" is not an IPv4 multicast group/,
@@ -424,7 +434,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "server: a UDP port or control port already in use gives one 'error:' line and status 1",
+    "a UDP port or control port in use, or an address not on this machine, gives one 'error:' line naming the address, the flag and the fix, and status 1",
   ignore: !CAN_RUN,
   async fn() {
     await withTempDir(async (dir) => {
@@ -449,7 +459,9 @@ Deno.test({
             "--port",
             String(port),
           ],
-          /another process holds that port/,
+          new RegExp(
+            `^error: UDP port 127\\.0\\.0\\.1:${port} is in use: choose another with --port, or 0 for a free one$`,
+          ),
           1,
         );
       } finally {
@@ -457,6 +469,9 @@ Deno.test({
       }
 
       const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const controlInUse = new RegExp(
+        `^error: control port 127\\.0\\.0\\.1:${tcp.addr.port} is in use: choose another with --tcp-port, or 0 for a free one$`,
+      );
       try {
         await assertStartupError(
           "server.ts",
@@ -471,12 +486,41 @@ Deno.test({
             "--tcp-port",
             String(tcp.addr.port),
           ],
-          /another process holds that port/,
+          controlInUse,
+          1,
+        );
+        await assertStartupError(
+          "client.ts",
+          ["--server", NOWHERE, "--tcp-port", String(tcp.addr.port)],
+          controlInUse,
+          1,
+        );
+        await assertStartupError(
+          "server.ts",
+          [
+            ...SAFE_SERVER,
+            "--key-file",
+            keyFile,
+            "--metrics",
+            `127.0.0.1:${tcp.addr.port}`,
+          ],
+          new RegExp(
+            `^error: metrics port 127\\.0\\.0\\.1:${tcp.addr.port} is in use: choose another with --metrics, or 0 for a free one$`,
+          ),
           1,
         );
       } finally {
         tcp.close();
       }
+
+      // 192.0.2.1 (TEST-NET-1) is no address of this machine: nothing is
+      // bound, nothing sent. (The last --bind given wins.)
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--key-file", keyFile, "--bind", "192.0.2.1"],
+        /^error: UDP port 192\.0\.2\.1:0 cannot be bound: 192\.0\.2\.1 is not an address of this machine; choose one of its addresses with --bind, or 0\.0\.0\.0 for all$/,
+        1,
+      );
     });
   },
 });
@@ -572,6 +616,48 @@ Deno.test({
         "server.ts",
         nowhere,
         /Cluster key file .* does not hold one Fernet key/,
+      );
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "--config: a missing file, an unknown key, a malformed line and a control token others can read each give one 'error:' line naming the file",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const missing = `${dir}/none.toml`;
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--config", missing],
+        /^error: Cannot read config file .*none\.toml: .*: give --config the path of a TOML or JSON file$/,
+        2,
+      );
+      const unknown = `${dir}/unknown.toml`;
+      await Deno.writeTextFile(unknown, "port = 0\nprot = 1\n");
+      await assertStartupError(
+        "server.ts",
+        [...SAFE_SERVER, "--config", unknown],
+        /^error: .*unknown\.toml:2: unknown key prot: the keys are the flags of --help without "--"/,
+        2,
+      );
+      const malformed = `${dir}/client.toml`;
+      await Deno.writeTextFile(malformed, "server = 127.0.0.1:9\n");
+      await assertStartupError(
+        "client.ts",
+        ["--config", malformed],
+        /^error: .*client\.toml:1: 127\.0\.0\.1:9 is not a value: quote strings/,
+        2,
+      );
+      const secret = `${dir}/secret.json`;
+      await Deno.writeTextFile(secret, '{"control-token": "s3cret"}');
+      await Deno.chmod(secret, 0o644);
+      await assertStartupError(
+        "client.ts",
+        ["--server", NOWHERE, "--config", secret],
+        /^error: Config file .*secret\.json holds control-token and is readable by others \(mode 644\): run "chmod 600 .*", or remove the key and set MCRELAY_CONTROL_TOKEN/,
+        2,
       );
     });
   },
