@@ -168,14 +168,16 @@ export class ReplayWindow {
       this.#forgetOldest();
     }
     if (!(timestampSeconds >= oldest)) return "expired";
-    if (timestampSeconds <= this.#floor) {
-      return timestampSeconds <= this.#roomFloor ? "window_full" : "expired";
-    }
     if (timestampSeconds > nowSeconds + this.options.maxFutureSeconds) {
       return "future";
     }
+    // An IV still remembered is a replay, even at or below the floor (the
+    // rest of a second whose first IVs were forgotten to make room).
     const key = ivKey(iv);
     if (this.#seen.has(key)) return "replayed";
+    if (timestampSeconds <= this.#floor) {
+      return timestampSeconds <= this.#roomFloor ? "window_full" : "expired";
+    }
     if (this.#seen.size >= this.options.maxEntries) {
       // Full: making room forgets the oldest entry and raises the floor to its
       // timestamp. If that is not older than this token, the token would fall

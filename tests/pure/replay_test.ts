@@ -101,6 +101,23 @@ Deno.test({
 
 Deno.test({
   name:
+    "an IV still remembered at the floor is replayed; a forgotten one of the same second is window_full",
+  permissions: "none",
+  fn() {
+    const w = new ReplayWindow({ maxEntries: 3 });
+    for (let i = 1; i <= 3; i++) {
+      assert.equal(w.check(iv(i), NOW, NOW), "accepted");
+    }
+    assert.equal(w.check(iv(4), NOW + 1, NOW + 1), "accepted"); // iv(1) goes
+    assert.equal(w.floor, NOW);
+    assert.equal(w.check(iv(1), NOW, NOW + 1), "window_full");
+    assert.equal(w.check(iv(2), NOW, NOW + 1), "replayed");
+    assert.equal(w.check(iv(3), NOW, NOW + 1), "replayed");
+  },
+});
+
+Deno.test({
+  name:
     "a full window rejects a token no newer than its oldest entry without forgetting anything",
   permissions: "none",
   fn() {
