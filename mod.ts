@@ -222,8 +222,10 @@ export {
   spkiFingerprint,
 } from "./lib/crypto/rsa.ts";
 export {
+  DEFAULT_REPLAY_ENTRIES,
   type ReplayVerdict,
   ReplayWindow,
+  replayWindowEntries,
   type ReplayWindowOptions,
 } from "./lib/crypto/replay.ts";
 export {

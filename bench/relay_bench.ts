@@ -1134,8 +1134,8 @@ async function main(): Promise<number> {
         `server drop counters in the sweep: ${
           sweepDrops.map(([n, d]) => `N=${n}: ${d}`).join("; ")
         }${
-          sweepDrops.some(([, d]) => String(d).includes("token_expired"))
-            ? " (token_expired: the server remembers 4096 IVs per member key (TokenGuard default), so a member sending more than about 4096 messages within one second gets drops)"
+          sweepDrops.some(([, d]) => String(d).includes("token_window_full"))
+            ? " (token_window_full: the server remembers at most 65,536 IVs per member key, so a member sending more than that within one second gets drops)"
             : ""
         }`,
       );

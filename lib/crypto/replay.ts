@@ -6,15 +6,69 @@
  *
  * Invariant: every IV ever accepted is either still remembered or has a
  * timestamp at or below the floor, and a token at or below the floor is
- * "expired". Forgetting an IV (because it aged out, or to make room) raises
+ * refused. Forgetting an IV (because it aged out, or to make room) raises
  * the floor to its timestamp, so no forgotten IV is ever accepted again, even
  * if the caller's clock steps backwards.
+ *
+ * Size: a window that must remember every token arriving at up to R per
+ * second for S seconds needs R x S entries ({@linkcode replayWindowEntries}).
+ * Below that rate it covers a token's whole life; above it, it still covers
+ * `maxEntries / rate` seconds, and what it cannot hold is refused as
+ * "window_full" (counted apart from "expired").
  *
  * @module
  */
 
-/** Outcome of {@linkcode ReplayWindow.check}. */
-export type ReplayVerdict = "accepted" | "expired" | "future" | "replayed";
+/**
+ * Outcome of {@linkcode ReplayWindow.check}. "expired": older than the
+ * maximum age; "window_full": within the age but the window had no room for
+ * it (its second was forgotten to make room, or every remembered IV is of its
+ * second or newer).
+ */
+export type ReplayVerdict =
+  | "accepted"
+  | "expired"
+  | "future"
+  | "replayed"
+  | "window_full";
+
+/**
+ * IVs a replay window needs to remember every token that arrives at up to
+ * `ratePerSecond` (after a `burst` on top) for `seconds`.
+ *
+ * @example
+ * ```ts
+ * import { replayWindowEntries } from "./replay.ts";
+ * if (replayWindowEntries(210, 61, 420) !== 13_230) throw new Error();
+ * ```
+ * @param ratePerSecond tokens per second the window must take
+ * @param seconds how long each of them must be remembered
+ * @param burst tokens that may come on top of the rate
+ * @returns the entry count, at least 1
+ * @throws {RangeError} when an argument is negative or not finite
+ */
+export function replayWindowEntries(
+  ratePerSecond: number,
+  seconds: number,
+  burst = 0,
+): number {
+  for (const value of [ratePerSecond, seconds, burst]) {
+    if (!(Number.isFinite(value) && value >= 0)) {
+      throw new RangeError(
+        `A replay window is sized by a non-negative rate, time and burst, got ${ratePerSecond}/s, ${seconds} s, burst ${burst}`,
+      );
+    }
+  }
+  return Math.max(1, Math.ceil(ratePerSecond * seconds + burst));
+}
+
+/**
+ * Default size of a receiver's replay window: 16,384 tokens per second for
+ * 4 s (65,536 IVs, about 5.5 MB when full). It remembers a token's whole
+ * life (the 60 s age and the second it was sealed in) up to 1,074 tokens per
+ * second, and at least 4 s of tokens up to 16,384 per second.
+ */
+export const DEFAULT_REPLAY_ENTRIES: number = replayWindowEntries(16_384, 4);
 
 /** Bounds of a {@linkcode ReplayWindow}. */
 export interface ReplayWindowOptions {
@@ -23,9 +77,10 @@ export interface ReplayWindowOptions {
   /** Newest acceptable timestamp: now + maxFutureSeconds. Default 60. */
   maxFutureSeconds: number;
   /**
-   * Most IVs remembered. When full, the oldest entry is forgotten and the
-   * window's floor rises to its timestamp, so a forgotten IV can never be
-   * accepted again (tokens at or below the floor are "expired"). Default 4096.
+   * Most IVs remembered: the memory bound. When full, the oldest entry is
+   * forgotten and the window's floor rises to its timestamp, so a forgotten
+   * IV can never be accepted again (tokens at or below the floor are
+   * "window_full"). Default {@linkcode DEFAULT_REPLAY_ENTRIES} (65,536).
    */
   maxEntries: number;
 }
@@ -61,24 +116,26 @@ function ivKey(iv: Uint8Array): string {
 export class ReplayWindow {
   /** Effective bounds. */
   readonly options: Readonly<ReplayWindowOptions>;
-  /** Remembered IVs (latin1 key) → timestamp. */
-  #seen = new Map<string, number>();
+  /** Remembered IVs (latin1 keys); their timestamps are in the heap. */
+  #seen = new Set<string>();
   /** Binary min-heap on timestamp over the remembered IVs, as parallel arrays. */
   #heapTimes: number[] = [];
   #heapKeys: string[] = [];
-  /** Tokens with a timestamp at or below this are "expired". */
+  /** Tokens with a timestamp at or below this are refused. */
   #floor = -Infinity;
+  /** The newest timestamp forgotten to make room (not for age): at or below it, "window_full". */
+  #roomFloor = -Infinity;
 
   /**
    * Creates an empty window.
-   * @param options bounds; defaults 60 s, 60 s, 4096 entries
+   * @param options bounds; defaults 60 s, 60 s, 65,536 entries
    * @throws {RangeError} for negative bounds or maxEntries below 1
    */
   constructor(options: Partial<ReplayWindowOptions> = {}) {
     this.options = {
       maxAgeSeconds: 60,
       maxFutureSeconds: 60,
-      maxEntries: 4096,
+      maxEntries: DEFAULT_REPLAY_ENTRIES,
       ...options,
     };
     const { maxAgeSeconds, maxFutureSeconds, maxEntries } = this.options;
@@ -96,8 +153,9 @@ export class ReplayWindow {
 
   /**
    * Checks a token's IV and timestamp; records the IV when the verdict is "accepted".
-   * Call only after the token's HMAC has been verified. A non-finite timestamp,
-   * or one no newer than every entry of a full window, is "expired".
+   * Call only after the token's HMAC has been verified. A non-finite
+   * timestamp is "expired"; one within the age but at or below the floor, or
+   * no newer than every entry of a full window, is "window_full".
    */
   check(
     iv: Uint8Array,
@@ -109,24 +167,28 @@ export class ReplayWindow {
     while (this.#heapTimes.length > 0 && this.#heapTimes[0] < oldest) {
       this.#forgetOldest();
     }
-    if (
-      !(timestampSeconds >= oldest) || timestampSeconds <= this.#floor
-    ) {
-      return "expired";
-    }
+    if (!(timestampSeconds >= oldest)) return "expired";
     if (timestampSeconds > nowSeconds + this.options.maxFutureSeconds) {
       return "future";
     }
+    // An IV still remembered is a replay, even at or below the floor (the
+    // rest of a second whose first IVs were forgotten to make room).
     const key = ivKey(iv);
     if (this.#seen.has(key)) return "replayed";
+    if (timestampSeconds <= this.#floor) {
+      return timestampSeconds <= this.#roomFloor ? "window_full" : "expired";
+    }
     if (this.#seen.size >= this.options.maxEntries) {
       // Full: making room forgets the oldest entry and raises the floor to its
       // timestamp. If that is not older than this token, the token would fall
-      // at or below the new floor, so reject it and keep the window as it is.
-      if (this.#heapTimes[0] >= timestampSeconds) return "expired";
+      // at or below the new floor, so refuse it and keep the window as it is.
+      if (this.#heapTimes[0] >= timestampSeconds) return "window_full";
+      if (this.#heapTimes[0] > this.#roomFloor) {
+        this.#roomFloor = this.#heapTimes[0];
+      }
       this.#forgetOldest();
     }
-    this.#seen.set(key, timestampSeconds);
+    this.#seen.add(key);
     this.#push(timestampSeconds, key);
     return "accepted";
   }
@@ -136,7 +198,7 @@ export class ReplayWindow {
     return this.#seen.size;
   }
 
-  /** The floor: tokens with a timestamp at or below it are "expired" (-Infinity until something is forgotten). */
+  /** The floor: tokens with a timestamp at or below it are refused, "expired" or "window_full" (-Infinity until something is forgotten). */
   get floor(): number {
     return this.#floor;
   }

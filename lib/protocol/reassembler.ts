@@ -1,7 +1,13 @@
 /**
  * Reassembly of fragmented streams (protocol.md section 3) with every bound:
- * timeout, partial buffers per source, bytes per source, bytes in all, max
- * count. Time comes from an injected clock; no timers of its own.
+ * timeout, partial buffers per source and in all, bytes per source and in
+ * all, max count. Time comes from an injected clock; no timers of its own.
+ *
+ * A bound that is reached evicts an old partial buffer rather than refusing
+ * the new chunk, so a flood of partial buffers cannot block later messages:
+ * a source at its own bound loses its own oldest buffer, and a bound in all
+ * takes the oldest buffer of the source holding the most (buffers for the
+ * count bound, bytes for the byte bound), so no source can starve the others.
  *
  * @module
  */
@@ -23,17 +29,22 @@ export type FragmentOutcome =
 export interface ReassemblerLimits {
   /** A buffer not complete this long after its first chunk is discarded. Default 10_000 ms. */
   timeoutMs: number;
-  /** Partial buffers one source may have open. Default 64. */
+  /** Partial buffers one source may have open; past it its oldest is evicted. Default 64. */
   maxPartialsPerSource: number;
   /**
-   * Partial buffers open for all sources together. Default 4096. Bounds the
-   * per-buffer overhead that byte caps do not see (many spoofed sources each
-   * sending empty chunks).
+   * Partial buffers open for all sources together (the group). Default 4096.
+   * Bounds the per-buffer overhead that byte caps do not see (many sources
+   * each sending empty chunks); past it the oldest buffer of the source with
+   * the most is evicted.
    */
   maxPartialsTotal: number;
-  /** Bytes of chunk data one source may have buffered. Default 1 MiB. */
+  /** Bytes of chunk data one source may have buffered; past it its oldest buffers are evicted. Default 1 MiB. */
   maxBytesPerSource: number;
-  /** Bytes of chunk data buffered for all sources together. Default 64 MiB. */
+  /**
+   * Bytes of chunk data buffered for all sources together. Default 64 MiB.
+   * Past it the oldest buffers of the source holding the most bytes are
+   * evicted.
+   */
   maxBytesTotal: number;
   /** Largest `count` accepted. Default 1024. */
   maxCount: number;
@@ -61,11 +72,22 @@ export interface ReassemblerCounters {
   countTooLarge: number;
   /** Buffers discarded because they were not complete in time. */
   timedOut: number;
-  /** Chunks dropped because their source had `maxPartialsPerSource` buffers open, or all sources `maxPartialsTotal`. */
+  /**
+   * Buffers evicted to open a new one: the oldest of a source that had
+   * `maxPartialsPerSource` open, or of the source with the most when all had
+   * `maxPartialsTotal`.
+   */
   tooManyPartials: number;
-  /** Chunks dropped because their source would exceed `maxBytesPerSource`. */
+  /**
+   * Buffers evicted (the source's oldest) or chunks dropped with their buffer
+   * because their source would exceed `maxBytesPerSource`.
+   */
   sourceBytesExceeded: number;
-  /** Chunks dropped because all sources together would exceed `maxBytesTotal`. */
+  /**
+   * Buffers evicted (the oldest of the source holding the most bytes) or
+   * chunks dropped with their buffer because all sources together would exceed
+   * `maxBytesTotal`.
+   */
   totalBytesExceeded: number;
 }
 
@@ -76,6 +98,8 @@ interface PartialBuffer {
   readonly count: number;
   /** Internal clock time of the first chunk. */
   readonly createdAt: number;
+  /** Creation order over all buffers: smaller is older. */
+  readonly seq: number;
   /** Copies of the chunks, by index; holes for chunks not yet received. */
   readonly chunks: (Uint8Array | undefined)[];
   received: number;
@@ -85,8 +109,101 @@ interface PartialBuffer {
 /** What one source has buffered. Removed as soon as its last buffer goes. */
 interface SourceState {
   readonly key: string;
+  /** By msg_id, in creation order (the first is the oldest). */
   readonly buffers: Map<number, PartialBuffer>;
   bytes: number;
+  /** `seq` of its oldest buffer: breaks ties between sources holding as much. */
+  oldestSeq: number;
+  /** Positions in the reassembler's two heaps (-1: not in it). */
+  readonly slots: [number, number];
+}
+
+/**
+ * The sources ordered by what they hold (buffers, or bytes), the most first;
+ * of two that hold as much, the one with the older oldest buffer first. An
+ * indexed binary heap: each source knows its position, so a change of its
+ * holding moves it in O(log n).
+ */
+class SourceHeap {
+  readonly #items: SourceState[] = [];
+
+  /**
+   * @param slot which of a source's `slots` this heap uses
+   * @param weight what a source holds
+   */
+  constructor(
+    readonly slot: 0 | 1,
+    readonly weight: (source: SourceState) => number,
+  ) {}
+
+  /** The source holding the most, if any. */
+  top(): SourceState | undefined {
+    return this.#items[0];
+  }
+
+  /** Adds `source`, or moves it after its holding changed. */
+  update(source: SourceState): void {
+    let i = source.slots[this.slot];
+    if (i < 0) {
+      i = this.#items.length;
+      this.#items.push(source);
+      source.slots[this.slot] = i;
+    }
+    this.#siftDown(this.#siftUp(i));
+  }
+
+  /** Takes `source` out. */
+  remove(source: SourceState): void {
+    const i = source.slots[this.slot];
+    if (i < 0) return;
+    source.slots[this.slot] = -1;
+    const last = this.#items.pop()!;
+    if (last === source) return;
+    this.#place(last, i);
+    this.#siftDown(this.#siftUp(i));
+  }
+
+  #before(a: SourceState, b: SourceState): boolean {
+    const wa = this.weight(a);
+    const wb = this.weight(b);
+    return wa > wb || (wa === wb && a.oldestSeq < b.oldestSeq);
+  }
+
+  #place(source: SourceState, i: number): void {
+    this.#items[i] = source;
+    source.slots[this.slot] = i;
+  }
+
+  #siftUp(i: number): number {
+    const items = this.#items;
+    const item = items[i];
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.#before(item, items[parent])) break;
+      this.#place(items[parent], i);
+      i = parent;
+    }
+    this.#place(item, i);
+    return i;
+  }
+
+  #siftDown(i: number): void {
+    const items = this.#items;
+    const item = items[i];
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= items.length) break;
+      const right = left + 1;
+      const child =
+        right < items.length && this.#before(items[right], items[left])
+          ? right
+          : left;
+      if (!this.#before(items[child], item)) break;
+      this.#place(items[child], i);
+      i = child;
+    }
+    this.#place(item, i);
+  }
 }
 
 function checkLimits(limits: ReassemblerLimits): void {
@@ -124,6 +241,17 @@ function checkFragment(fragment: Fragment): void {
       `Cannot reassemble FRAGMENT: msg_id ${msgId}, index ${index}, count ${count} is not a valid header`,
     );
   }
+}
+
+/** The oldest buffer of `state` other than `except`, if it has one. */
+function oldestOf(
+  state: SourceState,
+  except?: PartialBuffer,
+): PartialBuffer | undefined {
+  for (const buffer of state.buffers.values()) {
+    if (buffer !== except) return buffer;
+  }
+  return undefined;
 }
 
 /**
@@ -164,7 +292,12 @@ export class Reassembler {
   /** Every open buffer in creation order, hence in `createdAt` order. */
   readonly #buffers = new Set<PartialBuffer>();
   readonly #sources = new Map<string, SourceState>();
+  /** Sources by buffers held (the `maxPartialsTotal` victim on top). */
+  readonly #byPartials = new SourceHeap(0, (s) => s.buffers.size);
+  /** Sources by bytes held (the `maxBytesTotal` victim on top). */
+  readonly #byBytes = new SourceHeap(1, (s) => s.bytes);
   #bytes = 0;
+  #nextSeq = 0;
 
   /**
    * Creates an empty reassembler.
@@ -234,15 +367,15 @@ export class Reassembler {
     const { msgId, index, count, chunk } = fragment;
     const limits = this.limits;
     const state = this.#sources.get(source);
-    const existing = state?.buffers.get(msgId);
+    let buffer = state?.buffers.get(msgId);
 
-    if (existing !== undefined) {
-      if (count !== existing.count) {
-        this.#discard(existing);
+    if (buffer !== undefined) {
+      if (count !== buffer.count) {
+        this.#discard(buffer);
         this.counters.countMismatch++;
         return undefined;
       }
-      if (existing.chunks[index] !== undefined) {
+      if (buffer.chunks[index] !== undefined) {
         this.counters.duplicate++;
         return undefined;
       }
@@ -255,30 +388,50 @@ export class Reassembler {
         this.counters.completed++;
         return chunk.slice();
       }
-      if (
-        (state?.buffers.size ?? 0) >= limits.maxPartialsPerSource ||
-        this.#buffers.size >= limits.maxPartialsTotal
-      ) {
-        this.counters.tooManyPartials++;
+      // A chunk no eviction could make room for opens nothing.
+      if (chunk.length > limits.maxBytesPerSource) {
+        this.counters.sourceBytesExceeded++;
         return undefined;
       }
+      if (chunk.length > limits.maxBytesTotal) {
+        this.counters.totalBytesExceeded++;
+        return undefined;
+      }
+      if (
+        state !== undefined && state.buffers.size >= limits.maxPartialsPerSource
+      ) {
+        this.#discard(oldestOf(state)!);
+        this.counters.tooManyPartials++;
+      } else if (this.#buffers.size >= limits.maxPartialsTotal) {
+        this.#discard(oldestOf(this.#byPartials.top()!)!);
+        this.counters.tooManyPartials++;
+      }
+      buffer = this.#open(this.#sources.get(source), source, msgId, count, now);
     }
 
-    if ((state?.bytes ?? 0) + chunk.length > limits.maxBytesPerSource) {
+    // Make room for the bytes: the source's own oldest buffers first, then
+    // those of whoever holds the most. When the only buffer left to evict is
+    // the one this chunk is for, it can never complete within the bound.
+    const owner = buffer.source;
+    while (owner.bytes + chunk.length > limits.maxBytesPerSource) {
       this.counters.sourceBytesExceeded++;
-      return undefined;
+      const victim = oldestOf(owner, buffer);
+      this.#discard(victim ?? buffer);
+      if (victim === undefined) return undefined;
     }
-    if (this.#bytes + chunk.length > limits.maxBytesTotal) {
+    while (this.#bytes + chunk.length > limits.maxBytesTotal) {
       this.counters.totalBytesExceeded++;
-      return undefined;
+      const victim = oldestOf(this.#byBytes.top()!, buffer);
+      this.#discard(victim ?? buffer);
+      if (victim === undefined) return undefined;
     }
 
-    const buffer = existing ?? this.#open(state, source, msgId, count, now);
     buffer.chunks[index] = chunk.slice();
     buffer.received++;
     buffer.bytes += chunk.length;
-    buffer.source.bytes += chunk.length;
+    owner.bytes += chunk.length;
     this.#bytes += chunk.length;
+    this.#byBytes.update(owner);
     if (buffer.received < buffer.count) return undefined;
 
     const stream = new Uint8Array(buffer.bytes);
@@ -300,8 +453,15 @@ export class Reassembler {
     count: number,
     now: number,
   ): PartialBuffer {
+    const seq = this.#nextSeq++;
     if (state === undefined) {
-      state = { key: source, buffers: new Map(), bytes: 0 };
+      state = {
+        key: source,
+        buffers: new Map(),
+        bytes: 0,
+        oldestSeq: seq,
+        slots: [-1, -1],
+      };
       this.#sources.set(source, state);
     }
     const buffer: PartialBuffer = {
@@ -309,23 +469,35 @@ export class Reassembler {
       msgId,
       count,
       createdAt: now,
+      seq,
       chunks: new Array<Uint8Array | undefined>(count),
       received: 0,
       bytes: 0,
     };
     state.buffers.set(msgId, buffer);
     this.#buffers.add(buffer);
+    this.#byPartials.update(state);
+    this.#byBytes.update(state);
     return buffer;
   }
 
-  /** Frees a buffer and keeps every total exact. */
+  /** Frees a buffer and keeps every total (and both heaps) exact. */
   #discard(buffer: PartialBuffer): void {
     const state = buffer.source;
     this.#buffers.delete(buffer);
     state.buffers.delete(buffer.msgId);
     state.bytes -= buffer.bytes;
     this.#bytes -= buffer.bytes;
-    if (state.buffers.size === 0) this.#sources.delete(state.key);
+    const oldest = oldestOf(state);
+    if (oldest === undefined) {
+      this.#sources.delete(state.key);
+      this.#byPartials.remove(state);
+      this.#byBytes.remove(state);
+      return;
+    }
+    state.oldestSeq = oldest.seq;
+    this.#byPartials.update(state);
+    this.#byBytes.update(state);
   }
 
   /** Discards buffers whose first chunk is `timeoutMs` or more before `now`, oldest first. */

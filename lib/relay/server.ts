@@ -60,6 +60,10 @@ import {
 import { hmacSha256 } from "../crypto/hmac.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import { encodeBase64 } from "../crypto/base64.ts";
+import {
+  DEFAULT_REPLAY_ENTRIES,
+  replayWindowEntries,
+} from "../crypto/replay.ts";
 import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
@@ -413,6 +417,12 @@ export class RelayServer implements AsyncDisposable {
   readonly #presence: PresenceJudge;
   readonly #keepalivesPerSecond: number;
   readonly #keepaliveBurst: number;
+  /**
+   * IVs each hybrid member's replay window holds: every token its message and
+   * keep-alive budgets let it send in a token's life (13,230 by default), at
+   * most a receiver's default (65,536) however high the budgets are raised.
+   */
+  readonly #replayEntries: number;
   readonly #kernelDrops: (() => number | undefined) | undefined;
   #kernelDropped: number | undefined;
   #kernelPolledAt = -Infinity;
@@ -493,6 +503,16 @@ export class RelayServer implements AsyncDisposable {
     });
     this.#keepalivesPerSecond = options.keepalivesPerSecond ?? 10;
     this.#keepaliveBurst = options.keepaliveBurst ?? 20;
+    this.#replayEntries = Math.min(
+      DEFAULT_REPLAY_ENTRIES,
+      // A token is remembered while its second is within the age: for the
+      // age's seconds and the one it was sealed in.
+      replayWindowEntries(
+        this.#messagesPerSecond + this.#keepalivesPerSecond,
+        this.#tokenMaxAge + 1,
+        this.#messageBurst + this.#keepaliveBurst,
+      ),
+    );
     this.#kernelDrops = options.kernelDrops;
     if (options.fanout === "group") {
       const local = options.transport.localAddress;
@@ -1242,7 +1262,12 @@ export class RelayServer implements AsyncDisposable {
       }
     }
     const guard = fernetKey
-      ? new TokenGuard(fernetKey, this.#marker, this.#tokenMaxAge)
+      ? new TokenGuard(
+        fernetKey,
+        this.#marker,
+        this.#tokenMaxAge,
+        this.#replayEntries,
+      )
       : undefined;
     if (existing) {
       remember();

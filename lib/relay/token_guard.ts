@@ -13,7 +13,7 @@ import type {
   FernetKey,
 } from "../crypto/fernet.ts";
 import type { IvMarker } from "../crypto/iv_mark.ts";
-import { ReplayWindow } from "../crypto/replay.ts";
+import { DEFAULT_REPLAY_ENTRIES, ReplayWindow } from "../crypto/replay.ts";
 
 /** Why a token was not accepted (a drop reason, counted and logged). */
 export type TokenRejection =
@@ -23,7 +23,8 @@ export type TokenRejection =
   | "token_expired"
   | "token_future"
   | "token_replayed"
-  | "token_reflected";
+  | "token_reflected"
+  | "token_window_full";
 
 /** The result of {@linkcode TokenGuard.open}. */
 export type OpenResult =
@@ -38,13 +39,14 @@ export class TokenGuard {
    * @param key the Fernet key shared with the peer
    * @param marker this side's IV marker
    * @param maxAgeSeconds maximum token age and future skew (default 60)
-   * @param maxRememberedIvs replay window size
+   * @param maxRememberedIvs replay window size, by rate and time
+   *   (`replayWindowEntries()`); default 65,536
    */
   constructor(
     readonly key: FernetKey,
     readonly marker: IvMarker,
     readonly maxAgeSeconds = 60,
-    maxRememberedIvs = 4096,
+    maxRememberedIvs = DEFAULT_REPLAY_ENTRIES,
   ) {
     this.#replay = new ReplayWindow({
       maxAgeSeconds,

@@ -754,11 +754,13 @@ Deno.test("unregistered sources: fragment floods stay within the stranger caps; 
     await h.settle(s1.transport);
     assert.equal(counters().tooManyPartials, 8);
 
-    // 32 chunks of 1000 bytes for one msg_id: 16 KiB per source at most.
+    // 32 chunks of 1000 bytes for one msg_id: 16 KiB per source at most. The
+    // 17th cannot fit with the 16 before it, which can then never complete:
+    // that buffer goes with it, and chunks 18-32 (15,000 bytes) open another.
     const s2 = h.probe();
     for (let i = 0; i < 32; i++) await s2.send(fragment(7, i, 32, 1000));
     await h.settle(s2.transport);
-    assert.equal(counters().sourceBytesExceeded, 16);
+    assert.equal(counters().sourceBytesExceeded, 1);
     assert.equal(counters().completed, 0);
 
     // count above 32 (a member's limit is 1024), and an inconsistent count.
@@ -771,10 +773,12 @@ Deno.test("unregistered sources: fragment floods stay within the stranger caps; 
     assert.equal(counters().countTooLarge, 2);
     assert.equal(counters().countMismatch, 1);
 
-    // Many sources, each filling its 16 KiB: 4 MiB in all at most.
+    // Many sources, each filling 16,000 of its 16 KiB: 4 MiB in all at most.
+    // Past it the source holding the most bytes loses its oldest buffer: here
+    // always a full 16,000-byte one of an earlier source.
     const before = counters();
     const SOURCES = 300;
-    const PER_SOURCE = 17; // the 17th chunk is over 16 KiB
+    const PER_SOURCE = 16;
     const flood = Array.from({ length: SOURCES }, () => h.probe());
     for (const [n, p] of flood.entries()) {
       for (let i = 0; i < PER_SOURCE; i++) {
@@ -783,17 +787,17 @@ Deno.test("unregistered sources: fragment floods stay within the stranger caps; 
     }
     for (const p of flood) await h.settle(p.transport);
     const after = counters();
-    const refused = after.sourceBytesExceeded - before.sourceBytesExceeded +
-      after.totalBytesExceeded - before.totalBytesExceeded +
-      after.tooManyPartials - before.tooManyPartials;
-    const acceptedBytes = (SOURCES * PER_SOURCE - refused) * 1000;
-    const earlier = 2 * 100 + 16 * 1000; // s1 and s2 still buffered (s3's buffer was discarded)
-    assert.ok(after.totalBytesExceeded > before.totalBytesExceeded);
+    assert.equal(after.sourceBytesExceeded, before.sourceBytesExceeded);
+    assert.equal(after.tooManyPartials, before.tooManyPartials);
+    const evicted = after.totalBytesExceeded - before.totalBytesExceeded;
+    assert.ok(evicted > 0);
+    const buffered = (SOURCES - evicted) * PER_SOURCE * 1000;
+    const earlier = 2 * 100 + 15 * 1000; // s1 and s2 still buffered (s3's buffer was discarded)
     assert.ok(
-      acceptedBytes + earlier <= 4 * 1024 * 1024,
-      `${acceptedBytes + earlier} bytes buffered for strangers`,
+      buffered + earlier <= 4 * 1024 * 1024,
+      `${buffered + earlier} bytes buffered for strangers`,
     );
-    assert.ok(acceptedBytes + earlier > 4 * 1024 * 1024 - 1000);
+    assert.ok(buffered + earlier > 4 * 1024 * 1024 - PER_SOURCE * 1000);
     assert.equal(after.completed, 0);
 
     // Members use their own reassembler: a fragmented message still goes through.

@@ -209,6 +209,7 @@ const REJECTIONS: ReadonlySet<TokenRejection> = new Set<TokenRejection>([
   "token_future",
   "token_replayed",
   "token_reflected",
+  "token_window_full",
 ]);
 
 type Step =

@@ -433,6 +433,17 @@ class Model {
   forget(source: string): void {
     this.buffers = this.buffers.filter((b) => b.source !== source);
   }
+  remove(buffer: ModelBuffer): void {
+    this.buffers = this.buffers.filter((b) => b !== buffer);
+  }
+  /** The source holding the most by `weight`; of equals, the one with the oldest buffer. */
+  heaviest(weight: (source: string) => number): string {
+    let best: string | undefined;
+    for (const { source } of this.buffers) { // oldest first: ties keep the first
+      if (best === undefined || weight(source) > weight(best)) best = source;
+    }
+    return best!;
+  }
   add(source: string, f: Fragment, clock: number): Uint8Array | undefined {
     this.expire(clock);
     const found = this.buffers.find((b) =>
@@ -457,22 +468,27 @@ class Model {
         this.counters.completed++;
         return f.chunk.slice();
       }
-      if (
-        this.buffers.filter((b) => b.source === source).length >=
-          this.limits.maxPartialsPerSource ||
-        this.buffers.length >= this.limits.maxPartialsTotal
-      ) {
-        this.counters.tooManyPartials++;
+      if (f.chunk.length > this.limits.maxBytesPerSource) {
+        this.counters.sourceBytesExceeded++;
         return undefined;
       }
-    }
-    if (this.bytes(source) + f.chunk.length > this.limits.maxBytesPerSource) {
-      this.counters.sourceBytesExceeded++;
-      return undefined;
-    }
-    if (this.bytes() + f.chunk.length > this.limits.maxBytesTotal) {
-      this.counters.totalBytesExceeded++;
-      return undefined;
+      if (f.chunk.length > this.limits.maxBytesTotal) {
+        this.counters.totalBytesExceeded++;
+        return undefined;
+      }
+      if (
+        this.buffers.filter((b) => b.source === source).length >=
+          this.limits.maxPartialsPerSource
+      ) {
+        this.remove(this.buffers.find((b) => b.source === source)!);
+        this.counters.tooManyPartials++;
+      } else if (this.buffers.length >= this.limits.maxPartialsTotal) {
+        const most = this.heaviest((s) =>
+          this.buffers.filter((b) => b.source === s).length
+        );
+        this.remove(this.buffers.find((b) => b.source === most)!);
+        this.counters.tooManyPartials++;
+      }
     }
     const buffer = found ?? {
       source,
@@ -482,6 +498,25 @@ class Model {
       chunks: new Map(),
     };
     if (!found) this.buffers.push(buffer);
+    while (
+      this.bytes(source) + f.chunk.length > this.limits.maxBytesPerSource
+    ) {
+      this.counters.sourceBytesExceeded++;
+      const victim = this.buffers.find((b) =>
+        b.source === source && b !== buffer
+      );
+      this.remove(victim ?? buffer);
+      if (!victim) return undefined;
+    }
+    while (this.bytes() + f.chunk.length > this.limits.maxBytesTotal) {
+      this.counters.totalBytesExceeded++;
+      const most = this.heaviest((s) => this.bytes(s));
+      const victim = this.buffers.find((b) =>
+        b.source === most && b !== buffer
+      );
+      this.remove(victim ?? buffer);
+      if (!victim) return undefined;
+    }
     buffer.chunks.set(f.index, f.chunk.slice());
     if (buffer.chunks.size < buffer.count) return undefined;
     this.buffers = this.buffers.filter((b) => b !== buffer);

@@ -371,96 +371,176 @@ test("a clock that jumps back neither stalls nor reorders expiry", () => {
   assert.equal(r.bufferedBytes, 0);
 });
 
-test("add() drops a chunk that opens a buffer past maxPartialsPerSource", () => {
+test("add() evicts the source's oldest buffer to open one past maxPartialsPerSource", () => {
   const [r] = make({ maxPartialsPerSource: 3 });
   for (let id = 0; id < 3; id++) r.add(A, frag(id, 0, 2));
-  assert.equal(r.add(A, frag(3, 0, 2)), undefined);
+  assert.equal(r.add(A, frag(3, 0, 2)), undefined); // A/0 evicted
   assert.deepEqual(r.counters, counters({ tooManyPartials: 1 }));
   assert.equal(r.partialCount, 3);
   assert.equal(r.bufferedBytes, 30);
-  // Chunks for open buffers still go in, and another source has its own quota.
-  assert.ok(r.add(A, frag(0, 1, 2)) !== undefined);
-  assert.equal(r.add(B, frag(3, 0, 2)), undefined);
-  assert.equal(r.partialCount, 3);
-  // A completed buffer frees its slot.
-  assert.equal(r.add(A, frag(3, 0, 2)), undefined);
-  assert.equal(r.partialCount, 4);
-  assert.deepEqual(r.counters, counters({ tooManyPartials: 1, completed: 1 }));
+  // The newer buffers complete; A/0's second chunk opens a fresh buffer.
+  assert.ok(r.add(A, frag(3, 1, 2)) !== undefined);
+  assert.ok(r.add(A, frag(1, 1, 2)) !== undefined);
+  assert.equal(r.add(A, frag(0, 1, 2)), undefined);
+  assert.equal(r.partialCount, 2);
+  // Another source has its own quota: it evicts nothing of A's.
+  for (let id = 0; id < 3; id++) r.add(B, frag(id, 0, 2));
+  assert.equal(r.partialCount, 5);
+  assert.deepEqual(r.counters, counters({ tooManyPartials: 1, completed: 2 }));
 });
 
-test("add() drops a chunk that opens a buffer past maxPartialsTotal, even for empty chunks from many sources", () => {
-  const [r] = make({ maxPartialsTotal: 4 });
-  const empty = (id: number): Fragment => ({
-    msgId: id,
-    index: 0,
-    count: 2,
-    chunk: new Uint8Array(0),
-  });
-  for (let s = 0; s < 10; s++) r.add(`10.0.0.${s}:1`, empty(s));
-  assert.equal(r.partialCount, 4);
-  assert.equal(r.bufferedBytes, 0);
-  assert.deepEqual(r.counters, counters({ tooManyPartials: 6 }));
+test("a source flooding partial buffers cannot block its own or another source's later big message", () => {
+  const [r] = make(); // the defaults: 64 buffers per source, 4096 in all
+  // 1000 spoofed 13-byte FRAGMENT datagrams: one 1-byte chunk of 2 each.
+  for (let id = 0; id < 1000; id++) r.add(A, frag(1000 + id, 0, 2, 1));
+  assert.equal(r.partialCount, 64);
+  const big = pattern(5000);
+  const fragments = fragmentsOf(big, 1200, 7);
+  assert.equal(fragments.length, 5);
+  // A's own 5 KB message, with 10 more flood buffers between its chunks (50,
+  // fewer than the 64 it would take to push it out).
+  let fromA: Uint8Array | undefined;
+  let id = 5000;
+  for (const f of fragments) {
+    fromA = r.add(A, f) ?? fromA;
+    for (let i = 0; i < 10; i++) r.add(A, frag(id++, 0, 2, 1));
+  }
+  assert.deepEqual(fromA, big);
+  // And another source's.
+  let fromB: Uint8Array | undefined;
+  for (const f of fragments) fromB = r.add(B, f) ?? fromB;
+  assert.deepEqual(fromB, big);
+  assert.deepEqual(
+    r.counters,
+    // 936 before; 1 for A's first chunk; 10 for each 10 flood buffers but
+    // the first after A's message completed (a slot was free).
+    counters({ completed: 2, tooManyPartials: 936 + 1 + 40 + 9 }),
+  );
+  assert.equal(r.partialCount, 64);
+  assert.equal(r.bufferedBytes, 64);
+});
+
+test("64 sources holding 64 partial buffers each block no other source's message (maxPartialsTotal 4096)", () => {
+  const [r] = make();
+  const flooders = Array.from({ length: 64 }, (_, i) => `10.0.1.${i}:1`);
+  let id = 0;
+  for (let round = 0; round < 64; round++) {
+    for (const source of flooders) r.add(source, frag(id++, 0, 2, 1));
+  }
+  assert.equal(r.partialCount, 4096);
+  assert.deepEqual(r.counters, ZERO);
+  const big = pattern(5000);
+  let out: Uint8Array | undefined;
+  for (const f of fragmentsOf(big, 1200, 1)) out = r.add(A, f) ?? out;
+  assert.deepEqual(out, big);
+  // Its first chunk evicted one buffer: of 64 sources holding as many, the
+  // one whose oldest buffer is oldest (the very first, flooder 0's msg_id 0).
+  assert.deepEqual(r.counters, counters({ completed: 1, tooManyPartials: 1 }));
+  assert.equal(r.partialCount, 4095);
+  assert.equal(r.add(flooders[0], frag(0, 1, 2, 1)), undefined);
+  assert.deepEqual(r.add(flooders[1], frag(1, 1, 2, 1)), Uint8Array.of(1, 2));
+});
+
+test("past maxPartialsTotal the oldest buffer of the source holding the most is evicted; of equals, the older one", () => {
+  const C = "10.0.0.3:1";
+  const D = "10.0.0.4:1";
+  const [r] = make({ maxPartialsTotal: 6 });
+  for (
+    const [source, msgId] of [[A, 1], [A, 2], [A, 3], [B, 1], [B, 2], [
+      C,
+      1,
+    ]] as const
+  ) {
+    r.add(source, frag(msgId, 0, 2));
+  }
+  r.add(D, frag(1, 0, 2)); // A holds 3: A/1 goes
+  r.add(B, frag(3, 0, 2)); // A and B hold 2: A's oldest (A/2) is older than B's
+  r.add(C, frag(2, 0, 2)); // B holds 3: B/1 goes
+  assert.deepEqual(r.counters, counters({ tooManyPartials: 3 }));
+  assert.equal(r.partialCount, 6);
+  const survived = ([source, msgId]: readonly [string, number]) =>
+    r.add(source, frag(msgId, 1, 2)) !== undefined;
+  assert.deepEqual(
+    [[A, 3], [B, 2], [B, 3], [C, 1], [C, 2], [D, 1]].map((k) =>
+      survived(k as [string, number])
+    ),
+    [true, true, true, true, true, true],
+  );
+  assert.equal(r.partialCount, 0);
+  assert.deepEqual(
+    [[A, 1], [A, 2], [B, 1]].map((k) => survived(k as [string, number])),
+    [false, false, false],
+  );
 });
 
 test("add() lets a count=1 fragment through even when the source is at maxPartialsPerSource", () => {
   const [r] = make({ maxPartialsPerSource: 1 });
   r.add(A, frag(1, 0, 2));
   assert.deepEqual(r.add(A, frag(2, 0, 1, 3)), Uint8Array.of(1, 1, 1));
+  assert.equal(r.partialCount, 1);
 });
 
-test("add() drops a chunk that would push its source past maxBytesPerSource", () => {
+test("add() evicts the source's oldest buffers to stay within maxBytesPerSource", () => {
   const [r] = make({ maxBytesPerSource: 25 });
   r.add(A, frag(1, 0, 3)); // 10
   r.add(A, frag(2, 0, 3)); // 20
-  assert.equal(r.add(A, frag(1, 1, 3, 6)), undefined); // 26 > 25
+  r.add(B, frag(1, 0, 3, 25)); // another source: its own 25
+  assert.equal(r.add(A, frag(2, 1, 3, 6)), undefined); // 26 > 25: A/1 goes
   assert.deepEqual(r.counters, counters({ sourceBytesExceeded: 1 }));
-  assert.equal(r.bufferedBytes, 20);
-  // A new buffer is not opened by a dropped chunk.
-  assert.equal(r.add(A, frag(3, 0, 3, 6)), undefined);
+  assert.equal(r.bufferedBytes, 16 + 25);
   assert.equal(r.partialCount, 2);
-  assert.deepEqual(r.counters, counters({ sourceBytesExceeded: 2 }));
-  // Exactly at the bound is fine; another source is not affected.
-  r.add(A, frag(1, 1, 3, 5));
-  assert.equal(r.bufferedBytes, 25);
-  r.add(B, frag(1, 0, 3, 25));
-  assert.equal(r.bufferedBytes, 50);
-  assert.deepEqual(r.counters, counters({ sourceBytesExceeded: 2 }));
-});
-
-test("add() drops a chunk larger than maxBytesPerSource on its own", () => {
-  const [r] = make({ maxBytesPerSource: 100 });
-  assert.equal(r.add(A, frag(1, 0, 2, 101)), undefined);
-  assert.deepEqual(r.counters, counters({ sourceBytesExceeded: 1 }));
-  assert.equal(r.partialCount, 0);
-});
-
-test("add() counts the completing chunk against the byte bounds too", () => {
-  const [r] = make({ maxBytesPerSource: 15 });
-  r.add(A, frag(1, 0, 2, 10));
-  assert.equal(r.add(A, frag(1, 1, 2, 6)), undefined);
-  assert.deepEqual(r.add(A, frag(1, 1, 2, 5))?.length, 15);
+  // Exactly at the bound is fine.
+  assert.equal(r.add(A, frag(2, 2, 3, 9))?.length, 25);
+  assert.equal(r.add(B, frag(1, 1, 3, 0)), undefined);
   assert.deepEqual(
     r.counters,
     counters({ sourceBytesExceeded: 1, completed: 1 }),
   );
 });
 
-test("add() drops a chunk that would push all sources past maxBytesTotal", () => {
+test("add() drops a chunk larger than maxBytesPerSource on its own, evicting nothing", () => {
+  const [r] = make({ maxBytesPerSource: 100 });
+  r.add(A, frag(1, 0, 2, 50));
+  assert.equal(r.add(A, frag(2, 0, 2, 101)), undefined);
+  assert.deepEqual(r.counters, counters({ sourceBytesExceeded: 1 }));
+  assert.equal(r.partialCount, 1);
+  assert.equal(r.bufferedBytes, 50);
+});
+
+test("add() drops a buffer that can no longer complete within maxBytesPerSource, with its chunk", () => {
+  const [r] = make({ maxBytesPerSource: 15 });
+  r.add(A, frag(1, 0, 2, 10));
+  assert.equal(r.add(A, frag(1, 1, 2, 6)), undefined); // 16 > 15
+  assert.deepEqual(r.counters, counters({ sourceBytesExceeded: 1 }));
+  assert.equal(r.partialCount, 0);
+  assert.equal(r.bufferedBytes, 0);
+  // A stream that fits still completes.
+  r.add(A, frag(1, 0, 2, 10));
+  assert.equal(r.add(A, frag(1, 1, 2, 5))?.length, 15);
+});
+
+test("past maxBytesTotal the oldest buffers of the source holding the most bytes are evicted, its own included", () => {
+  const C = "10.0.0.3:1";
   const [r] = make({ maxBytesTotal: 35, maxBytesPerSource: 20 });
-  r.add(A, frag(1, 0, 3, 20));
-  r.add(B, frag(1, 0, 3, 10));
-  assert.equal(r.add("10.0.0.3:1", frag(1, 0, 3, 6)), undefined);
+  r.add(A, frag(1, 0, 3, 5));
+  r.add(A, frag(2, 0, 3, 15)); // A holds 20
+  r.add(B, frag(1, 0, 3, 10)); // B holds 10
+  assert.equal(r.add(C, frag(1, 0, 3, 6)), undefined); // 36 > 35: A/1 goes
   assert.deepEqual(r.counters, counters({ totalBytesExceeded: 1 }));
-  assert.equal(r.bufferedBytes, 30);
-  assert.equal(r.partialCount, 2);
-  r.add("10.0.0.3:1", frag(1, 0, 3, 5));
-  assert.equal(r.bufferedBytes, 35);
-  assert.equal(r.add(B, frag(1, 1, 3, 1)), undefined);
+  assert.equal(r.bufferedBytes, 31);
+  assert.equal(r.partialCount, 3);
+  // A still holds the most and has no other buffer than the one this chunk
+  // is for: that one goes, with the chunk.
+  assert.equal(r.add(A, frag(2, 1, 3, 5)), undefined);
   assert.deepEqual(r.counters, counters({ totalBytesExceeded: 2 }));
-  // Freeing bytes makes room again.
-  r.forgetSource(A);
-  assert.equal(r.add(B, frag(1, 1, 3, 1)), undefined);
   assert.equal(r.bufferedBytes, 16);
+  assert.equal(r.partialCount, 2);
+  // Freed bytes make room again: B and C complete.
+  assert.equal(r.add(B, frag(1, 1, 3, 5)), undefined);
+  assert.equal(r.add(B, frag(1, 2, 3, 5))?.length, 20);
+  assert.equal(r.add(C, frag(1, 1, 3, 20 - 6)), undefined);
+  assert.equal(r.add(C, frag(1, 2, 3, 0))?.length, 20);
+  assert.equal(r.bufferedBytes, 0);
 });
 
 test("forgetSource() frees every buffer of a source without counting a drop", () => {
@@ -540,16 +620,17 @@ test("every bound together: counters exact and bufferedBytes back to 0", () => {
   r.add(A, frag(1, 0, 2)); // open A/1
   r.add(A, frag(1, 0, 2)); // duplicate
   r.add(A, frag(2, 0, 3)); // open A/2
-  r.add(A, frag(3, 0, 2)); // tooManyPartials
-  r.add(A, frag(2, 1, 3, 35)); // sourceBytesExceeded (10 + 10 + 35)
+  r.add(A, frag(3, 0, 2)); // tooManyPartials: A/1 evicted for A/3
+  r.add(A, frag(2, 1, 3, 35)); // sourceBytesExceeded (10 + 10 + 35): A/3 evicted
   r.add(B, frag(1, 0, 9)); // countTooLarge
-  r.add(B, frag(1, 0, 2, 50)); // open B/1: total 70
-  r.add("10.0.0.3:1", frag(1, 0, 2, 11)); // totalBytesExceeded (81)
-  r.add(A, frag(1, 1, 3)); // countMismatch: A/1 gone
-  assert.ok(r.add(B, frag(1, 1, 2, 0)) !== undefined); // completed, frees 50
-  assert.equal(r.bufferedBytes, 10);
+  r.add(B, frag(1, 0, 2, 30)); // open B/1: total 75
+  r.add("10.0.0.3:1", frag(1, 0, 2, 11)); // totalBytesExceeded (86): A/2 evicted
+  r.add(A, frag(4, 0, 2)); // open A/4
+  r.add(A, frag(4, 1, 3)); // countMismatch: A/4 gone
+  assert.ok(r.add(B, frag(1, 1, 2, 0)) !== undefined); // completed, frees 30
+  assert.equal(r.bufferedBytes, 11);
   clock.t += 1000;
-  assert.equal(r.expire(), 1); // A/2 timedOut
+  assert.equal(r.expire(), 1); // 10.0.0.3:1/1 timedOut
   assert.deepEqual(r.counters, {
     completed: 1,
     duplicate: 1,

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { ReplayWindow } from "../../lib/crypto/replay.ts";
+import {
+  DEFAULT_REPLAY_ENTRIES,
+  ReplayWindow,
+  replayWindowEntries,
+} from "../../lib/crypto/replay.ts";
 
 const iv = (n: number) => {
   const bytes = new Uint8Array(16);
@@ -84,13 +88,31 @@ Deno.test({
     assert.equal(w.check(iv(4), NOW + 4, NOW), "accepted");
     assert.equal(w.size, 3);
     assert.equal(w.floor, NOW + 1);
-    // The forgotten IV is rejected, as is anything else at or below the floor.
-    assert.equal(w.check(iv(2), NOW + 1, NOW), "expired");
-    assert.equal(w.check(iv(9), NOW + 1, NOW), "expired");
+    // The forgotten IV is rejected, as is anything else at or below the floor:
+    // within the age, so as "window_full", not "expired".
+    assert.equal(w.check(iv(2), NOW + 1, NOW), "window_full");
+    assert.equal(w.check(iv(9), NOW + 1, NOW), "window_full");
     // The others are still remembered.
     assert.equal(w.check(iv(1), NOW + 2, NOW), "replayed");
     assert.equal(w.check(iv(3), NOW + 3, NOW), "replayed");
     assert.equal(w.check(iv(4), NOW + 4, NOW), "replayed");
+  },
+});
+
+Deno.test({
+  name:
+    "an IV still remembered at the floor is replayed; a forgotten one of the same second is window_full",
+  permissions: "none",
+  fn() {
+    const w = new ReplayWindow({ maxEntries: 3 });
+    for (let i = 1; i <= 3; i++) {
+      assert.equal(w.check(iv(i), NOW, NOW), "accepted");
+    }
+    assert.equal(w.check(iv(4), NOW + 1, NOW + 1), "accepted"); // iv(1) goes
+    assert.equal(w.floor, NOW);
+    assert.equal(w.check(iv(1), NOW, NOW + 1), "window_full");
+    assert.equal(w.check(iv(2), NOW, NOW + 1), "replayed");
+    assert.equal(w.check(iv(3), NOW, NOW + 1), "replayed");
   },
 });
 
@@ -102,8 +124,8 @@ Deno.test({
     const w = new ReplayWindow({ maxEntries: 2 });
     assert.equal(w.check(iv(1), NOW + 5, NOW), "accepted");
     assert.equal(w.check(iv(2), NOW + 6, NOW), "accepted");
-    assert.equal(w.check(iv(3), NOW + 5, NOW), "expired");
-    assert.equal(w.check(iv(3), NOW, NOW), "expired");
+    assert.equal(w.check(iv(3), NOW + 5, NOW), "window_full");
+    assert.equal(w.check(iv(3), NOW, NOW), "window_full");
     assert.equal(w.size, 2);
     assert.equal(w.floor, -Infinity);
     assert.equal(w.check(iv(1), NOW + 5, NOW), "replayed");
@@ -127,7 +149,7 @@ Deno.test({
       const verdict = w.check(iv(i), t, NOW);
       const remembered = [...times].sort((a, b) => a - b);
       if (times.length === 50 && remembered[0] >= t) {
-        assert.equal(verdict, "expired");
+        assert.equal(verdict, "window_full");
         continue;
       }
       if (t <= w.floor) continue;
@@ -171,7 +193,7 @@ Deno.test({
     assert.deepEqual(new ReplayWindow().options, {
       maxAgeSeconds: 60,
       maxFutureSeconds: 60,
-      maxEntries: 4096,
+      maxEntries: 65_536,
     });
   },
 });
@@ -183,5 +205,103 @@ Deno.test({
     const w = new ReplayWindow();
     assert.equal(w.check(iv(1), NaN, NOW), "expired");
     assert.equal(w.size, 0);
+  },
+});
+
+Deno.test({
+  name:
+    "more than 4,096 tokens of one second are all accepted once, and replays of every one are refused",
+  permissions: "none",
+  fn() {
+    const w = new ReplayWindow();
+    for (let i = 0; i < 10_000; i++) {
+      assert.equal(w.check(iv(i), NOW, NOW), "accepted", `token ${i}`);
+    }
+    for (let i = 0; i < 10_000; i++) {
+      assert.equal(w.check(iv(i), NOW, NOW), "replayed", `replay ${i}`);
+    }
+    assert.equal(w.size, 10_000);
+    assert.equal(w.floor, -Infinity);
+  },
+});
+
+Deno.test({
+  name:
+    "a token's whole life at 1,000 tokens per second is remembered: all accepted once, every replay refused, memory within the bound",
+  permissions: "none",
+  fn() {
+    const w = new ReplayWindow();
+    let n = 0;
+    for (let second = 0; second < 60; second++) {
+      for (let i = 0; i < 1000; i++) {
+        assert.equal(w.check(iv(n++), NOW + second, NOW + second), "accepted");
+      }
+    }
+    assert.equal(w.size, 60_000);
+    assert.ok(w.size <= DEFAULT_REPLAY_ENTRIES);
+    // Every one of them replayed in the last second of the first token's life.
+    for (let i = 0; i < n; i++) {
+      const verdict = w.check(iv(i), NOW + Math.floor(i / 1000), NOW + 60);
+      assert.equal(verdict, "replayed", `replay ${i}`);
+    }
+    // A second later the first second's tokens are past their life.
+    assert.equal(w.check(iv(0), NOW, NOW + 61), "expired");
+    assert.equal(w.size, 59_000);
+  },
+});
+
+Deno.test({
+  name:
+    "above its size the window keeps its bound: the excess is window_full (not expired), forgotten IVs are never accepted again",
+  permissions: "none",
+  fn() {
+    const w = new ReplayWindow({ maxEntries: 1000 });
+    const verdicts = new Map<string, number>();
+    let n = 0;
+    for (let second = 0; second < 5; second++) {
+      for (let i = 0; i < 1500; i++) {
+        const verdict = w.check(iv(n++), NOW + second, NOW + second);
+        verdicts.set(verdict, (verdicts.get(verdict) ?? 0) + 1);
+        assert.ok(w.size <= 1000);
+      }
+    }
+    // Each second: the first 1000 accepted (pushing the older second out),
+    // the other 500 refused for room.
+    assert.deepEqual(
+      Object.fromEntries(verdicts),
+      { accepted: 5000, window_full: 2500 },
+    );
+    assert.equal(w.floor, NOW + 3);
+    // Nothing accepted before is accepted again; nothing refused gets in
+    // below the floor.
+    for (let i = 0; i < n; i++) {
+      const second = Math.floor(i / 1500);
+      const verdict = w.check(iv(i), NOW + second, NOW + 4);
+      assert.notEqual(verdict, "accepted", `token ${i}`);
+      if (second < 4) assert.equal(verdict, "window_full", `token ${i}`);
+    }
+    assert.ok(w.size <= 1000);
+  },
+});
+
+Deno.test({
+  name: "replayWindowEntries() sizes a window by rate, time and burst",
+  permissions: "none",
+  fn() {
+    // A member's budgets on the server: 200 messages and 10 keep-alives a
+    // second (bursts 400 and 20) for a token's life: 60 s and its own second.
+    assert.equal(replayWindowEntries(210, 61, 420), 13_230);
+    assert.equal(replayWindowEntries(16_384, 4), 65_536);
+    assert.equal(DEFAULT_REPLAY_ENTRIES, 65_536);
+    assert.equal(replayWindowEntries(0.5, 3), 2);
+    assert.equal(replayWindowEntries(0, 0), 1);
+    for (
+      const args of [[-1, 60], [10, NaN], [Infinity, 60], [10, 60, -1]]
+    ) {
+      assert.throws(
+        () => replayWindowEntries(...(args as [number, number, number?])),
+        RangeError,
+      );
+    }
   },
 });
