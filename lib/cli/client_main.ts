@@ -718,8 +718,10 @@ export async function clientMain(args: readonly string[]): Promise<number> {
       return EXIT_FAILED;
     }
     if (refusedByServer > 0) {
+      // The server rate-limits its NOTICEs too: how many messages it
+      // refused is not known here, only that it refused some.
       printError(
-        `error: the server refused ${refusedByServer} of the ${sent} messages sent (NOTICE 2: too large, or 3: rate limited; see the notice lines): send fewer or smaller ones`,
+        `error: the server refused some of the ${sent} messages sent (${refusedByServer} NOTICE 2: too large, or 3: rate limited, came back; the server sends few of them, so more may be lost): send fewer (by default at most 200 a second) or smaller ones`,
       );
       return EXIT_FAILED;
     }

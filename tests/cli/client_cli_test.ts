@@ -376,6 +376,38 @@ Deno.test({
 
 Deno.test({
   name:
+    "client with piped stdin: lines the server refuses (NOTICE 3, rate limited) make it exit 1 with one error line",
+  ignore: !CAN_RUN,
+  async fn() {
+    let server: ServerInfo | undefined;
+    let pipe: Proc | undefined;
+    try {
+      // One message a second, a burst of two: 20 lines at once overflow it
+      // unless sending them took 18 s.
+      server = await startServer([...LOOPBACK_SERVER, "--message-rate", "1"]);
+      pipe = pipedClient(["--server", server.udp, "--json"], "piped client");
+      await pipe.write(
+        Array.from({ length: 20 }, (_, i) => `line ${i}\n`).join(""),
+      );
+      await pipe.closeStdin();
+      const status = await pipe.exited("the piped client to exit");
+      assert.equal(status.code, 1, pipe.stderr);
+      await pipe.stdout.waitJson({ event: "notice", code: 3 });
+      assertNoStackTrace(pipe.stderr);
+      const errors = errorLines(pipe.stderr);
+      assert.equal(errors.length, 1, pipe.stderr);
+      assert.match(
+        errors[0],
+        /^error: the server refused some of the 20 messages sent \(\d+ NOTICE 2: too large, or 3: rate limited, came back/,
+      );
+    } finally {
+      await killAll(server?.proc, pipe);
+    }
+  },
+});
+
+Deno.test({
+  name:
     "client --count 2 prints two messages and exits 0; --file sends a 20 KB file as one message and exits 0",
   ignore: !CAN_RUN,
   async fn() {
