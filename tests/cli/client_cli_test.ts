@@ -408,6 +408,43 @@ Deno.test({
 
 Deno.test({
   name:
+    "client with piped stdin: a server that stops answering after the ready line leaves the lines unconfirmed: exit 1 with one error line",
+  ignore: !CAN_RUN,
+  async fn() {
+    let server: ServerInfo | undefined;
+    let pipe: Proc | undefined;
+    try {
+      server = await startServer();
+      pipe = pipedClient(
+        ["--server", server.udp, "--json", "--connect-timeout", "2"],
+        "piped client",
+      );
+      await pipe.stdout.waitJson({ event: "ready" });
+      server.proc.signal("SIGSTOP"); // up, but answering nothing
+      await pipe.write("into the void\n");
+      await pipe.closeStdin();
+      const status = await pipe.exited("the piped client to give up");
+      assert.equal(status.code, 1, pipe.stderr);
+      const errors = errorLines(pipe.stderr);
+      assert.equal(errors.length, 1, pipe.stderr);
+      assert.match(
+        errors[0],
+        /^error: 127\.0\.0\.1:\d+ did not confirm the 1 messages sent \(no answer to the keep-alives after them\): they may be lost/,
+      );
+      // Each confirmation try after the first was announced.
+      const tries = pipe.stderr.split("\n").map(parseJson).filter((l) =>
+        l?.event === "progress" && l.step === "confirm"
+      ).map((l) => l!.try);
+      assert.deepEqual(tries, [2, 3, 4, 5]);
+    } finally {
+      server?.proc.signal("SIGCONT");
+      await killAll(server?.proc, pipe);
+    }
+  },
+});
+
+Deno.test({
+  name:
     "client --count 2 prints two messages and exits 0; --file sends a 20 KB file as one message and exits 0",
   ignore: !CAN_RUN,
   async fn() {
