@@ -518,18 +518,20 @@ export class RelayClient implements AsyncDisposable {
    * the client closes. The server takes a member's datagrams in the order
    * they arrive, so an answer to a keep-alive sent after some messages says
    * that those which reached it were taken up; UDP may still have lost one
-   * on the way, unseen. Only hybrid servers of protocol 1.1 answer: for the
-   * RSA profile it resolves false at once.
+   * on the way, unseen. False at once while the client registers again, or
+   * once it has since the call: what it sent before may have been lost with
+   * the old registration. Only hybrid servers of protocol 1.1 answer: for
+   * the RSA profile it resolves false at once.
    */
   async confirm(): Promise<boolean> {
     if (this.#profile !== "hybrid") return false;
+    const registration = this.#registrations;
+    const unchanged = () =>
+      this.#ready && !this.#abort.signal.aborted &&
+      this.#registrations === registration;
     let delay = this.#retryInitialMs;
     for (let i = 0; i < this.#retryAttempts; i++) {
-      try {
-        await this.#whenReady();
-      } catch {
-        return false; // closed
-      }
+      if (!unchanged()) return false;
       this.#progress({
         step: "confirm",
         server: this.serverAddress,
@@ -545,8 +547,7 @@ export class RelayClient implements AsyncDisposable {
         }
       }, delay);
       await this.#keepaliveNow();
-      if (await answered) return true;
-      if (this.#abort.signal.aborted) return false;
+      if (await answered) return unchanged();
       delay *= 2;
     }
     return false;
