@@ -45,6 +45,7 @@ export {
   InvalidTokenError,
   type InvalidTokenReason,
   MalformedDatagramError,
+  ServerKeyError,
 } from "./lib/errors.ts";
 
 // The relay (hybrid and RSA profiles) and the basic profile.
@@ -80,6 +81,7 @@ export {
 export {
   type ClientEvent,
   type ClientStats,
+  type HandshakeProgress,
   RelayClient,
   type RelayClientOptions,
 } from "./lib/relay/client.ts";

@@ -88,3 +88,19 @@ export class BindError extends Error {
     this.name = "BindError";
   }
 }
+
+/**
+ * The server answered with a key the client refuses: not the pinned
+ * fingerprint, or not the key its known-servers file records for that
+ * address. Retrying does not help; the message says what to check.
+ */
+export class ServerKeyError extends HandshakeError {
+  /**
+   * Creates the error.
+   * @param message which key came, which was expected, and what to do
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "ServerKeyError";
+  }
+}

@@ -5,13 +5,19 @@
  *
  * @module
  */
-import { ConfigError } from "../errors.ts";
+import { fstatSync } from "node:fs";
+import { ConfigError, HandshakeError } from "../errors.ts";
 import { isIPv6, type PeerAddress } from "../protocol/address.ts";
 import { UdpTransport } from "../net/udp.ts";
-import { type ClientEvent, RelayClient } from "../relay/client.ts";
+import {
+  type ClientEvent,
+  type HandshakeProgress,
+  RelayClient,
+} from "../relay/client.ts";
 import { type BasicAck, BasicClient } from "../relay/basic_client.ts";
 import { formatAddress } from "../protocol/address.ts";
-import { LOG_LEVELS, type LogLevel } from "../relay/log.ts";
+import { LOG_LEVELS, type LogLevel, type LogRecord } from "../relay/log.ts";
+import { LineSplitter } from "../net/lines.ts";
 import {
   addressFlag,
   choiceFlag,
@@ -28,7 +34,8 @@ import {
 } from "./flags.ts";
 import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
 import { InteractiveSession } from "./interactive.ts";
-import { escapeControl } from "./log_format.ts";
+import { escapeControl, formatLogRecord } from "./log_format.ts";
+import { defaultKnownServersPath, KnownServers } from "./known_servers.ts";
 import {
   createLogSink,
   onTerminationSignal,
@@ -61,7 +68,25 @@ export const CLIENT_FLAGS: FlagSpecs = {
   fingerprint: {
     type: "string",
     value: "SHA256:...",
-    help: "pin the server key: refuse any other",
+    help:
+      "pin the server key: refuse any other (the known-servers file is then not used)",
+  },
+  "known-servers": {
+    type: "string",
+    value: "PATH",
+    help:
+      "server keys met so far, one 'HOST:PORT SHA256:...' a line: a new server's key is recorded, a changed one refused (default: $XDG_CONFIG_HOME/mcrelay/known_servers, else ~/.config/mcrelay/known_servers)",
+  },
+  "no-known-servers": {
+    type: "boolean",
+    help:
+      "neither read nor write a known-servers file (a key that changes while the client runs is only warned about)",
+  },
+  "connect-timeout": {
+    type: "string",
+    value: "SECONDS",
+    help:
+      "give up joining after this long, 5 key requests spread over it (default: 31 s per --server relay: waits of 1, 2, 4, 8, 16 s); also bounds the wait for the server to confirm piped lines and --file",
   },
   profile: {
     type: "string",
@@ -95,9 +120,9 @@ export const CLIENT_FLAGS: FlagSpecs = {
   },
   "tcp-port": {
     type: "string",
-    default: "9000",
     value: "PORT",
-    help: "control port (0 picks a free one)",
+    help:
+      "control port (default: 9000), 0 picks a free one; with piped input, --file or --count there is none unless given",
   },
   keepalive: {
     type: "string",
@@ -116,7 +141,8 @@ export const CLIENT_FLAGS: FlagSpecs = {
     type: "string",
     default: "warn",
     value: "LEVEL",
-    help: "stderr log level: debug, info, warn or error",
+    help:
+      "stderr log level: debug, info, warn or error (error also hides the progress lines)",
   },
   config: CONFIG_FLAG,
   help: { type: "boolean", help: "show this help" },
@@ -125,6 +151,17 @@ export const CLIENT_FLAGS: FlagSpecs = {
     help:
       "interactive: read lines from stdin, print what arrives (the default when stdin is a terminal)",
   },
+  count: {
+    type: "string",
+    value: "N",
+    help: "exit after receiving N messages",
+  },
+  file: {
+    type: "string",
+    value: "PATH",
+    help:
+      "send this file as one message (at most 32 KiB, fragmented on the wire), wait for the server to confirm, exit",
+  },
   version: { type: "boolean", help: "show the version" },
 };
 
@@ -132,22 +169,33 @@ export const CLIENT_FLAGS: FlagSpecs = {
 export const BANNED_EXIT_STATUS = 3;
 
 const USAGE =
-  `mcrelay client ${VERSION}: join a relay group; lines written to the control port are sent.
+  `mcrelay client ${VERSION}: join a relay group, send lines, print what arrives.
 
 Usage: deno task client [flags]
+
+Where the lines to send come from:
+  a terminal       interactive: type a line, Enter sends it (/help)
+  a pipe or file   each line is sent, then the client waits for the server to
+                   confirm and exits ("echo hi | deno task client --server ...")
+  --file PATH      the whole file, as one message, then the same
+  otherwise        (stdin /dev/null) lines written to the control port
 
 Flags:
 ${formatFlagHelp(CLIENT_FLAGS)}
 
+Exit status: 0 done (end of input confirmed, --count reached, 'exit' on the
+control port, SIGTERM); 1 the server did not answer, refused the key or did not
+confirm what was sent; 2 a bad flag or file; ${BANNED_EXIT_STATUS} banned by the server (it
+prints "banned by the server ..." and does not rejoin; kicked, it prints
+"kicked by the server: ..." and registers again at once); 130 interrupted
+(SIGINT).
+
 Examples:
   deno task client --tcp-port 9000                          # via the group 224.1.1.1:5007
   deno task client --server 127.0.0.1:5007 --tcp-port 9001  # unicast to a server
+  echo hello | deno task client --server 127.0.0.1:5007     # send a line, exit
+  deno task client --server 127.0.0.1:5007 --count 1        # print one message, exit
   deno task client --server 127.0.0.1:5007 --fingerprint SHA256:... --json
-
-Exit status: 0 after exit, SIGINT or SIGTERM; 1 when it cannot join; 2 for a
-bad flag; ${BANNED_EXIT_STATUS} when the server bans it: it prints "banned by the server ..."
-and does not rejoin. Kicked, it prints "kicked by the server: ..." and
-registers again at once.
 `;
 
 /** Formats an event as a line for people, or a JSON object. */
@@ -185,6 +233,8 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
           seconds: event.seconds ?? null,
           reason: event.reason,
         });
+      case "failed":
+        return JSON.stringify({ event: "failed", reason: event.reason });
     }
   }
   switch (event.type) {
@@ -208,8 +258,71 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
       return `! banned by the server${
         event.seconds === undefined ? "" : ` for ${event.seconds} s`
       }: ${escapeControl(event.reason)}`;
+    case "failed":
+      return `* failed: ${event.reason}`;
   }
 }
+
+/** A progress line of the key exchange (or of a confirmation), for stderr. */
+export function formatProgress(
+  progress: HandshakeProgress,
+  group: boolean,
+): string {
+  const tries = `try ${progress.attempt} of ${progress.attempts} ...`;
+  switch (progress.step) {
+    case "key":
+      return group
+        ? `asking the group ${progress.server} for a server key, ${tries}`
+        : `asking ${progress.server} for its key, ${tries}`;
+    case "register":
+      return `registering with ${progress.server} (server key ${progress.fingerprint}), ${tries}`;
+    case "confirm":
+      return `waiting for ${progress.server} to confirm what was sent, ${tries}`;
+  }
+}
+
+/** Exit status: the server did not answer, refused or did not confirm. */
+const EXIT_FAILED = 1;
+/** Exit status: interrupted by SIGINT (128 + 2, as shells report it). */
+const EXIT_INTERRUPTED = 130;
+
+/** Whether stdin is a pipe, a file or a socket: input to send, then exit. */
+function stdinIsInput(): boolean {
+  try {
+    const stat = fstatSync(0);
+    return stat.isFIFO() || stat.isFile() || stat.isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reads `--file`.
+ * @throws {ConfigError} when it cannot be read or is larger than a message
+ */
+async function readMessageFile(path: string): Promise<Uint8Array> {
+  let data: Uint8Array;
+  try {
+    data = await Deno.readFile(path);
+  } catch (error) {
+    throw new ConfigError(
+      `--file ${JSON.stringify(path)} cannot be read (${
+        (error as Error).message
+      }): give a readable file`,
+    );
+  }
+  if (data.length > MAX_FILE_BYTES) {
+    throw new ConfigError(
+      `--file ${
+        JSON.stringify(path)
+      } is ${data.length} bytes: one message holds at most ${MAX_FILE_BYTES} bytes; split it`,
+    );
+  }
+  return data;
+}
+
+/** The largest message a client sends (the server's default --max-message). */
+const MAX_FILE_BYTES = 32 * 1024;
 
 /** Formats a basic-profile ACK for stdout and the control port. */
 function formatAck(ack: BasicAck, json: boolean): string {
@@ -224,8 +337,9 @@ function formatAck(ack: BasicAck, json: boolean): string {
 }
 
 /**
- * Runs the client until `exit` on the control port, SIGINT or SIGTERM.
- * @returns the exit status
+ * Runs the client until its input is sent and confirmed, `--count` messages
+ * have arrived, `exit` on the control port, SIGINT or SIGTERM.
+ * @returns the exit status: 0 done, 1 failed, 130 interrupted
  * @throws {ConfigError} for a bad flag value; {@linkcode HandshakeError} when joining fails
  */
 export async function clientMain(args: readonly string[]): Promise<number> {
@@ -269,7 +383,10 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   );
   const tcpHost = hostFlag("tcp-host", flags["tcp-host"] as string);
   const token = controlTokenFlag(flags, tcpHost);
-  const tcpPort = portFlag("tcp-port", flags["tcp-port"] as string);
+  const tcpPort = portFlag(
+    "tcp-port",
+    (flags["tcp-port"] as string | undefined) ?? "9000",
+  );
   const keepaliveMs = secondsFlag(
     "keepalive",
     flags.keepalive as string,
@@ -283,6 +400,47 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     flags["log-level"] as string,
     LOG_LEVELS,
   ) as LogLevel;
+  const count = flags.count === undefined
+    ? undefined
+    : integerFlag("count", flags.count as string, 1, 1_000_000_000);
+  const connectTimeoutMs = flags["connect-timeout"] === undefined
+    ? undefined
+    : secondsFlag(
+      "connect-timeout",
+      flags["connect-timeout"] as string,
+      1,
+      3600,
+    );
+  if (
+    flags["no-known-servers"] === true && flags["known-servers"] !== undefined
+  ) {
+    throw new ConfigError(
+      "--known-servers and --no-known-servers contradict each other: give one",
+    );
+  }
+  const knownPath = fingerprint !== undefined || profile === "basic" ||
+      flags["no-known-servers"] === true
+    ? undefined
+    : (flags["known-servers"] as string | undefined) ??
+      defaultKnownServersPath((name) => Deno.env.get(name));
+  const known = knownPath === undefined
+    ? undefined
+    : await KnownServers.load(knownPath);
+  const fileData = flags.file === undefined
+    ? undefined
+    : await readMessageFile(flags.file as string);
+  const interactive = fileData === undefined &&
+    (flags.stdio === true || Deno.stdin.isTerminal());
+  const piped = fileData === undefined && !interactive && stdinIsInput();
+  // One-shot runs (a pipe, a file, a count) open a control port only when
+  // asked: several of them at once must not fight over port 9000.
+  const withControl = flags["tcp-port"] !== undefined ||
+    (fileData === undefined && !piped && count === undefined);
+  // --connect-timeout spreads the tries of each relay over its share.
+  const attempts = 5;
+  const retryInitialMs = connectTimeoutMs === undefined
+    ? undefined
+    : connectTimeoutMs / ((2 ** attempts - 1) * (1 + fallbackTargets.length));
 
   const log = createLogSink({
     json,
@@ -290,68 +448,157 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     color: Deno.stderr.isTerminal() && !Deno.noColor,
     write: printError,
   });
-  let client: RelayClient | BasicClient | undefined;
+  /** Status lines for the user on stderr (progress, known servers), unless --log-level error. */
+  const say = (record: LogRecord, text: string) => {
+    if (logLevel === "error") return;
+    printError(json ? formatLogRecord(record, { json, color: false }) : text);
+  };
   /** Sends one line; resolves with a line to show (the basic profile's ACK) or nothing. */
-  let send: ((line: string) => Promise<string | undefined>) | undefined;
-  let stopRequested!: () => void;
-  const stopped = new Promise<void>((resolve) => stopRequested = resolve);
-  const control = listenControl({
-    hostname: tcpHost,
-    port: tcpPort,
-    token,
-    onLine: (connection, line) => {
-      if (line === "exit") {
-        connection.write(
-          json ? JSON.stringify({ event: "stopping" }) : "ok: stopping",
-        );
-        stopRequested();
-        return;
-      }
-      if (line.length === 0) return;
-      if (!send) {
-        connection.write("error: not connected yet");
-        return;
-      }
-      send(line).then((shown) => {
-        if (shown === undefined) return;
-        connection.write(shown);
-        show(shown);
-      }).catch((error) => {
-        connection.write(
-          json
-            ? JSON.stringify({
-              event: "error",
-              error: (error as Error).message,
-            })
-            : `error: ${(error as Error).message}`,
-        );
-      });
-    },
-  });
+  let send:
+    | ((message: string | Uint8Array) => Promise<string | undefined>)
+    | undefined;
+  let stopRequested!: (status: number) => void;
+  let stopping = false;
+  const stopped = new Promise<number>((resolve) =>
+    stopRequested = (status) => {
+      stopping = true;
+      resolve(status);
+    }
+  );
+  const control = withControl
+    ? listenControl({
+      hostname: tcpHost,
+      port: tcpPort,
+      token,
+      onLine: (connection, line) => {
+        if (line === "exit") {
+          connection.write(
+            json ? JSON.stringify({ event: "stopping" }) : "ok: stopping",
+          );
+          stopRequested(0);
+          return;
+        }
+        if (line.length === 0) return;
+        if (!send) {
+          connection.write("error: not connected yet");
+          return;
+        }
+        send(line).then((shown) => {
+          if (shown === undefined) return;
+          connection.write(shown);
+          show(shown);
+        }).catch((error) => {
+          connection.write(
+            json
+              ? JSON.stringify({
+                event: "error",
+                error: (error as Error).message,
+              })
+              : `error: ${(error as Error).message}`,
+          );
+        });
+      },
+    })
+    : undefined;
   const color = useColor();
   /** Where lines for the user go: stdout, or above the prompt when interactive. */
   let show: (line: string) => void = printLine;
   // Events of the first key exchange (present members) wait until the ready
   // line is out, so that it is the first stdout line.
   let early: string[] | undefined = [];
-  let status = 0;
+  let received = 0;
+  /** NOTICEs 2 and 3: the server refused a message (too large, rate). */
+  let refusedByServer = 0;
+  let countReached: (() => void) | undefined;
+  /** Known-servers lines being written: awaited before exit. */
+  let recording: Promise<void> = Promise.resolve();
   const onEvent = (event: ClientEvent) => {
     if (event.type === "banned") {
       // The client closes itself; so does the program, and says why.
-      status = BANNED_EXIT_STATUS;
-      stopRequested();
+      stopRequested(BANNED_EXIT_STATUS);
+    }
+    if (event.type === "ready" && known && !known.has(event.server)) {
+      recording = recording.then(() =>
+        recordServer(event.server, event.fingerprint)
+      );
+    }
+    if (event.type === "failed") {
+      control?.broadcast(formatClientEvent(event, json));
+      printError(`error: ${event.reason}`);
+      stopRequested(EXIT_FAILED);
+      return;
     }
     if (event.type === "ready" && early) return; // announced by the ready line
+    if (
+      event.type === "message" &&
+      (stopping || (count !== undefined && received >= count))
+    ) return; // leaving: --count is reached, or the client stops
+    if (event.type === "notice" && (event.code === 2 || event.code === 3)) {
+      refusedByServer++;
+    }
     const line = formatClientEvent(event, json);
-    control.broadcast(line);
+    control?.broadcast(line);
     const shown = color && event.type !== "message"
       ? `\x1b[2m${line}\x1b[0m`
       : line;
     if (early) early.push(shown);
     else show(shown);
+    if (event.type === "message" && ++received === count) countReached?.();
   };
+  /** Records a server met for the first time (trust on first use). */
+  const recordServer = async (server: string, key: string) => {
+    try {
+      if (!await known!.record(server, key)) return;
+      say(
+        {
+          level: "info",
+          event: "known_server_added",
+          server,
+          fingerprint: key,
+          path: known!.path,
+        },
+        `the server ${server} is new: its key ${key} is now recorded in ${
+          known!.path
+        }`,
+      );
+    } catch (error) {
+      log({
+        level: "warn",
+        event: "known_server_not_recorded",
+        server,
+        path: known!.path,
+        error: (error as Error).message,
+        message:
+          "the key is not recorded (needs --allow-write, and a writable directory); give --known-servers PATH or --no-known-servers",
+      });
+    }
+  };
+  let lastProgress: HandshakeProgress | undefined;
+  const onProgress = (progress: HandshakeProgress) => {
+    lastProgress = progress;
+    // Every key request is announced; a registration or a confirmation
+    // only when its first try went unanswered.
+    if (progress.step !== "key" && progress.attempt === 1) return;
+    say(
+      {
+        level: "info",
+        event: "progress",
+        step: progress.step,
+        server: progress.server,
+        try: progress.attempt,
+        tries: progress.attempts,
+        wait_ms: Math.round(progress.waitMs),
+      },
+      formatProgress(progress, servers.length === 0),
+    );
+  };
+  // Installed before the key exchange, so an interrupt there exits 130 too.
+  const removeSignals = onTerminationSignal((signal) =>
+    stopRequested(signal === "SIGINT" ? EXIT_INTERRUPTED : 0)
+  );
+  const connectAbort = new AbortController();
   let transport: UdpTransport | undefined;
-  try {
+  const connecting = (async () => {
     transport = await UdpTransport.bind({
       hostname: isIPv6(target.hostname) ? "::" : "0.0.0.0",
       port: 0,
@@ -364,65 +611,155 @@ export async function clientMain(args: readonly string[]): Promise<number> {
         fingerprint,
         mtu,
         log,
+        retryInitialMs,
+        retryAttempts: attempts,
       });
-      client = basic;
       send = async (line) => formatAck(await basic.send(line), json);
-    } else {
-      const relay = await RelayClient.connect({
-        transport,
-        target,
-        fallbackTargets,
-        profile,
-        rsaKeyBits,
-        fingerprint,
-        mtu,
-        keepaliveMs,
-        log,
-        onEvent,
-        group: flags["no-group"] !== true,
-        // The downstream group a GROUP_KEY names: bound to its port with
-        // address reuse so several clients of one host can join it.
-        bindDownstream: (group) =>
-          UdpTransport.bind({
-            hostname: "0.0.0.0",
-            port: group.port,
-            reuseAddress: true,
-            multicast: { group: group.hostname },
-          }),
-      });
-      client = relay;
-      send = async (line) => {
-        await relay.send(line);
-        return undefined;
-      };
+      return basic;
     }
+    const relay = await RelayClient.connect({
+      transport,
+      target,
+      fallbackTargets,
+      profile,
+      rsaKeyBits,
+      fingerprint,
+      verifyKey: known && ((server, key) => known.check(server, key)),
+      onProgress,
+      mtu,
+      keepaliveMs,
+      retryInitialMs,
+      retryAttempts: attempts,
+      log,
+      onEvent,
+      signal: connectAbort.signal,
+      group: flags["no-group"] !== true,
+      // The downstream group a GROUP_KEY names: bound to its port with
+      // address reuse so several clients of one host can join it.
+      bindDownstream: (group) =>
+        UdpTransport.bind({
+          hostname: "0.0.0.0",
+          port: group.port,
+          reuseAddress: true,
+          multicast: { group: group.hostname },
+        }),
+    });
+    send = async (line) => {
+      await relay.send(line);
+      return undefined;
+    };
+    return relay;
+  })();
+  connecting.catch(() => {}); // raced below; a late failure is not unhandled
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    if (connectTimeoutMs !== undefined) {
+      timer = setTimeout(() => resolve("timeout"), connectTimeoutMs);
+    }
+  });
+  let outcome: RelayClient | BasicClient | number | "timeout";
+  try {
+    outcome = await Promise.race([connecting, stopped, timedOut]);
   } catch (error) {
-    transport?.close();
-    await control.close();
-    throw error;
+    outcome = -1;
+    await stopConnecting(error);
+  } finally {
+    clearTimeout(timer);
   }
+  async function stopConnecting(error?: unknown): Promise<never | number> {
+    connectAbort.abort();
+    if (profile !== "basic") await connecting.catch(() => {});
+    transport?.close();
+    await control?.close();
+    removeSignals();
+    if (error !== undefined) throw error;
+    return 0;
+  }
+  if (typeof outcome === "number") {
+    await stopConnecting();
+    return outcome; // SIGINT or SIGTERM while joining
+  }
+  if (outcome === "timeout") {
+    await stopConnecting();
+    const seconds = connectTimeoutMs! / 1000;
+    throw new HandshakeError(
+      lastProgress?.step === "register"
+        ? `The server at ${lastProgress.server} sent its key but did not confirm the registration within --connect-timeout ${seconds} s: check that client and server clocks agree within 60 s and that the server is not full or rate-limiting this address`
+        : `No answer from ${
+          lastProgress?.server ?? formatAddress(target)
+        } within --connect-timeout ${seconds} s (${
+          lastProgress?.attempt ?? 0
+        } key requests sent): check that the server runs, and --server/--group/--port (use --server HOST:PORT where multicast does not route)`,
+    );
+  }
+  const client = outcome;
   const server = client instanceof RelayClient
     ? client.serverAddress
     : formatAddress(target);
   const address = client instanceof RelayClient
     ? client.address
-    : formatAddress(transport.localAddress);
-  // Before the ready line: whoever reads it may send SIGTERM at once.
-  const removeSignals = onTerminationSignal(stopRequested);
+    : formatAddress(transport!.localAddress);
   printLine(
     json
       ? JSON.stringify({
         event: "ready",
         server,
         address,
-        control: control.address,
+        ...(control ? { control: control.address } : {}),
       })
-      : `ready: registered with ${server} as ${address} (server key ${client.serverFingerprint}); control port ${control.address}`,
+      : `ready: registered with ${server} as ${address} (server key ${client.serverFingerprint})${
+        control ? `; control port ${control.address}` : ""
+      }`,
   );
   for (const line of early) printLine(line);
   early = undefined;
+
+  // What ends the run by itself: input sent and confirmed, --count reached.
+  const tasks: Promise<number>[] = [];
+  /** Sends each message in turn; then the server must confirm them. */
+  const sendAll = async (messages: AsyncIterable<string | Uint8Array>) => {
+    let sent = 0;
+    let failed = 0;
+    for await (const message of messages) {
+      if (stopping) return 0;
+      try {
+        const shown = await send!(message);
+        if (shown !== undefined) show(shown);
+        sent++;
+      } catch (error) {
+        if (stopping) return 0;
+        failed++;
+        printError(`error: not sent: ${(error as Error).message}`);
+      }
+    }
+    if (!(client instanceof RelayClient) || client.profile !== "hybrid") {
+      // The basic profile's sends waited for each ACK; the rsa profile's
+      // server never answers keep-alives: nothing more to wait for.
+      return failed > 0 ? EXIT_FAILED : 0;
+    }
+    if (!await client.confirm()) {
+      if (stopping) return 0;
+      printError(
+        `error: ${server} did not confirm the ${sent} messages sent (no answer to the keep-alives after them): they may be lost; check that the server runs`,
+      );
+      return EXIT_FAILED;
+    }
+    if (refusedByServer > 0) {
+      // The server rate-limits its NOTICEs too: how many messages it
+      // refused is not known here, only that it refused some.
+      printError(
+        `error: the server refused some of the ${sent} messages sent (${refusedByServer} NOTICE 2: too large, or 3: rate limited, came back; the server sends few of them, so more may be lost): send fewer (by default at most 200 a second) or smaller ones`,
+      );
+      return EXIT_FAILED;
+    }
+    return failed > 0 ? EXIT_FAILED : 0;
+  };
   let session: InteractiveSession | undefined;
-  if (flags.stdio === true || Deno.stdin.isTerminal()) {
+  if (fileData !== undefined) {
+    tasks.push(sendAll((async function* () {
+      yield fileData;
+    })()));
+  } else if (interactive) {
     const relay = client instanceof RelayClient ? client : undefined;
     session = new InteractiveSession({
       send: send!,
@@ -432,15 +769,47 @@ export async function clientMain(args: readonly string[]): Promise<number> {
           ? relay.members().map((member) => `member: ${member}`)
           : ["(the basic profile has no group)"]),
       ],
-      quit: stopRequested,
+      quit: () => stopRequested(0),
     }, Deno.stdin.isTerminal());
     show = (line) => session!.print(line);
     session.start();
+  } else if (piped) {
+    tasks.push(sendAll(stdinLines()));
   }
-  await stopped;
+  if (count !== undefined) {
+    tasks.push(
+      received >= count
+        ? Promise.resolve(0)
+        : new Promise((resolve) => countReached = () => resolve(0)),
+    );
+  }
+  for (const task of tasks) {
+    task.then((status) => {
+      if (status !== 0) stopRequested(status);
+    });
+  }
+  if (tasks.length > 0) {
+    Promise.all(tasks).then(() => stopRequested(0));
+  }
+  const status = await stopped;
   session?.stop();
   removeSignals();
   await client.close();
-  await control.close();
+  await control?.close();
+  await recording;
   return status;
+}
+
+/** Stdin's lines (an unterminated last line included), empty lines skipped. */
+async function* stdinLines(): AsyncGenerator<string> {
+  const splitter = new LineSplitter();
+  const buffer = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await Deno.stdin.read(buffer);
+    if (n === null) break;
+    for (const line of splitter.push(buffer.subarray(0, n))) {
+      if (line !== "") yield line;
+    }
+  }
+  for (const line of splitter.end()) if (line !== "") yield line;
 }

@@ -96,13 +96,26 @@ export async function runMain(main: () => Promise<number>): Promise<number> {
   }
 }
 
-/** Resolves on the first SIGINT or SIGTERM; the returned function removes the handlers. */
-export function onTerminationSignal(handler: () => void): () => void {
+/**
+ * Calls `handler` with the signal on every SIGINT or SIGTERM; the returned
+ * function removes the handlers.
+ */
+export function onTerminationSignal(
+  handler: (signal: Deno.Signal) => void,
+): () => void {
   const signals: Deno.Signal[] = Deno.build.os === "windows"
     ? ["SIGINT"]
     : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, handler);
+  const listeners = signals.map((signal) => ({
+    signal,
+    listener: () => handler(signal),
+  }));
+  for (const { signal, listener } of listeners) {
+    Deno.addSignalListener(signal, listener);
+  }
   return () => {
-    for (const signal of signals) Deno.removeSignalListener(signal, handler);
+    for (const { signal, listener } of listeners) {
+      Deno.removeSignalListener(signal, listener);
+    }
   };
 }

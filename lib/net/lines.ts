@@ -22,6 +22,13 @@ export class LineSplitter {
     return lines;
   }
 
+  /** At end of input: the last line when it had no line end (none otherwise). */
+  end(): string[] {
+    const rest = this.#pending + this.#decoder.decode();
+    this.#pending = "";
+    return rest === "" ? [] : [rest.replace(/\r$/, "")];
+  }
+
   /** Characters of the line not yet ended. */
   get pendingLength(): number {
     return this.#pending.length;

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { HandshakeError } from "../errors.ts";
+import { HandshakeError, ServerKeyError } from "../errors.ts";
 import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
 import { IvMarker } from "../crypto/iv_mark.ts";
 import { RsaDecryptError, RsaPrivateKey, RsaPublicKey } from "../crypto/rsa.ts";
@@ -69,6 +69,8 @@ export type ClientEvent =
     readonly server: string;
     /** This client's address as the server sees it. */
     readonly address: string;
+    /** The server key's fingerprint `SHA256:...`. */
+    readonly fingerprint: string;
   }
   | { readonly type: "reconnecting"; readonly reason: string }
   | {
@@ -84,7 +86,37 @@ export type ClientEvent =
     readonly seconds: number | undefined;
     /** Why, in the operator's words. */
     readonly reason: string;
+  }
+  | {
+    /**
+     * The client gave up and closed itself: re-registering met a server key
+     * it refuses (pinned fingerprint or known-servers record) on every try.
+     */
+    readonly type: "failed";
+    /** What was refused and what to do, one line. */
+    readonly reason: string;
   };
+
+/**
+ * One try of the key exchange, announced before it is sent
+ * ({@linkcode RelayClientOptions.onProgress}): a key request (`key`), a
+ * registration (`register`), or a keep-alive of
+ * {@linkcode RelayClient.confirm} (`confirm`).
+ */
+export interface HandshakeProgress {
+  /** Which step is tried. */
+  readonly step: "key" | "register" | "confirm";
+  /** Where it goes: the group or server asked (`key`), the server (others). */
+  readonly server: string;
+  /** The server key's fingerprint (`register` only). */
+  readonly fingerprint?: string;
+  /** This try, from 1. */
+  readonly attempt: number;
+  /** Tries of this step before it fails. */
+  readonly attempts: number;
+  /** How long this try waits for the answer, in ms. */
+  readonly waitMs: number;
+}
 
 /** Options of {@linkcode RelayClient.connect}. */
 export interface RelayClientOptions {
@@ -112,6 +144,19 @@ export interface RelayClientOptions {
   readonly probeTimeoutMs?: number;
   /** Pinned server key fingerprint `SHA256:...`; a different key is refused. */
   readonly fingerprint?: string;
+  /**
+   * Checks a server key the pin did not decide (no `fingerprint` given): the
+   * answering server's `IP:PORT` and the key's fingerprint; returns undefined
+   * to accept it, or the one-line error to refuse it with (e.g. a
+   * known-servers file that records another key for that address). A refused
+   * key is treated like one that does not match a pin.
+   */
+  readonly verifyKey?: (
+    server: string,
+    fingerprint: string,
+  ) => string | undefined;
+  /** Called before every try of the key exchange (to tell a user what the client is doing). */
+  readonly onProgress?: (progress: HandshakeProgress) => void;
   /** First retry delay of the key exchange, doubling. Default 1000 ms. */
   readonly retryInitialMs?: number;
   /** Tries per step of the first key exchange. Default 5. */
@@ -212,6 +257,12 @@ export class RelayClient implements AsyncDisposable {
   readonly #watch = new KeepaliveWatch();
   #probeTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pinned: string | undefined;
+  readonly #verifyKey:
+    | ((server: string, fingerprint: string) => string | undefined)
+    | undefined;
+  readonly #onProgress: ((progress: HandshakeProgress) => void) | undefined;
+  /** Waiting for the next authenticated keep-alive answer ({@linkcode confirm}). */
+  #answerWaiters: Waiter<void>[] = [];
   readonly #retryInitialMs: number;
   readonly #retryAttempts: number;
   readonly #retryMaxMs: number;
@@ -274,6 +325,8 @@ export class RelayClient implements AsyncDisposable {
     this.#keepaliveMs = options.keepaliveMs ?? 10_000;
     this.#probeTimeoutMs = options.probeTimeoutMs ?? 2000;
     this.#pinned = options.fingerprint;
+    this.#verifyKey = options.fingerprint ? undefined : options.verifyKey;
+    this.#onProgress = options.onProgress;
     this.#retryInitialMs = options.retryInitialMs ?? 1000;
     this.#retryAttempts = options.retryAttempts ?? 5;
     this.#retryMaxMs = options.retryMaxMs ?? 30_000;
@@ -482,6 +535,49 @@ export class RelayClient implements AsyncDisposable {
   }
 
   /**
+   * Asks the server to confirm that it holds this client now: sends a
+   * keep-alive and resolves true at its authenticated answer (protocol.md
+   * section 10), trying like the key exchange (`retryAttempts` keep-alives,
+   * waits doubling from `retryInitialMs`); false when none is answered or
+   * the client closes. The server takes a member's datagrams in the order
+   * they arrive, so an answer to a keep-alive sent after some messages says
+   * that those which reached it were taken up; UDP may still have lost one
+   * on the way, unseen. False at once while the client registers again, or
+   * once it has since the call: what it sent before may have been lost with
+   * the old registration. Only hybrid servers of protocol 1.1 answer: for
+   * the RSA profile it resolves false at once.
+   */
+  async confirm(): Promise<boolean> {
+    if (this.#profile !== "hybrid") return false;
+    const registration = this.#registrations;
+    const unchanged = () =>
+      this.#ready && !this.#abort.signal.aborted &&
+      this.#registrations === registration;
+    let delay = this.#retryInitialMs;
+    for (let i = 0; i < this.#retryAttempts; i++) {
+      if (!unchanged()) return false;
+      this.#progress({
+        step: "confirm",
+        server: this.serverAddress,
+        attempt: i + 1,
+        attempts: this.#retryAttempts,
+        waitMs: delay,
+      });
+      let mine: Waiter<void> | undefined;
+      const answered = this.#waitFor<true>((w) => {
+        if (w) this.#answerWaiters.push(mine = () => w(true));
+        else {
+          this.#answerWaiters = this.#answerWaiters.filter((x) => x !== mine);
+        }
+      }, delay);
+      await this.#keepaliveNow();
+      if (await answered) return unchanged();
+      delay *= 2;
+    }
+    return false;
+  }
+
+  /**
    * Leaves the group: sends an authenticated DISCONNECT, stops timers and
    * closes the transport. Safe to call twice.
    */
@@ -571,13 +667,19 @@ export class RelayClient implements AsyncDisposable {
       let refused = false;
       for (let i = 0; i < attempts && !answer && !refused; i++) {
         this.#throwIfClosed();
+        this.#progress({
+          step: "key",
+          server: formatAddress(this.#target),
+          attempt: i + 1,
+          attempts,
+          waitMs: delay,
+        });
         this.#sendKeyRequest();
         const result = await this.#waitFor<KeyAnswer | "refused">((w) => {
           this.#keyWaiter = w && ((a: KeyAnswer) => {
-            if (!this.#pinned || a.serverKey.fingerprint === this.#pinned) {
-              return w(a);
-            }
-            mismatched = a.serverKey.fingerprint;
+            const refusal = this.#refusal(a);
+            if (refusal === undefined) return w(a);
+            mismatched = refusal;
             // The unicast target itself answered with another key: nothing
             // else will answer for it, so fail now. Under multicast another
             // member of the group may still answer with the pinned key.
@@ -598,20 +700,35 @@ export class RelayClient implements AsyncDisposable {
       }
       this.#throwIfClosed();
       if (!answer) {
-        const total = initialMs * (2 ** attempts - 1) / 1000;
+        if (mismatched) throw new ServerKeyError(mismatched);
+        const total = Number(
+          (initialMs * (2 ** attempts - 1) / 1000).toFixed(1),
+        );
         throw new HandshakeError(
-          mismatched
-            ? `The server at ${
-              formatAddress(this.#target)
-            } answered with key ${mismatched}, which does not match the pinned fingerprint ${this.#pinned}: check --fingerprint, or whether something else answers on that address`
-            : `No answer to the key request sent to ${
-              formatAddress(this.#target)
-            } after ${attempts} tries over ${total} s: check that the server runs, and --server/--group/--port (use --server HOST:PORT where multicast does not route)`,
+          `No answer to the key request sent to ${
+            formatAddress(this.#target)
+          } after ${attempts} tries over ${total} s: check that the server runs, and --server/--group/--port (use --server HOST:PORT where multicast does not route)`,
         );
       }
       const cookieReceivedAt = this.#now();
-      if (answer.serverKey.fingerprint !== this.#serverKey?.fingerprint) {
+      const previous = this.#serverKey?.fingerprint;
+      if (answer.serverKey.fingerprint !== previous) {
         this.#watch.serverChanged();
+        if (previous !== undefined) {
+          // Nothing pinned it (a pin or a known-servers record refuses a
+          // change): say so loudly, once per change.
+          this.#log({
+            level: "warn",
+            event: "server_key_changed",
+            server: formatAddress(answer.from),
+            previous,
+            fingerprint: answer.serverKey.fingerprint,
+            message:
+              `the server's key changed from ${previous} to ${answer.serverKey.fingerprint}: the server restarted without --key-file, or something else answers at ${
+                formatAddress(answer.from)
+              }; pin the key (--fingerprint, or a known-servers file) to refuse a change`,
+          });
+        }
       }
       this.#server = answer.from;
       this.#serverKey = answer.serverKey;
@@ -673,6 +790,14 @@ export class RelayClient implements AsyncDisposable {
           continue restart;
         }
         this.#pendingGuard = guard;
+        this.#progress({
+          step: "register",
+          server: this.serverAddress,
+          fingerprint: answer.serverKey.fingerprint,
+          attempt: i + 1,
+          attempts,
+          waitMs: delay,
+        });
         await this.#sendStream(registration);
         const address = await this.#waitFor<PeerAddress>(
           (w) => this.#welcomeWaiter = w,
@@ -697,6 +822,7 @@ export class RelayClient implements AsyncDisposable {
             type: "ready",
             server: this.serverAddress,
             address: this.address,
+            fingerprint: this.serverFingerprint,
           });
           for (const waiter of this.#readyWaiters.splice(0)) waiter();
           // With other relays to move to, one keep-alive at once: its answer
@@ -715,6 +841,26 @@ export class RelayClient implements AsyncDisposable {
       throw new HandshakeError(
         `The server at ${this.serverAddress} sent its key but no valid WELCOME after ${attempts} tries: check that client and server clocks agree within 60 s and that the server is not full or rate-limiting this address`,
       );
+    }
+  }
+
+  /** Why a key answer is refused (one line for the user), or undefined when it is accepted. */
+  #refusal(answer: KeyAnswer): string | undefined {
+    const fingerprint = answer.serverKey.fingerprint;
+    if (this.#pinned === undefined) {
+      return this.#verifyKey?.(formatAddress(answer.from), fingerprint);
+    }
+    if (fingerprint === this.#pinned) return undefined;
+    return `The server at ${
+      formatAddress(answer.from)
+    } answered with key ${fingerprint}, which does not match the pinned fingerprint ${this.#pinned}: check --fingerprint, or whether something else answers on that address`;
+  }
+
+  #progress(progress: HandshakeProgress): void {
+    try {
+      this.#onProgress?.(progress);
+    } catch {
+      // A failing listener must not break the key exchange.
     }
   }
 
@@ -767,12 +913,27 @@ export class RelayClient implements AsyncDisposable {
     this.#log({ level: "info", event: "reconnecting", reason });
     this.#reconnecting = (async () => {
       let delay = this.#retryInitialMs;
+      /** Key exchanges in a row that met only refused server keys. */
+      let refused = 0;
       while (!this.#abort.signal.aborted) {
         try {
           await this.#handshake(this.#retryAttempts, this.#retryInitialMs);
           return;
         } catch (error) {
           if (this.#abort.signal.aborted) return;
+          if (!(error instanceof ServerKeyError)) refused = 0;
+          else if (++refused >= this.#targets.length) {
+            // Every relay answered with a key this client refuses: trying
+            // again cannot help. One clear error, then the client closes.
+            this.#log({
+              level: "info",
+              event: "gave_up",
+              error: error.message,
+            });
+            this.#emit({ type: "failed", reason: error.message });
+            void this.close();
+            return;
+          }
           this.#log({
             level: "warn",
             event: "reconnect_failed",
@@ -881,6 +1042,7 @@ export class RelayClient implements AsyncDisposable {
     } else {
       this.#keepaliveAnswers++;
       this.#log({ level: "debug", event: "keepalive_answered" });
+      for (const waiter of this.#answerWaiters.splice(0)) waiter();
       this.#watch.answered(this.#now()); // ends a probe too
       clearTimeout(this.#probeTimer);
       this.#probeTimer = undefined;

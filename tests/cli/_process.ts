@@ -295,6 +295,8 @@ export interface SpawnOptions {
 export class Proc implements AsyncDisposable {
   /** The stdout lines. */
   readonly stdout: LineLog;
+  /** The stderr lines (to wait for one; {@linkcode stderr} has the text). */
+  readonly stderrLines: LineLog;
   /** The exit status, once it has exited. */
   readonly status: Promise<Deno.CommandStatus>;
   /** The process id. */
@@ -304,6 +306,8 @@ export class Proc implements AsyncDisposable {
   readonly #readers: Promise<void>;
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #exited = false;
+  /** A config directory of its own ({@linkcode Proc.deno}), removed by {@linkcode kill}. */
+  #configHome: string | undefined;
 
   private constructor(
     child: Deno.ChildProcess,
@@ -314,13 +318,16 @@ export class Proc implements AsyncDisposable {
     this.#stdin = pipedStdin ? child.stdin.getWriter() : undefined;
     this.pid = child.pid;
     this.stdout = new LineLog(name);
+    this.stderrLines = new LineLog(`${name} (stderr)`);
+    const [stderrText, stderrLines] = child.stderr.tee();
     this.status = child.status.then((status) => {
       this.#exited = true;
       return status;
     });
     this.#readers = Promise.all([
       pumpLines(child.stdout, this.stdout),
-      collectText(child.stderr, this.#stderr),
+      collectText(stderrText, this.#stderr),
+      pumpLines(stderrLines, this.stderrLines),
     ]).then(() => {});
   }
 
@@ -348,14 +355,20 @@ export class Proc implements AsyncDisposable {
   /**
    * Starts `deno run --lock=deno.lock <program permissions> [denoFlags]
    * <script> args` in the project root (the lock file as the tasks give it:
-   * deno.json does not read it by itself, see README "Dependencies").
+   * deno.json does not read it by itself, see README "Dependencies"). Unless
+   * `options.env` sets `XDG_CONFIG_HOME`, the process gets a config directory
+   * of its own (removed by {@linkcode kill}), so a client started here never
+   * reads or writes the user's known-servers file.
    */
   static deno(
     script: string,
     args: readonly string[],
     options: SpawnOptions = {},
   ): Proc {
-    return Proc.spawn(
+    const configHome = options.env?.XDG_CONFIG_HOME === undefined
+      ? Deno.makeTempDirSync({ prefix: "mcrelay_cli_config_" })
+      : undefined;
+    const proc = Proc.spawn(
       Deno.execPath(),
       [
         "run",
@@ -365,14 +378,29 @@ export class Proc implements AsyncDisposable {
         script,
         ...args,
       ],
-      { name: `${script} ${args.join(" ")}`, ...options },
+      {
+        name: `${script} ${args.join(" ")}`,
+        ...options,
+        env: {
+          ...(configHome ? { XDG_CONFIG_HOME: configHome } : {}),
+          ...options.env,
+        },
+      },
     );
+    proc.#configHome = configHome;
+    return proc;
   }
 
   /** Writes text to the process's stdin (spawned with `stdin: "piped"`). */
   async write(text: string): Promise<void> {
     if (!this.#stdin) throw new Error("stdin is not piped");
     await this.#stdin.write(new TextEncoder().encode(text));
+  }
+
+  /** Closes the process's stdin (end of input; spawned with `stdin: "piped"`). */
+  async closeStdin(): Promise<void> {
+    if (!this.#stdin) throw new Error("stdin is not piped");
+    await this.#stdin.close();
   }
 
   /** The stderr text read so far (all of it once the process has exited). */
@@ -406,6 +434,9 @@ export class Proc implements AsyncDisposable {
     await this.status;
     await this.#readers;
     await this.#stdin?.close().catch(() => {});
+    const configHome = this.#configHome;
+    this.#configHome = undefined;
+    if (configHome) await Deno.remove(configHome, { recursive: true });
   }
 
   /** Same as {@linkcode kill}. */

@@ -380,12 +380,60 @@ Deno.test({
         [...base, "--profile", "nope"],
         /--profile "nope" is not one of/,
       ],
+      [
+        "--count 0",
+        [...base, "--count", "0"],
+        /--count "0" is out of range: give a whole number from 1/,
+      ],
+      [
+        "--connect-timeout abc",
+        [...base, "--connect-timeout", "abc"],
+        /--connect-timeout "abc" is not a duration: give seconds from 1/,
+      ],
+      [
+        "a --file that does not exist",
+        [...base, "--file", "/nonexistent/message.txt"],
+        /--file "\/nonexistent\/message\.txt" cannot be read .*: give a readable file/,
+      ],
+      [
+        "--known-servers with --no-known-servers",
+        [...base, "--known-servers", "/tmp/x", "--no-known-servers"],
+        /--known-servers and --no-known-servers contradict each other/,
+      ],
     ];
     for (const [what, args, pattern] of cases) {
       await t.step(what, async () => {
         await assertStartupError("client.ts", args, pattern, 2);
       });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "client: a --file over 32 KiB, or a known-servers file with a bad line, is refused with one line and status 2",
+  ignore: !CAN_RUN,
+  async fn() {
+    await withTempDir(async (dir) => {
+      const base = ["--server", NOWHERE, "--tcp-port", "0"];
+      const large = `${dir}/large.txt`;
+      await Deno.writeTextFile(large, "x".repeat(32 * 1024 + 1));
+      await assertStartupError(
+        "client.ts",
+        [...base, "--file", large],
+        /is 32769 bytes: one message holds at most 32768 bytes; split it/,
+        2,
+      );
+      const known = `${dir}/known_servers`;
+      await Deno.writeTextFile(known, "127.0.0.1:5007 SHA256:nope\n");
+      const line = await assertStartupError(
+        "client.ts",
+        [...base, "--known-servers", known],
+        /Line 1 of the known-servers file .* is not "HOST:PORT SHA256:\.\.\.": fix or delete it/,
+        2,
+      );
+      assert.ok(line.includes(`sed -i '1d' ${known}`), line);
+    });
   },
 });
 

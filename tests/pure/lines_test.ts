@@ -21,3 +21,21 @@ Deno.test({
     assert.deepEqual(splitter.push(euro.subarray(2)), ["half€"]);
   },
 });
+
+Deno.test({
+  name:
+    "LineSplitter.end() returns an unterminated last line (a split character completed), and nothing after a line end",
+  permissions: "none",
+  fn() {
+    const splitter = new LineSplitter();
+    const euro = bytes("€");
+    assert.deepEqual(splitter.push(bytes("one\r\nlast ")), ["one"]);
+    assert.deepEqual(splitter.push(euro.subarray(0, 1)), []);
+    assert.deepEqual(splitter.push(euro.subarray(1)), []);
+    assert.deepEqual(splitter.end(), ["last €"]);
+    assert.deepEqual(splitter.end(), []);
+    assert.deepEqual(splitter.push(bytes("whole\r\n")), ["whole"]);
+    assert.deepEqual(splitter.end(), []);
+    assert.deepEqual(new LineSplitter().push(bytes("x\r")), []);
+  },
+});
