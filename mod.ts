@@ -134,6 +134,11 @@ export {
   ControlServer,
   type ControlServerOptions,
 } from "./lib/net/control.ts";
+export {
+  ControlAdmission,
+  type ControlAdmissionOptions,
+  ControlToken,
+} from "./lib/net/control_admission.ts";
 
 // Pure codecs of the wire format.
 export {
@@ -154,6 +159,7 @@ export {
   formatAddress,
   isIPv4,
   isIPv6,
+  isLoopbackAddress,
   isMulticastIPv4,
   parseAddress,
   type PeerAddress,
