@@ -133,6 +133,7 @@ export {
   type ControlConnection,
   ControlServer,
   type ControlServerOptions,
+  type ControlStats,
 } from "./lib/net/control.ts";
 export {
   ControlAdmission,

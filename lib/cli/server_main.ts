@@ -8,7 +8,11 @@
 import { ConfigError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
-import { type ControlConnection, ControlServer } from "../net/control.ts";
+import {
+  type ControlConnection,
+  ControlServer,
+  type ControlStats,
+} from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import {
   KernelDropMeter,
@@ -424,7 +428,14 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       port: tcpPort,
       token,
       onLine: (connection, line) =>
-        handleCommand(connection, line, server!, json, stopRequested),
+        handleCommand(
+          connection,
+          line,
+          server!,
+          control!.stats(),
+          json,
+          stopRequested,
+        ),
     });
     const log = createLogSink({
       json,
@@ -529,6 +540,7 @@ function handleCommand(
   connection: ControlConnection,
   line: string,
   server: RelayServer | BasicServer,
+  control: ControlStats,
   json: boolean,
   stop: () => void,
 ): void {
@@ -577,7 +589,7 @@ function handleCommand(
       });
     }
     case "stats": {
-      const stats = server.stats();
+      const stats = { ...server.stats(), control };
       const lines = Object.entries(stats).map(([k, v]) =>
         `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
       );

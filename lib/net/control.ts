@@ -57,6 +57,18 @@ export interface ControlServerOptions extends ControlAdmissionOptions {
   readonly now?: () => number;
 }
 
+/** The counters of a control port, as the `stats` command shows them. */
+export interface ControlStats {
+  /** Connections closed to make room for a newer one. */
+  readonly evicted: number;
+  /** Wrong tokens (or other first lines) compared and refused. */
+  readonly authFailures: number;
+  /** Token attempts refused uncompared (their IP had used up its wrong tokens). */
+  readonly authThrottled: number;
+  /** Lines not delivered because a connection's queue was full. */
+  readonly droppedLines: number;
+}
+
 /** How long a connection closed to make room may take to be told so. */
 const EVICTION_GRACE_MS = 1000;
 
@@ -244,6 +256,16 @@ export class ControlServer implements AsyncDisposable {
   /** The bound port. */
   get port(): number {
     return this.#listener.addr.port;
+  }
+
+  /** The counters, for `stats`. */
+  stats(): ControlStats {
+    return {
+      evicted: this.evictedConnections,
+      authFailures: this.authFailures,
+      authThrottled: this.authThrottled,
+      droppedLines: this.droppedLines,
+    };
   }
 
   /** Connections now open and authenticated. */

@@ -458,6 +458,13 @@ Deno.test({
         unknown
       >;
       assert.equal(stats.members, 0);
+      // Six made room for the last idle ones, the seventh for the operator.
+      assert.deepEqual(stats.control, {
+        evicted: 7,
+        authFailures: 0,
+        authThrottled: 0,
+        droppedLines: 0,
+      });
       // 64 at most (the default): the first six made room for the last six.
       for (const c of idle.slice(0, 6)) {
         await c.log.waitLine(evicted, "the line saying it makes room");
@@ -539,6 +546,9 @@ Deno.test({
         unknown
       >;
       assert.equal(stats.members, 0);
+      const counters = stats.control as Record<string, number>;
+      assert.equal(counters.authFailures, 0);
+      assert.ok(counters.evicted > 0, "no attacker was made to give way");
       assert.ok(
         during < MAX_CONNECTIONS && Date.now() < deadline,
         "the attack had ended before the operator got in",
