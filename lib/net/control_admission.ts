@@ -1,8 +1,8 @@
 /**
  * Who gets a control connection, who makes room for it, and how often an IP
  * may guess the token: the control port's admission rules, pure (no sockets,
- * no timers; the caller passes the time), so that the operator always gets
- * in.
+ * no timers; the caller passes the time), so that a flood of connections
+ * cannot keep the operator out.
  *
  * - **Ready** connections (authenticated, or on a port without a token) have
  *   a pool of their own (`maxConnections`); connections still waiting to
