@@ -137,7 +137,13 @@ export {
   type ControlConnection,
   ControlServer,
   type ControlServerOptions,
+  type ControlStats,
 } from "./lib/net/control.ts";
+export {
+  ControlAdmission,
+  type ControlAdmissionOptions,
+  ControlToken,
+} from "./lib/net/control_admission.ts";
 
 // Pure codecs of the wire format.
 export {
@@ -158,6 +164,7 @@ export {
   formatAddress,
   isIPv4,
   isIPv6,
+  isLoopbackAddress,
   isMulticastIPv4,
   parseAddress,
   type PeerAddress,

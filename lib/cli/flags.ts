@@ -12,6 +12,7 @@ import {
   formatAddress,
   isIPv4,
   isIPv6,
+  isLoopbackAddress,
   isMulticastIPv4,
   parseAddress,
   type PeerAddress,
@@ -284,7 +285,7 @@ export function controlTokenFlag(
 ): string | undefined {
   const token = (flags["control-token"] as string | undefined) ??
     Deno.env.get(CONTROL_TOKEN_ENV);
-  const loopback = host.startsWith("127.") || host === "::1";
+  const loopback = isLoopbackAddress(host);
   if (!loopback && !token) {
     throw new ConfigError(
       `--tcp-host ${host} is not a loopback address: give --control-token TOKEN (or set ${CONTROL_TOKEN_ENV}) so the control port asks for it`,

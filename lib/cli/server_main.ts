@@ -9,7 +9,11 @@
 import { ConfigError } from "../errors.ts";
 import { formatAddress, type PeerAddress } from "../protocol/address.ts";
 import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
-import type { ControlConnection, ControlServer } from "../net/control.ts";
+import type {
+  ControlConnection,
+  ControlServer,
+  ControlStats,
+} from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
 import {
   KernelDropMeter,
@@ -456,7 +460,14 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       port: tcpPort,
       token,
       onLine: (connection, line) =>
-        handleCommand(connection, line, server!, json, stopRequested),
+        handleCommand(
+          connection,
+          line,
+          server!,
+          control!.stats(),
+          json,
+          stopRequested,
+        ),
     });
     if (metricsAddress) {
       metrics = listenMetrics(metricsAddress, () => server!);
@@ -567,6 +578,7 @@ function handleCommand(
   connection: ControlConnection,
   line: string,
   server: RelayServer | BasicServer,
+  control: ControlStats,
   json: boolean,
   stop: () => void,
 ): void {
@@ -625,7 +637,7 @@ function handleCommand(
       });
     }
     case "stats": {
-      const stats = server.stats();
+      const stats = { ...server.stats(), control };
       const lines = Object.entries(stats).map(([k, v]) =>
         `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
       );

@@ -4,11 +4,18 @@
  * and sends command lines. Each connection has a bounded output queue, so a
  * slow or stuck reader loses lines (counted) and never stalls the caller.
  * Optional token authentication (`auth <token>` first, 5 s to send it).
+ * Admission follows {@linkcode ControlAdmission}: nobody is refused at
+ * connect; the connection silent longest, or the oldest one still waiting to
+ * authenticate, makes room, and wrong tokens are throttled per IP.
  *
  * @module
  */
-import { constantTimeEqual } from "../crypto/hmac.ts";
 import { formatAddress } from "../protocol/address.ts";
+import {
+  ControlAdmission,
+  type ControlAdmissionOptions,
+  ControlToken,
+} from "./control_admission.ts";
 import { LineSplitter } from "./lines.ts";
 
 /** One control connection, as handed to command handlers. */
@@ -24,8 +31,12 @@ export interface ControlConnection {
   close(): void;
 }
 
-/** Options of {@linkcode ControlServer.listen}. */
-export interface ControlServerOptions {
+/**
+ * Options of {@linkcode ControlServer.listen}; the admission limits
+ * (`maxConnections`, `maxPending`, ...) are those of
+ * {@linkcode ControlAdmissionOptions}.
+ */
+export interface ControlServerOptions extends ControlAdmissionOptions {
   /** Address to bind, 127.0.0.1 by default. */
   readonly hostname: string;
   /** Port to bind; 0 picks a free one. */
@@ -42,9 +53,24 @@ export interface ControlServerOptions {
   readonly maxQueuedLines?: number;
   /** Longest accepted input line; a longer one closes the connection. Default 64 KiB. */
   readonly maxLineBytes?: number;
-  /** Connections open at once at most; more are told so and closed. Default 64. */
-  readonly maxConnections?: number;
+  /** The clock of the admission rules, in milliseconds. Default `performance.now`. */
+  readonly now?: () => number;
 }
+
+/** The counters of a control port, as the `stats` command shows them. */
+export interface ControlStats {
+  /** Connections closed to make room for a newer one. */
+  readonly evicted: number;
+  /** Wrong tokens (or other first lines) compared and refused. */
+  readonly authFailures: number;
+  /** Token attempts refused uncompared (their IP had used up its wrong tokens). */
+  readonly authThrottled: number;
+  /** Lines not delivered because a connection's queue was full. */
+  readonly droppedLines: number;
+}
+
+/** How long a connection closed to make room may take to be told so. */
+const EVICTION_GRACE_MS = 1000;
 
 const encoder = new TextEncoder();
 
@@ -88,6 +114,24 @@ class Connection implements ControlConnection {
   close(): void {
     this.#closing = true;
     this.#wake?.();
+  }
+
+  /**
+   * Closes this connection with `line` as its last line, dropping what was
+   * still queued; a peer that does not read it within a second is cut off.
+   */
+  evict(line: string): void {
+    if (this.#closing) return;
+    this.#queue.length = 0;
+    this.#queue.push(line);
+    this.close();
+    const timer = setTimeout(() => this.destroy(), EVICTION_GRACE_MS);
+    this.done.finally(() => clearTimeout(timer));
+  }
+
+  /** Whether it is closing (its further lines are not read). */
+  get closing(): boolean {
+    return this.#closing;
   }
 
   /** Closes the socket now (ends the reader too). */
@@ -156,10 +200,17 @@ class Connection implements ControlConnection {
 export class ControlServer implements AsyncDisposable {
   /** Lines not delivered because a connection's queue was full. */
   droppedLines = 0;
-  /** Connections refused because `maxConnections` were open. */
-  rejectedConnections = 0;
+  /** Connections closed to make room for a newer one (admission caps). */
+  evictedConnections = 0;
+  /** Wrong tokens (or other first lines) compared and refused. */
+  authFailures = 0;
+  /** Token attempts refused uncompared because their IP had used up its wrong tokens. */
+  authThrottled = 0;
   readonly #listener: Deno.TcpListener;
   readonly #options: ControlServerOptions;
+  readonly #admission: ControlAdmission<Connection>;
+  readonly #token: ControlToken | undefined;
+  readonly #now: () => number;
   readonly #connections = new Set<Connection>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
@@ -169,23 +220,31 @@ export class ControlServer implements AsyncDisposable {
   private constructor(
     listener: Deno.TcpListener,
     options: ControlServerOptions,
+    admission: ControlAdmission<Connection>,
   ) {
     this.#listener = listener;
     this.#options = options;
+    this.#admission = admission;
+    this.#token = options.token === undefined
+      ? undefined
+      : new ControlToken(options.token);
+    this.#now = options.now ?? (() => performance.now());
     this.#accepting = this.#acceptLoop();
   }
 
   /**
    * Binds the control port and starts accepting.
    * @throws {Deno.errors.AddrInUse} when the port is taken
+   * @throws {RangeError} when an admission limit is out of range
    */
   static listen(options: ControlServerOptions): ControlServer {
+    const admission = new ControlAdmission<Connection>(options);
     const listener = Deno.listen({
       hostname: options.hostname,
       port: options.port,
       transport: "tcp",
     });
-    return new ControlServer(listener, options);
+    return new ControlServer(listener, options, admission);
   }
 
   /** The bound address, `HOST:PORT`. */
@@ -197,6 +256,16 @@ export class ControlServer implements AsyncDisposable {
   /** The bound port. */
   get port(): number {
     return this.#listener.addr.port;
+  }
+
+  /** The counters, for `stats`. */
+  stats(): ControlStats {
+    return {
+      evicted: this.evictedConnections,
+      authFailures: this.authFailures,
+      authThrottled: this.authThrottled,
+      droppedLines: this.droppedLines,
+    };
   }
 
   /** Connections now open and authenticated. */
@@ -234,8 +303,29 @@ export class ControlServer implements AsyncDisposable {
     return this.close();
   }
 
+  /** Waits `ms`, or less when woken (by close, or a pending connection gone). */
+  async #pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wakeAccept = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#wakeAccept = undefined;
+  }
+
   async #acceptLoop(): Promise<void> {
     while (!this.#closing) {
+      if (this.#token !== undefined) {
+        // Every pending slot taken by a connection still in its grace: the
+        // next connections wait in the kernel's queue, in order.
+        const delay = this.#admission.acceptDelayMs(this.#now());
+        if (delay > 0) {
+          await this.#pause(delay);
+          continue;
+        }
+      }
       let conn: Deno.TcpConn;
       try {
         conn = await this.#listener.accept();
@@ -247,34 +337,12 @@ export class ControlServer implements AsyncDisposable {
           return; // listener closed
         }
         // A passing failure (e.g. out of file descriptors): pause, go on.
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, 100);
-          this.#wakeAccept = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#wakeAccept = undefined;
+        await this.#pause(100);
         continue;
       }
       if (this.#closing) {
         conn.close();
         return;
-      }
-      if (this.#connections.size >= (this.#options.maxConnections ?? 64)) {
-        this.rejectedConnections++;
-        const refusal = conn.write(
-          encoder.encode("error: too many control connections\n"),
-        ).then(() => {}, () => {}).finally(() => {
-          try {
-            conn.close();
-          } catch {
-            // Already closed.
-          }
-        });
-        this.#tasks.add(refusal);
-        refusal.finally(() => this.#tasks.delete(refusal));
-        continue;
       }
       const task = this.#serve(conn);
       this.#tasks.add(task);
@@ -282,8 +350,21 @@ export class ControlServer implements AsyncDisposable {
     }
   }
 
+  /** Closes `victim` (chosen by the admission rules) with a line saying why. */
+  #evict(victim: Connection | undefined): void {
+    if (victim === undefined) return;
+    this.evictedConnections++;
+    const { maxConnections, maxPending, maxPendingPerIp } = this.#admission;
+    victim.evict(
+      victim.authenticated
+        ? `error: closed to make room for a new control connection (${maxConnections} at most; the one silent longest goes first): reconnect, and close connections you no longer use`
+        : `error: closed: too many connections waiting to authenticate (${maxPending} in all, ${maxPendingPerIp} per IP); reconnect and send auth TOKEN at once`,
+    );
+  }
+
   async #serve(conn: Deno.TcpConn): Promise<void> {
-    const token = this.#options.token;
+    const token = this.#token;
+    const ip = conn.remoteAddr.hostname;
     const connection = new Connection(
       conn,
       this,
@@ -291,6 +372,9 @@ export class ControlServer implements AsyncDisposable {
       token === undefined,
     );
     this.#connections.add(connection);
+    this.#evict(
+      this.#admission.admit(connection, ip, token === undefined, this.#now()),
+    );
     let authTimer: ReturnType<typeof setTimeout> | undefined;
     if (token !== undefined) {
       authTimer = setTimeout(() => {
@@ -304,23 +388,33 @@ export class ControlServer implements AsyncDisposable {
       for await (
         const line of connection.lines(this.#options.maxLineBytes ?? 65536)
       ) {
+        if (connection.closing) break; // e.g. closed to make room
+        const now = this.#now();
         if (!connection.authenticated) {
           clearTimeout(authTimer);
+          if (!this.#admission.mayTryToken(ip, now)) {
+            this.authThrottled++;
+            connection.write(
+              `error: too many failed authentications from ${ip}: wait ${
+                Math.ceil(1 / this.#admission.authFailuresPerSecond)
+              } s before the next try`,
+            );
+            break;
+          }
           const match = /^auth (.*)$/.exec(line);
-          if (
-            match && constantTimeEqual(
-              encoder.encode(match[1]),
-              encoder.encode(token!),
-            )
-          ) {
+          if (match && token!.matches(match[1]!)) {
             connection.authenticated = true;
             connection.write("ok: authenticated");
+            this.#evict(this.#admission.authenticated(connection, now));
             this.#options.onConnect?.(connection);
             continue;
           }
+          this.authFailures++;
+          this.#admission.authFailed(ip, now);
           connection.write("error: authentication failed");
           break;
         }
+        this.#admission.lineFrom(connection, now);
         try {
           this.#options.onLine(connection, line);
         } catch (error) {
@@ -329,6 +423,8 @@ export class ControlServer implements AsyncDisposable {
       }
     } finally {
       clearTimeout(authTimer);
+      this.#admission.release(connection);
+      this.#wakeAccept?.(); // a pending slot may be free
       connection.close();
       await connection.done;
       this.#connections.delete(connection);

@@ -119,6 +119,26 @@ export function isMulticastIPv4(text: string): boolean {
   return first >= 224 && first <= 239;
 }
 
+/**
+ * Whether `text` is a literal loopback address: 127.0.0.0/8, `::1`, or
+ * 127.0.0.0/8 mapped into IPv6 (`::ffff:127.0.0.1`).
+ *
+ * @example
+ * ```ts
+ * import { isLoopbackAddress } from "./address.ts";
+ * if (!isLoopbackAddress("127.0.0.2") || isLoopbackAddress("10.0.0.1")) throw new Error();
+ * ```
+ */
+export function isLoopbackAddress(text: string): boolean {
+  if (isIPv4(text)) return text.startsWith("127.");
+  const bytes = parseIPv6(text);
+  if (bytes === undefined) return false;
+  const zeros = (end: number) => bytes.subarray(0, end).every((b) => b === 0);
+  if (zeros(15) && bytes[15] === 1) return true; // ::1
+  return zeros(10) && bytes[10] === 0xff && bytes[11] === 0xff &&
+    bytes[12] === 127;
+}
+
 /** Formats 16 address bytes in RFC 5952 form; `::ffff:0:0/96` in mixed notation. */
 function formatIPv6(bytes: Uint8Array): string {
   const words: number[] = [];

@@ -449,3 +449,132 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "server control: 70 idle connections do not lock the operator out; the ones silent longest make room, and the operator runs stats",
+  ignore: !CAN_RUN,
+  async fn() {
+    const server = await startServer();
+    const idle: ControlClient[] = [];
+    let operator: ControlClient | undefined;
+    const evicted = (l: string) =>
+      l.startsWith("error: closed to make room for a new control connection");
+    try {
+      for (let i = 0; i < 70; i++) {
+        idle.push(await ControlClient.connect(server.control));
+      }
+      operator = await ControlClient.connectServer(server.control);
+      const stats = (await operator.command("stats", "stats")).stats as Record<
+        string,
+        unknown
+      >;
+      assert.equal(stats.members, 0);
+      // Six made room for the last idle ones, the seventh for the operator.
+      assert.deepEqual(stats.control, {
+        evicted: 7,
+        authFailures: 0,
+        authThrottled: 0,
+        droppedLines: 0,
+      });
+      // 64 at most (the default): the first six made room for the last six.
+      for (const c of idle.slice(0, 6)) {
+        await c.log.waitLine(evicted, "the line saying it makes room");
+        await c.closedByPeer();
+      }
+      // The operator took the place of the next one silent longest only.
+      await idle[6]!.log.waitLine(evicted, "the seventh to make room");
+      await idle[6]!.closedByPeer();
+      for (const c of idle.slice(7)) {
+        assert.ok(!c.log.ended && !c.log.lines.some(evicted));
+      }
+    } finally {
+      await closeAll(...idle, operator);
+      await server.proc.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server control with a token: attackers that reconnect as soon as they are closed cannot keep the operator out",
+  ignore: !CAN_RUN,
+  async fn() {
+    const token = "the operator's token";
+    const server = await startServer([
+      ...LOOPBACK_SERVER,
+      "--control-token",
+      token,
+    ]);
+    // 80 attackers (more than the 64 connections of the old cap), each
+    // reconnecting as soon as its connection is closed, until the operator
+    // is done, 20 000 connections in all, or 30 s.
+    const SLOTS = 80;
+    const MAX_CONNECTIONS = 20_000;
+    const deadline = Date.now() + 30_000;
+    let stopped = false;
+    let connections = 0;
+    const open = new Set<ControlClient>();
+    const allConnected = Promise.withResolvers<void>();
+    let firstConnections = 0;
+    const slot = async () => {
+      let first = true;
+      while (
+        !stopped && connections < MAX_CONNECTIONS && Date.now() < deadline
+      ) {
+        connections++;
+        const c = await ControlClient.connect(server.control);
+        if (stopped) {
+          await c.close();
+          break;
+        }
+        open.add(c);
+        if (first && ++firstConnections === SLOTS) allConnected.resolve();
+        first = false;
+        await c.closedByPeer().catch(() => {});
+        open.delete(c);
+        await c.close();
+      }
+    };
+    const attack = Array.from({ length: SLOTS }, slot);
+    let operator: ControlClient | undefined;
+    const tries: string[] = [];
+    try {
+      await allConnected.promise;
+      // The operator connects and sends its token at once, as a script does.
+      while (operator === undefined && tries.length < 5) {
+        const c = await ControlClient.connect(server.control);
+        await c.send(`auth ${token}`);
+        const answer = await c.log.waitLine(() => true, "the answer to auth")
+          .catch((error: Error) => `closed: ${error.message.split("\n")[0]}`);
+        tries.push(answer);
+        if (answer === "ok: authenticated") operator = c;
+        else await c.close();
+      }
+      assert.ok(operator, `the operator was kept out: ${tries.join(" | ")}`);
+      const during = connections;
+      const stats = (await operator.command("stats", "stats")).stats as Record<
+        string,
+        unknown
+      >;
+      assert.equal(stats.members, 0);
+      const counters = stats.control as Record<string, number>;
+      assert.equal(counters.authFailures, 0);
+      assert.ok(counters.evicted > 0, "no attacker was made to give way");
+      assert.ok(
+        during < MAX_CONNECTIONS && Date.now() < deadline,
+        "the attack had ended before the operator got in",
+      );
+      console.log(
+        `operator in after ${tries.length} tr(y/ies) while attackers made ${during} connections: ${
+          tries.join(" | ")
+        }`,
+      );
+    } finally {
+      stopped = true;
+      await closeAll(operator, ...open);
+      await Promise.all(attack);
+      await server.proc.kill();
+    }
+  },
+});

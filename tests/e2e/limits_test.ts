@@ -935,6 +935,52 @@ Deno.test("control port token: wrong token refused and closed, right token works
   }
 });
 
+Deno.test("control port token: wrong tokens past the throttle are refused without comparison, the right one too, until the IP's bucket refills", async () => {
+  const { connected, onConnect } = connectionCounter();
+  let clock = 0;
+  const control = ControlServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    token: "s3cret token",
+    authFailuresPerSecond: 0.5,
+    authFailureBurst: 3,
+    now: () => clock,
+    onConnect,
+    onLine: () => {},
+  });
+  const clients: ControlClient[] = [];
+  /** Connects, sends `line` first and returns the one line the port answers. */
+  const attempt = async (line: string) => {
+    const c = await ControlClient.connect(control.address);
+    clients.push(c);
+    await c.send(line);
+    return await c.log.waitLine((l) => l.length > 0, `the answer to ${line}`);
+  };
+  try {
+    for (const wrong of ["auth s3cret", "auth x", "stats"]) {
+      assert.equal(await attempt(wrong), "error: authentication failed");
+    }
+    // The IP has used up its wrong tokens: the next attempts are refused
+    // unread, the right token among them.
+    const throttled =
+      "error: too many failed authentications from 127.0.0.1: wait 2 s before the next try";
+    assert.equal(await attempt("auth s3cret token"), throttled);
+    assert.equal(await attempt("auth guess"), throttled);
+    assert.equal(control.authFailures, 3, "only the first three compared");
+    assert.equal(control.authThrottled, 2);
+    assert.equal(connected.items.length, 0);
+    // 2 s later the IP may try once more.
+    clock += 2_000;
+    assert.equal(await attempt("auth s3cret token"), "ok: authenticated");
+    await connected.until(() => connected.items.length === 1, "the operator");
+    // Every refused connection was closed by the port.
+    for (const c of clients.slice(0, -1)) await c.closedByPeer();
+  } finally {
+    await control.close();
+    await Promise.all(clients.map((c) => c.close()));
+  }
+});
+
 // ------------------------------------------------------------ client side
 
 Deno.test("client: datagrams from an address other than its server are dropped and produce no event", async () => {
