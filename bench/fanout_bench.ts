@@ -372,6 +372,8 @@ interface PacedRun {
   readonly achieved: number;
   readonly lagMs: number;
   readonly datagramsPerMessage: number;
+  /** CPU of this process per second with the group idle (members' and server's timers), µs. */
+  readonly idleCpuUsPerSecond: number;
 }
 
 /** Every pace of `PACES` on one group: fresh datagrams for each (replays would be dropped). */
@@ -387,6 +389,13 @@ async function measurePaced(mode: Mode, members: number): Promise<PacedRun[]> {
       total,
       Math.min(members, Math.ceil(total / 2000)),
     );
+    // What the group costs doing nothing, for `--seconds`.
+    const idleStart = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, SECONDS * 1000));
+    const idle = process.cpuUsage(idleStart);
+    const idleCpuUsPerSecond = Math.round(
+      (idle.user + idle.system) / SECONDS,
+    );
     const runs: PacedRun[] = [];
     let offset = 0;
     for (const [i, pace] of PACES!.entries()) {
@@ -401,6 +410,7 @@ async function measurePaced(mode: Mode, members: number): Promise<PacedRun[]> {
         achieved: Math.round(run.deliveries / (run.elapsedMs / 1000)),
         lagMs: Math.round(run.lagMs * 10) / 10,
         datagramsPerMessage: run.datagramsPerMessage,
+        idleCpuUsPerSecond,
       });
     }
     return runs;
@@ -505,6 +515,10 @@ async function pacedSweep(): Promise<void> {
         datagramsPerMessage: {
           unicast: of("unicast")[0].datagramsPerMessage,
           group: of("group")[0].datagramsPerMessage,
+        },
+        idleCpuUsPerSecond: {
+          unicast: of("unicast").map((r) => r.idleCpuUsPerSecond),
+          group: of("group").map((r) => r.idleCpuUsPerSecond),
         },
         loadavg: Deno.loadavg().map((x) => x.toFixed(2)).join(" "),
       };
