@@ -19,6 +19,7 @@
  *     deno task bench:federation [--relays 0,1,2,3] [--members 30]
  *         [--messages 60] [--window 2] [--group-window 8] [--size 100]
  *         [--latency-rate 100] [--latency-messages 300] [--json PATH]
+ *         [--relay-cpu-prof DIR (V8 profiles of the relays: bench/_cpuprofile_top.ts)]
  *
  * A relay admits at most 32 members per IP and every bench client is
  * 127.0.0.1, so `--members` stays at or under 32.
@@ -58,13 +59,14 @@ const { values } = parseArgs({
     "latency-rate": { type: "string", default: "100" },
     "latency-messages": { type: "string", default: "300" },
     json: { type: "string" },
+    "relay-cpu-prof": { type: "string" },
     help: { type: "boolean" },
   },
   strict: true,
 });
 if (values.help) {
   console.log(
-    "deno task bench:federation [--relays 0,1,2,3] [--members 30] [--messages 60] [--window 2] [--group-window 8] [--size 100] [--latency-rate 100] [--latency-messages 300] [--json PATH]",
+    "deno task bench:federation [--relays 0,1,2,3] [--members 30] [--messages 60] [--window 2] [--group-window 8] [--size 100] [--latency-rate 100] [--latency-messages 300] [--json PATH] [--relay-cpu-prof DIR]",
   );
   Deno.exit(0);
 }
@@ -76,6 +78,7 @@ const GROUP_WINDOW = Number(values["group-window"]);
 const SIZE = Number(values.size);
 const LATENCY_RATE = Number(values["latency-rate"]);
 const LATENCY_MESSAGES = Number(values["latency-messages"]);
+const CPU_PROF = values["relay-cpu-prof"];
 /** Members per IP a relay admits (server.ts has no flag for it). */
 const MEMBERS_PER_IP = 32;
 
@@ -229,7 +232,12 @@ async function measure(requested: number, dir: string): Promise<Row> {
       relays.push(
         await startServer(relayArgs(nats, keyFile, clusterKeyFile), {
           name: `relay ${i + 1}`,
-          denoFlags: ["--allow-sys=setPriority"],
+          denoFlags: [
+            "--allow-sys=setPriority",
+            ...(CPU_PROF === undefined
+              ? []
+              : ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`]),
+          ],
         }),
       );
       controls.push(await ControlClient.connect(relays[i].control));
