@@ -11,8 +11,16 @@
  * the crypto and bookkeeping alone). Modes run in alternating pairs; the
  * figure is the median over pairs. Bounded; stops by itself.
  *
+ * With `--paces` the datagrams are replayed at fixed rates instead (an open
+ * loop, batched per timer tick): each pace is deliveries per second, so
+ * messages per second are the pace over the recipients; each runs for
+ * `--seconds`. The figure is then this process's CPU time (user + system,
+ * all threads: the server, the pacer and the sink's sends) per delivery,
+ * with the rate achieved; the rekey cost is not measured.
+ *
  *     deno run -A bench/fanout_bench.ts [--sizes 10,50,100] [--messages 1000]
  *         [--size 100] [--pairs 3] [--sink udp|null] [--multicast] [--json PATH]
+ *         [--paces 5000,20000,50000 [--seconds 2]]
  *
  * `--multicast` refuses to run unless this process sees only the `lo`
  * interface (a private namespace: see tests/cli/multicast_test.ts):
@@ -23,6 +31,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../lib/net/memory.ts";
@@ -43,6 +52,8 @@ const { values } = parseArgs({
     sink: { type: "string", default: "udp" },
     multicast: { type: "boolean" },
     churn: { type: "string", default: "10" },
+    paces: { type: "string" },
+    seconds: { type: "string", default: "2" },
     json: { type: "string" },
   },
   strict: true,
@@ -54,6 +65,8 @@ const PAIRS = Number(values.pairs);
 const SINK = values.sink as "udp" | "null";
 const MULTICAST = values.multicast === true;
 const CHURN = Number(values.churn);
+const PACES = values.paces?.split(",").map(Number);
+const SECONDS = Number(values.seconds);
 const SERVER: PeerAddress = { hostname: "127.0.0.1", port: 5007 };
 const DOWNSTREAM: PeerAddress = { hostname: "224.1.1.1", port: 5008 };
 const SINK_ADDRESS: PeerAddress = { hostname: "127.0.0.1", port: 5100 };
@@ -129,7 +142,8 @@ interface Group {
   readonly server: RelayServer;
   readonly transport: SwitchTransport;
   readonly clients: RelayClient[];
-  readonly sender: CaptureTransport;
+  /** Each member's transport, in the order of `clients`. */
+  readonly captures: CaptureTransport[];
   readonly log: LogRecord[];
   readonly waitLog: (p: (r: LogRecord) => boolean) => Promise<LogRecord>;
 }
@@ -178,10 +192,10 @@ async function makeGroup(mode: Mode, members: number): Promise<Group> {
     return new Promise<LogRecord>((resolve) => waiters.add({ p, resolve }));
   };
   const clients: RelayClient[] = [];
-  let sender!: CaptureTransport;
+  const captures: CaptureTransport[] = [];
   for (let i = 0; i < members; i++) {
     const own = new CaptureTransport(network.bind());
-    if (i === 0) sender = own;
+    captures.push(own);
     clients.push(
       await RelayClient.connect({
         transport: own,
@@ -194,7 +208,7 @@ async function makeGroup(mode: Mode, members: number): Promise<Group> {
   if (mode === "group") {
     await waitLog((r) => r.holders === members);
   }
-  return { server, transport, clients, sender, log, waitLog };
+  return { server, transport, clients, captures, log, waitLog };
 }
 
 async function closeGroup(group: Group): Promise<void> {
@@ -202,21 +216,38 @@ async function closeGroup(group: Group): Promise<void> {
   await group.server.close();
 }
 
-/** Captures `count` message datagrams of the first member (not sent). */
-async function capture(group: Group, count: number): Promise<Uint8Array[]> {
-  group.sender.capturing = true;
+/**
+ * Captures `count` message datagrams (not sent) of the first `senders`
+ * members in turn. The server remembers 4,096 tokens per member, so a
+ * member whose datagrams are replayed must send fewer within a second.
+ */
+async function capture(
+  group: Group,
+  count: number,
+  senders = 1,
+): Promise<Datagram[]> {
+  const captures = group.captures.slice(0, senders);
+  for (const c of captures) c.capturing = true;
   const text = "x".repeat(SIZE);
-  for (let i = 0; i < count; i++) await group.clients[0].send(text);
-  group.sender.capturing = false;
-  return group.sender.captured.splice(0);
+  const datagrams: Datagram[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = captures[i % senders];
+    await group.clients[i % senders].send(text);
+    for (const data of c.captured.splice(0)) {
+      datagrams.push({ data, from: c.localAddress });
+    }
+  }
+  for (const c of captures) c.capturing = false;
+  return datagrams;
 }
 
-async function sinkFor(): Promise<
-  {
-    send: (data: Uint8Array, to: PeerAddress) => Promise<void>;
-    close: () => void;
-  }
-> {
+/** Where the server's sends go once members have registered. */
+interface Sink {
+  send: (data: Uint8Array, to: PeerAddress) => Promise<void>;
+  close: () => void;
+}
+
+async function sinkFor(): Promise<Sink> {
   if (SINK === "null") return { send: () => Promise.resolve(), close() {} };
   // Never read: the kernel drops what overflows its buffer, as a slow peer's would.
   const receiver = await UdpTransport.bind({
@@ -245,34 +276,144 @@ interface Run {
   readonly deliveries: number;
 }
 
+/** What one replay measured. */
+interface Replay {
+  readonly elapsedMs: number;
+  /** This process's CPU time (user + system, all threads), µs. */
+  readonly cpuUs: number;
+  readonly deliveries: number;
+  readonly datagramsPerMessage: number;
+  /** Paced: the pacer's worst lateness, ms. */
+  readonly lagMs: number;
+}
+
+/**
+ * Feeds `datagrams` into the server, all at once (closed loop) or `rate`
+ * per second, and waits until the server has made every send to the sink.
+ */
+async function replay(
+  group: Group,
+  sink: Sink,
+  mode: Mode,
+  members: number,
+  datagrams: readonly Datagram[],
+  rate?: number,
+): Promise<Replay> {
+  const memory = group.transport.inner as unknown as {
+    enqueue(d: Datagram): void;
+  };
+  const before = group.server.stats();
+  group.transport.sink = sink.send;
+  const perMessage = mode === "group" && MULTICAST ? 1 : members - 1;
+  const done = group.transport.sends(datagrams.length * perMessage);
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  let lagMs = 0;
+  if (rate === undefined) {
+    for (const datagram of datagrams) memory.enqueue(datagram);
+  } else {
+    const interval = 1000 / rate;
+    for (let k = 0; k < datagrams.length;) {
+      const now = performance.now();
+      while (k < datagrams.length && started + k * interval <= now) {
+        lagMs = Math.max(lagMs, now - (started + k * interval));
+        memory.enqueue(datagrams[k++]);
+      }
+      if (k < datagrams.length) {
+        const wait = started + k * interval - performance.now();
+        await new Promise((r) => setTimeout(r, Math.max(0, wait)));
+      }
+    }
+  }
+  await done;
+  const elapsedMs = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  const after = group.server.stats();
+  group.transport.sink = undefined;
+  return {
+    elapsedMs,
+    cpuUs: used.user + used.system,
+    deliveries: after.deliveries - before.deliveries,
+    datagramsPerMessage: group.transport.sent /
+      (after.messagesRelayed - before.messagesRelayed),
+    lagMs,
+  };
+}
+
 async function measure(mode: Mode, members: number): Promise<Run> {
   const group = await makeGroup(mode, members);
   const sink = await sinkFor();
   try {
     const datagrams = await capture(group, MESSAGES);
-    const from = group.sender.localAddress;
-    const memory = group.transport.inner as unknown as {
-      enqueue(d: Datagram): void;
-    };
-    const before = group.server.stats();
-    group.transport.sink = sink.send;
-    const perMessage = mode === "group" && MULTICAST ? 1 : members - 1;
-    const done = group.transport.sends(datagrams.length * perMessage);
-    const started = performance.now();
-    for (const data of datagrams) memory.enqueue({ data, from });
-    await done;
-    const elapsed = performance.now() - started;
-    const after = group.server.stats();
-    group.transport.sink = undefined;
-    const deliveries = after.deliveries - before.deliveries;
+    const run = await replay(group, sink, mode, members, datagrams);
     return {
       mode,
       members,
-      nsPerDelivery: elapsed * 1e6 / deliveries,
-      datagramsPerMessage: group.transport.sent /
-        (after.messagesRelayed - before.messagesRelayed),
-      deliveries,
+      nsPerDelivery: run.elapsedMs * 1e6 / run.deliveries,
+      datagramsPerMessage: run.datagramsPerMessage,
+      deliveries: run.deliveries,
     };
+  } finally {
+    sink.close();
+    await closeGroup(group);
+  }
+}
+
+/** One pace of a paced run. */
+interface PacedRun {
+  readonly mode: Mode;
+  readonly members: number;
+  /** Deliveries per second asked for. */
+  readonly pace: number;
+  readonly messagesPerSecond: number;
+  /** CPU of this process per delivery, ns. */
+  readonly cpuNsPerDelivery: number;
+  /** Deliveries per second achieved (first send to last). */
+  readonly achieved: number;
+  readonly lagMs: number;
+  readonly datagramsPerMessage: number;
+  /** CPU of this process per second with the group idle (members' and server's timers), µs. */
+  readonly idleCpuUsPerSecond: number;
+}
+
+/** Every pace of `PACES` on one group: fresh datagrams for each (replays would be dropped). */
+async function measurePaced(mode: Mode, members: number): Promise<PacedRun[]> {
+  const group = await makeGroup(mode, members);
+  const sink = await sinkFor();
+  try {
+    const rates = PACES!.map((pace) => pace / (members - 1));
+    const counts = rates.map((r) => Math.max(10, Math.round(r * SECONDS)));
+    const total = counts.reduce((a, b) => a + b, 0);
+    const all = await capture(
+      group,
+      total,
+      Math.min(members, Math.ceil(total / 2000)),
+    );
+    // What the group costs doing nothing, for `--seconds`.
+    const idleStart = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, SECONDS * 1000));
+    const idle = process.cpuUsage(idleStart);
+    const idleCpuUsPerSecond = Math.round(
+      (idle.user + idle.system) / SECONDS,
+    );
+    const runs: PacedRun[] = [];
+    let offset = 0;
+    for (const [i, pace] of PACES!.entries()) {
+      const datagrams = all.slice(offset, offset += counts[i]);
+      const run = await replay(group, sink, mode, members, datagrams, rates[i]);
+      runs.push({
+        mode,
+        members,
+        pace,
+        messagesPerSecond: Math.round(rates[i]),
+        cpuNsPerDelivery: run.cpuUs * 1e3 / run.deliveries,
+        achieved: Math.round(run.deliveries / (run.elapsedMs / 1000)),
+        lagMs: Math.round(run.lagMs * 10) / 10,
+        datagramsPerMessage: run.datagramsPerMessage,
+        idleCpuUsPerSecond,
+      });
+    }
+    return runs;
   } finally {
     sink.close();
     await closeGroup(group);
@@ -329,11 +470,81 @@ const results: Record<string, unknown>[] = [];
 console.log(
   `fan-out bench: sink ${SINK}${
     MULTICAST ? " (multicast downstream)" : " (unicast)"
-  }, ${MESSAGES} messages of ${SIZE} B, ${PAIRS} pairs, load ${
+  }, ${
+    PACES
+      ? `paced at ${PACES.join(", ")} deliveries/s for ${SECONDS} s each`
+      : `${MESSAGES} messages`
+  } of ${SIZE} B, ${PAIRS} pairs, load ${
     Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
   }`,
 );
-for (const members of SIZES) {
+/** Paced: every size and pace, modes in alternating pairs; medians over pairs. */
+async function pacedSweep(): Promise<void> {
+  const lines: string[] = [];
+  for (const members of SIZES) {
+    const runs: Record<Mode, PacedRun[][]> = { unicast: [], group: [] };
+    for (let p = 0; p < PAIRS; p++) {
+      const order: Mode[] = p % 2 === 0
+        ? ["unicast", "group"]
+        : ["group", "unicast"];
+      for (const mode of order) {
+        runs[mode].push(await measurePaced(mode, members));
+      }
+    }
+    for (const [i, pace] of PACES!.entries()) {
+      const of = (mode: Mode) => runs[mode].map((pair) => pair[i]);
+      const cost = (mode: Mode) =>
+        Math.round(median(of(mode).map((r) => r.cpuNsPerDelivery)));
+      const row = {
+        members,
+        pace,
+        messagesPerSecond: of("unicast")[0].messagesPerSecond,
+        unicastCpuNsPerDelivery: cost("unicast"),
+        groupCpuNsPerDelivery: cost("group"),
+        medianRatio: Math.round(
+          median(
+            of("unicast").map((u, k) =>
+              u.cpuNsPerDelivery / of("group")[k].cpuNsPerDelivery
+            ),
+          ) * 10,
+        ) / 10,
+        unicastAchieved: of("unicast").map((r) => r.achieved),
+        groupAchieved: of("group").map((r) => r.achieved),
+        unicastLagMs: of("unicast").map((r) => r.lagMs),
+        groupLagMs: of("group").map((r) => r.lagMs),
+        datagramsPerMessage: {
+          unicast: of("unicast")[0].datagramsPerMessage,
+          group: of("group")[0].datagramsPerMessage,
+        },
+        idleCpuUsPerSecond: {
+          unicast: of("unicast").map((r) => r.idleCpuUsPerSecond),
+          group: of("group").map((r) => r.idleCpuUsPerSecond),
+        },
+        loadavg: Deno.loadavg().map((x) => x.toFixed(2)).join(" "),
+      };
+      results.push(row);
+      console.log(JSON.stringify(row));
+      lines.push(
+        `| ${members} | ${pace} | ${row.messagesPerSecond} | ${
+          (row.unicastCpuNsPerDelivery / 1000).toFixed(2)
+        } µs | ${
+          (row.groupCpuNsPerDelivery / 1000).toFixed(2)
+        } µs | ${row.medianRatio}x | ${Math.min(...row.unicastAchieved)} / ${
+          Math.min(...row.groupAchieved)
+        } | ${row.loadavg} |`,
+      );
+    }
+  }
+  console.log(
+    "\n| members | deliveries/s asked | messages/s | per-recipient CPU/delivery | group CPU/delivery | ratio | achieved (lowest) per-recipient / group | load average |",
+  );
+  console.log(
+    "| ------- | ------------------ | ---------- | -------------------------- | ------------------ | ----- | --------------------------------------- | ------------ |",
+  );
+  for (const line of lines) console.log(line);
+}
+
+for (const members of PACES ? [] : SIZES) {
   const per: Record<Mode, number[]> = { unicast: [], group: [] };
   const ratios: number[] = [];
   let dpm: Record<Mode, number> = { unicast: 0, group: 0 };
@@ -363,8 +574,9 @@ for (const members of SIZES) {
   results.push(row);
   console.log(JSON.stringify(row));
 }
-const rekey = await rekeyCost(Math.max(...SIZES));
-console.log(JSON.stringify({ rekey }));
+if (PACES) await pacedSweep();
+const rekey = PACES ? undefined : await rekeyCost(Math.max(...SIZES));
+if (rekey) console.log(JSON.stringify({ rekey }));
 if (values.json) {
   await Deno.writeTextFile(
     values.json,
@@ -375,6 +587,7 @@ if (values.json) {
         messages: MESSAGES,
         size: SIZE,
         pairs: PAIRS,
+        ...(PACES ? { paces: PACES, seconds: SECONDS } : {}),
         loadavg: Deno.loadavg(),
         results,
         rekey,

@@ -34,6 +34,11 @@ export class NatsServer implements AsyncDisposable {
 
   private constructor(readonly port: number) {}
 
+  /** The process id of the running nats-server, or undefined once stopped. */
+  get pid(): number | undefined {
+    return this.#process?.pid;
+  }
+
   /** The URL clients connect to. */
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;

@@ -1018,7 +1018,11 @@ export class RelayClient implements AsyncDisposable {
     const probe = () => {
       this.#probeTimer = setTimeout(() => {
         this.#probeTimer = undefined;
-        if (this.#watch.probeExpired() && this.#ready) this.#reconnect(reason);
+        if (!this.#watch.probeExpired() || !this.#ready) return;
+        // As after unanswered keep-alives: the relay that left the probe
+        // unanswered is the last to be tried again.
+        this.#nextTarget(reason);
+        this.#reconnect(reason);
       }, this.#probeTimeoutMs);
       void this.#keepaliveNow();
     };
