@@ -486,6 +486,15 @@ export async function startServer(
     const first = parseJson(line);
     assert.ok(first, `the server's first line is not JSON: ${line}`);
     assert.equal(first.event, "listening", line);
+    const level = args[args.indexOf("--log-level") + 1];
+    if (
+      !args.includes("--log-level") || level === "info" || level === "debug"
+    ) {
+      // Key exchanges wait for the RSA threads, whose first start (the
+      // worker compiled on a cold module cache) can outlast a client's
+      // retries: a test starts talking once the server says they run.
+      await proc.stdout.waitJson({ event: "rsa_threads" });
+    }
     return {
       proc,
       first,

@@ -424,6 +424,11 @@ export class Harness implements AsyncDisposable {
         ),
     };
     this.servers.push(handle);
+    // Key exchanges wait for the RSA threads; their first start (a cold
+    // module cache compiles the worker) can outlast a client's retries.
+    await log.waitFor((r) => r.event === "rsa_threads", "the RSA threads", {
+      timeoutMs: 60_000,
+    });
     return handle;
   }
 
