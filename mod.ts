@@ -45,6 +45,8 @@ export {
   InvalidTokenError,
   type InvalidTokenReason,
   MalformedDatagramError,
+  UndeliveredError,
+  type UndeliveredReason,
 } from "./lib/errors.ts";
 
 // The relay (hybrid and RSA profiles) and the basic profile.
@@ -80,6 +82,7 @@ export {
   type ClientStats,
   RelayClient,
   type RelayClientOptions,
+  type SendOutcome,
 } from "./lib/relay/client.ts";
 // Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
 // `groupBatchMs` (server) and `group`, `bindDownstream` (client).

@@ -76,3 +76,26 @@ export class HandshakeError extends Error {
     this.name = "HandshakeError";
   }
 }
+
+/** Why a message handed to `RelayClient.send` did not reach the server. */
+export type UndeliveredReason = "outbox_full" | "closed";
+
+/**
+ * A message the client could not deliver: the outbox that holds messages
+ * while the client is not registered was full, or the client closed before
+ * it could send them.
+ */
+export class UndeliveredError extends Error {
+  /** Why the message was not delivered. */
+  readonly reason: UndeliveredReason;
+  /**
+   * Creates the error.
+   * @param reason why the message was not delivered
+   * @param message what happened and what to do
+   */
+  constructor(reason: UndeliveredReason, message: string) {
+    super(message);
+    this.name = "UndeliveredError";
+    this.reason = reason;
+  }
+}

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError, UndeliveredError } from "../errors.ts";
 import { isIPv6, type PeerAddress } from "../protocol/address.ts";
 import { ControlServer } from "../net/control.ts";
 import { UdpTransport } from "../net/udp.ts";
@@ -168,6 +168,12 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
         });
       case "reconnecting":
         return JSON.stringify({ event: "reconnecting", reason: event.reason });
+      case "undelivered":
+        return JSON.stringify({
+          event: "undelivered",
+          reason: event.reason,
+          text: event.text,
+        });
     }
   }
   switch (event.type) {
@@ -183,7 +189,24 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
       return `* registered with ${event.server} as ${event.address}`;
     case "reconnecting":
       return `* reconnecting: ${event.reason}`;
+    case "undelivered":
+      return `! not delivered (${UNDELIVERED_TEXT[event.reason]}): ${
+        escapeControl(event.text)
+      }`;
   }
+}
+
+/** Why a message was not delivered, for people. */
+const UNDELIVERED_TEXT: Readonly<Record<string, string>> = {
+  outbox_full: "the outbox of messages waiting for the server is full",
+  closed: "the client stopped before the server came back",
+};
+
+/** The line shown for a message kept in the outbox (the client is not registered). */
+function formatQueued(text: string, json: boolean): string {
+  return json
+    ? JSON.stringify({ event: "queued", text })
+    : `* queued until the server is back: ${escapeControl(text)}`;
 }
 
 /** Formats a basic-profile ACK for stdout and the control port. */
@@ -361,8 +384,15 @@ export async function clientMain(args: readonly string[]): Promise<number> {
       });
       client = relay;
       send = async (line) => {
-        await relay.send(line);
-        return undefined;
+        try {
+          return await relay.send(line) === "queued"
+            ? formatQueued(line, json)
+            : undefined;
+        } catch (error) {
+          // Already shown by the client's "undelivered" event.
+          if (error instanceof UndeliveredError) return undefined;
+          throw error;
+        }
       };
     }
   } catch (error) {

@@ -45,3 +45,25 @@ test("NOTICE text is escaped too", () => {
     "! notice 4: full\\u000a* x joined",
   );
 });
+
+test("an undelivered message is shown with why, escaped, and exact in JSON", () => {
+  const event = {
+    type: "undelivered",
+    reason: "outbox_full",
+    text: "hi\nthere",
+    data: new Uint8Array(),
+  } as const;
+  assert.equal(
+    formatClientEvent(event, false),
+    "! not delivered (the outbox of messages waiting for the server is full): hi\\u000athere",
+  );
+  assert.deepEqual(JSON.parse(formatClientEvent(event, true)), {
+    event: "undelivered",
+    reason: "outbox_full",
+    text: "hi\nthere",
+  });
+  assert.equal(
+    formatClientEvent({ ...event, reason: "closed" }, false),
+    "! not delivered (the client stopped before the server came back): hi\\u000athere",
+  );
+});
