@@ -77,8 +77,12 @@ export class HandshakeError extends Error {
   }
 }
 
-/** Why a message handed to `RelayClient.send` did not reach the server. */
-export type UndeliveredReason = "outbox_full" | "closed";
+/**
+ * Why a message handed to `RelayClient.send` did not reach the server, or may
+ * not have: the outbox was full, the client closed before it could send it,
+ * or the server stopped answering after it was sent (`unconfirmed`).
+ */
+export type UndeliveredReason = "outbox_full" | "closed" | "unconfirmed";
 
 /**
  * A message the client could not deliver: the outbox that holds messages

@@ -200,6 +200,8 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
 const UNDELIVERED_TEXT: Readonly<Record<string, string>> = {
   outbox_full: "the outbox of messages waiting for the server is full",
   closed: "the client stopped before the server came back",
+  unconfirmed:
+    "the server stopped answering after it was sent: it may not have arrived",
 };
 
 /** The line shown for a message kept in the outbox (the client is not registered). */

@@ -70,7 +70,7 @@ export type ClientEvent =
   | { readonly type: "reconnecting"; readonly reason: string }
   | {
     readonly type: "undelivered";
-    /** Why: the outbox was full, or the client closed before it could send. */
+    /** Why: the outbox was full, the client closed before it could send, or the server stopped answering after it was sent (it may not have arrived). */
     readonly reason: UndeliveredReason;
     /** The message decoded as UTF-8. */
     readonly text: string;
@@ -260,6 +260,18 @@ export class RelayClient implements AsyncDisposable {
   #outboxBytes = 0;
   /** Sending the outbox, one message after the other. */
   #flushing: Promise<void> | undefined;
+  /**
+   * Messages sent after the last keep-alive the server answered (hybrid, a
+   * server that answers keep-alives): reported if it stops answering before
+   * a keep-alive sent after them is answered. At most the outbox's bounds.
+   */
+  readonly #unanswered: { readonly seq: number; readonly data: Uint8Array }[] =
+    [];
+  #unansweredBytes = 0;
+  /** Messages sent so far, numbered. */
+  #sentSeq = 0;
+  /** The number of messages sent before the last keep-alive went out. */
+  #keepaliveSeq = 0;
   #keyWaiter: Waiter<KeyAnswer> | undefined;
   #welcomeWaiter: Waiter<PeerAddress> | undefined;
   #pendingGuard: TokenGuard | undefined;
@@ -595,7 +607,28 @@ export class RelayClient implements AsyncDisposable {
       }
     }
     this.#messagesSent++;
+    this.#sentSeq++;
+    if (this.#profile === "hybrid" && this.#watch.answering) {
+      this.#unanswered.push({ seq: this.#sentSeq, data: data.slice() });
+      this.#unansweredBytes += data.length;
+      while (
+        this.#unanswered.length > this.#maxOutboxMessages ||
+        this.#unansweredBytes > this.#maxOutboxBytes
+      ) {
+        this.#unansweredBytes -= this.#unanswered.shift()!.data.length;
+      }
+    }
     await this.#sendStream(encodeRecords(records));
+  }
+
+  /** A keep-alive answer: the messages sent before the last keep-alive reached a server that was there. */
+  #confirmSent(): void {
+    while (
+      this.#unanswered.length > 0 &&
+      this.#unanswered[0].seq <= this.#keepaliveSeq
+    ) {
+      this.#unansweredBytes -= this.#unanswered.shift()!.data.length;
+    }
   }
 
   /**
@@ -875,6 +908,11 @@ export class RelayClient implements AsyncDisposable {
     this.#members.clear();
     this.#emit({ type: "reconnecting", reason });
     this.#log({ level: "info", event: "reconnecting", reason });
+    // Sent since the server last answered: they may not have arrived.
+    for (const { data } of this.#unanswered.splice(0)) {
+      this.#reportUndelivered(data, "unconfirmed");
+    }
+    this.#unansweredBytes = 0;
     this.#reconnecting = (async () => {
       let delay = this.#retryInitialMs;
       while (!this.#abort.signal.aborted) {
@@ -941,6 +979,7 @@ export class RelayClient implements AsyncDisposable {
 
   /** Sends one keep-alive (hybrid: a token of the empty plaintext). */
   async #keepaliveNow(): Promise<void> {
+    this.#keepaliveSeq = this.#sentSeq;
     const value = this.#profile === "hybrid"
       ? await this.#guard!.seal(EMPTY, this.#now())
       : RSA_KEEPALIVE;
@@ -994,6 +1033,7 @@ export class RelayClient implements AsyncDisposable {
       this.#watch.answered(this.#now()); // ends a probe too
       clearTimeout(this.#probeTimer);
       this.#probeTimer = undefined;
+      this.#confirmSent();
       this.#flushOutbox(); // what was held during a probe
     }
   }

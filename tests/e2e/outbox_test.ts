@@ -201,3 +201,37 @@ Deno.test("close() with messages in the outbox reports each of them, in order", 
   await assert.rejects(a.client.send("late"), /closed/);
   assert.equal(undelivered(a, from).length, 2);
 });
+
+Deno.test("a message sent after the server died, before the client noticed, is reported unconfirmed; one the server answered a keep-alive after is not", async () => {
+  const network = new MemoryNetwork();
+  await using h = new Harness(serverKey);
+  const server = await h.startServer({ transport: network.bind() });
+  const a = await h.connect("a", {
+    transport: network.bind(),
+    keepaliveMs: 100,
+  });
+  const b = await h.connect("b", { transport: network.bind() });
+  await a.waitPresence("join", b.address);
+  assert.equal(await send(a, "before"), "sent");
+  await b.waitMessage("before", { sender: a.address });
+  // Keep-alives sent after it are answered: the server was there.
+  await a.log.waitForCount(
+    (r) => r.event === "keepalive_answered",
+    2,
+    "keep-alive answers after the message",
+    { from: a.log.mark() },
+  );
+
+  // A crash, seen from outside: the server sends nothing from now on.
+  server.tap.discardSends();
+  await server.server.close();
+  const from = a.events.mark();
+  assert.equal(await send(a, "after the crash"), "sent");
+  // No answer to 3 keep-alives: the server is unreachable.
+  await a.waitEvent("reconnecting", from);
+  assert.deepEqual(
+    undelivered(a).map((e) => [e.reason, e.text]),
+    [["unconfirmed", "after the crash"]],
+  );
+  assert.equal(a.client.stats().undelivered, 1);
+});

@@ -67,3 +67,15 @@ test("an undelivered message is shown with why, escaped, and exact in JSON", () 
     "! not delivered (the client stopped before the server came back): hi\\u000athere",
   );
 });
+
+test("an unconfirmed message says it may not have arrived", () => {
+  assert.equal(
+    formatClientEvent({
+      type: "undelivered",
+      reason: "unconfirmed",
+      text: "hi",
+      data: new Uint8Array(),
+    }, false),
+    "! not delivered (the server stopped answering after it was sent: it may not have arrived): hi",
+  );
+});
