@@ -46,6 +46,8 @@ export {
   type InvalidTokenReason,
   MalformedDatagramError,
   ServerKeyError,
+  UndeliveredError,
+  type UndeliveredReason,
 } from "./lib/errors.ts";
 
 // The relay (hybrid and RSA profiles) and the basic profile.
@@ -84,6 +86,7 @@ export {
   type HandshakeProgress,
   RelayClient,
   type RelayClientOptions,
+  type SendOutcome,
 } from "./lib/relay/client.ts";
 // Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
 // `groupBatchMs` (server) and `group`, `bindDownstream` (client).

@@ -364,12 +364,24 @@ export class ChildServer implements AsyncDisposable {
   }
 
   /** Asks the child for its counters (`stats` on stdin). */
-  async stats(): Promise<Record<string, unknown> | undefined> {
-    await this.#stdin.write(new TextEncoder().encode("stats\n"));
+  stats(): Promise<Record<string, unknown> | undefined> {
+    return this.#ask("stats");
+  }
+
+  /** Asks the child for `Deno.memoryUsage()` after full collections when it runs with `--expose-gc` (`memory` on stdin). */
+  memory(): Promise<Record<string, unknown> | undefined> {
+    return this.#ask("memory");
+  }
+
+  /** Writes `command` on the child's stdin; its answer is `{"<command>": {...}}`. */
+  async #ask(command: string): Promise<Record<string, unknown> | undefined> {
+    await this.#stdin.write(new TextEncoder().encode(`${command}\n`));
     const line = await this.#lines.next(5_000);
     if (line === undefined) return undefined;
     try {
-      return (JSON.parse(line) as { stats: Record<string, unknown> }).stats;
+      return (JSON.parse(line) as Record<string, Record<string, unknown>>)[
+        command
+      ];
     } catch {
       return undefined;
     }

@@ -40,6 +40,7 @@ const server = RelayServer.start({
   transport,
   privateKey,
   maxClients: 100_000,
+  maxClientsPerIp: 100_000,
   messagesPerSecond: 1e9,
   messageBurst: 1e9,
   handshakesPerSecond: 1e9,
@@ -83,6 +84,12 @@ for await (const chunk of Deno.stdin.readable) {
   for (const raw of lines.push(chunk)) {
     const line = raw.trim();
     if (line === "stats") writeLine({ stats: server.stats() });
+    if (line === "memory") {
+      // Full collections first when the child runs with --expose-gc.
+      const gc = (globalThis as { gc?: () => void }).gc;
+      for (let i = 0; i < 3 && gc; i++) gc();
+      writeLine({ memory: Deno.memoryUsage() });
+    }
   }
 }
 await stop();

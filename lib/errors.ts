@@ -104,3 +104,30 @@ export class ServerKeyError extends HandshakeError {
     this.name = "ServerKeyError";
   }
 }
+
+/**
+ * Why a message handed to `RelayClient.send` did not reach the server, or may
+ * not have: the outbox was full, the client closed before it could send it,
+ * or the server stopped answering after it was sent (`unconfirmed`).
+ */
+export type UndeliveredReason = "outbox_full" | "closed" | "unconfirmed";
+
+/**
+ * A message the client could not deliver: the outbox that holds messages
+ * while the client is not registered was full, or the client closed before
+ * it could send them.
+ */
+export class UndeliveredError extends Error {
+  /** Why the message was not delivered. */
+  readonly reason: UndeliveredReason;
+  /**
+   * Creates the error.
+   * @param reason why the message was not delivered
+   * @param message what happened and what to do
+   */
+  constructor(reason: UndeliveredReason, message: string) {
+    super(message);
+    this.name = "UndeliveredError";
+    this.reason = reason;
+  }
+}

@@ -6,7 +6,7 @@
  * @module
  */
 import { fstatSync } from "node:fs";
-import { ConfigError, HandshakeError } from "../errors.ts";
+import { ConfigError, HandshakeError, UndeliveredError } from "../errors.ts";
 import { isIPv6, type PeerAddress } from "../protocol/address.ts";
 import { UdpTransport } from "../net/udp.ts";
 import {
@@ -235,6 +235,12 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
         });
       case "failed":
         return JSON.stringify({ event: "failed", reason: event.reason });
+      case "undelivered":
+        return JSON.stringify({
+          event: "undelivered",
+          reason: event.reason,
+          text: event.text,
+        });
     }
   }
   switch (event.type) {
@@ -260,7 +266,26 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
       }: ${escapeControl(event.reason)}`;
     case "failed":
       return `* failed: ${event.reason}`;
+    case "undelivered":
+      return `! not delivered (${UNDELIVERED_TEXT[event.reason]}): ${
+        escapeControl(event.text)
+      }`;
   }
+}
+
+/** Why a message was not delivered, for people. */
+const UNDELIVERED_TEXT: Readonly<Record<string, string>> = {
+  outbox_full: "the outbox of messages waiting for the server is full",
+  closed: "the client stopped before the server came back",
+  unconfirmed:
+    "the server stopped answering after it was sent: it may not have arrived",
+};
+
+/** The line shown for a message kept in the outbox (the client is not registered). */
+function formatQueued(text: string, json: boolean): string {
+  return json
+    ? JSON.stringify({ event: "queued", text })
+    : `* queued until the server is back: ${escapeControl(text)}`;
 }
 
 /** A progress line of the key exchange (or of a confirmation), for stderr. */
@@ -644,9 +669,20 @@ export async function clientMain(args: readonly string[]): Promise<number> {
           multicast: { group: group.hostname },
         }),
     });
-    send = async (line) => {
-      await relay.send(line);
-      return undefined;
+    send = async (message) => {
+      try {
+        if (await relay.send(message) === "sent") return undefined;
+        return formatQueued(
+          typeof message === "string"
+            ? message
+            : `(${message.length} bytes of --file)`,
+          json,
+        );
+      } catch (error) {
+        // Already shown by the client's "undelivered" event.
+        if (error instanceof UndeliveredError) return undefined;
+        throw error;
+      }
     };
     return relay;
   })();

@@ -3,12 +3,18 @@
  * {@linkcode DatagramTransport}: key exchange with retries and an optional
  * pinned fingerprint, authenticated keep-alives, sending and receiving
  * (fragmented both ways), presence events, re-registration after NOTICE 1 or
- * a server restart or a kick, closing for good after a ban, and an
- * authenticated DISCONNECT on close.
+ * a server restart or a kick, closing for good after a ban, a bounded
+ * outbox for what is sent while not registered, and an authenticated
+ * DISCONNECT on close.
  *
  * @module
  */
-import { HandshakeError, ServerKeyError } from "../errors.ts";
+import {
+  HandshakeError,
+  ServerKeyError,
+  UndeliveredError,
+  type UndeliveredReason,
+} from "../errors.ts";
 import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
 import { IvMarker } from "../crypto/iv_mark.ts";
 import { RsaDecryptError, RsaPrivateKey, RsaPublicKey } from "../crypto/rsa.ts";
@@ -95,7 +101,24 @@ export type ClientEvent =
     readonly type: "failed";
     /** What was refused and what to do, one line. */
     readonly reason: string;
+  }
+  | {
+    readonly type: "undelivered";
+    /** Why: the outbox was full, the client closed before it could send, or the server stopped answering after it was sent (it may not have arrived). */
+    readonly reason: UndeliveredReason;
+    /** The message decoded as UTF-8. */
+    readonly text: string;
+    /** The message bytes. */
+    readonly data: Uint8Array;
   };
+
+/**
+ * What {@linkcode RelayClient.send} did with a message: handed it to the
+ * transport (`sent`), or kept it in the outbox because the client is not
+ * registered right now (`queued`: sent in order once it is, or reported by an
+ * `undelivered` event).
+ */
+export type SendOutcome = "sent" | "queued";
 
 /**
  * One try of the key exchange, announced before it is sent
@@ -169,6 +192,14 @@ export interface RelayClientOptions {
   readonly rsaKeyBits?: number;
   /** Largest message accepted by {@linkcode RelayClient.send}. Default 32 KiB. */
   readonly maxMessageBytes?: number;
+  /**
+   * Messages the outbox holds at most while the client is not registered
+   * (re-registering, server unreachable, failing over, or checking a NOTICE
+   * 1 or 5). Default 256.
+   */
+  readonly maxOutboxMessages?: number;
+  /** Bytes of messages the outbox holds at most. Default 1 MiB. */
+  readonly maxOutboxBytes?: number;
   /** Maximum Fernet token age and future skew. Default 60 s. */
   readonly tokenMaxAgeSeconds?: number;
   /** Fernet implementation. Default: the library default. */
@@ -213,6 +244,10 @@ export interface ClientStats {
   readonly eventsDropped: number;
   /** Authenticated keep-alive answers from the server (protocol.md section 10). */
   readonly keepaliveAnswers: number;
+  /** Messages in the outbox now, waiting for the client to be registered. */
+  readonly outbox: number;
+  /** Messages reported undelivered (`undelivered` events). */
+  readonly undelivered: number;
   /** Datagrams or records dropped, by reason. */
   readonly dropped: Readonly<Record<string, number>>;
   /** Group fan-out counters (when the client asks for it). */
@@ -226,6 +261,11 @@ interface KeyAnswer {
 }
 
 type Waiter<T> = (value: T) => void;
+
+/** A message waiting in the outbox. */
+interface Outgoing {
+  readonly data: Uint8Array;
+}
 
 /** Events waiting for an `events()` reader. */
 interface EventInbox {
@@ -268,6 +308,8 @@ export class RelayClient implements AsyncDisposable {
   readonly #retryMaxMs: number;
   readonly #rsaKeyBits: number;
   readonly #maxMessageBytes: number;
+  readonly #maxOutboxMessages: number;
+  readonly #maxOutboxBytes: number;
   readonly #tokenMaxAge: number;
   readonly #fernetBackend: FernetBackend | undefined;
   readonly #eventBufferSize: number;
@@ -287,10 +329,28 @@ export class RelayClient implements AsyncDisposable {
   #guard: TokenGuard | undefined;
   #address: PeerAddress | undefined;
   #ready = false;
-  #readyWaiters: Waiter<void>[] = [];
+  /** Messages sent while not registered, oldest first. */
+  readonly #outbox: Outgoing[] = [];
+  #outboxBytes = 0;
+  /** Sending the outbox, one message after the other. */
+  #flushing: Promise<void> | undefined;
+  /**
+   * Messages sent after the last keep-alive the server answered (hybrid, a
+   * server that answers keep-alives): reported if it stops answering before
+   * a keep-alive sent after them is answered. At most the outbox's bounds.
+   */
+  readonly #unanswered: { readonly seq: number; readonly data: Uint8Array }[] =
+    [];
+  #unansweredBytes = 0;
+  /** Messages sent so far, numbered. */
+  #sentSeq = 0;
+  /** The number of messages sent before the last keep-alive went out. */
+  #keepaliveSeq = 0;
   #keyWaiter: Waiter<KeyAnswer> | undefined;
   #welcomeWaiter: Waiter<PeerAddress> | undefined;
   #pendingGuard: TokenGuard | undefined;
+  /** A NOTICE 4 (server full) that came while a WELCOME was awaited. */
+  #refusedFull: string | undefined;
   /**
    * The key of the last registration sent and not yet confirmed by a
    * WELCOME. The server may have taken it while its WELCOME was lost or late,
@@ -315,6 +375,7 @@ export class RelayClient implements AsyncDisposable {
   #keepaliveAnswers = 0;
   /** Why the server banned this client (it closed then), if it did. */
   #bannedFor: string | undefined;
+  #undelivered = 0;
 
   private constructor(options: RelayClientOptions) {
     this.#transport = options.transport;
@@ -333,6 +394,8 @@ export class RelayClient implements AsyncDisposable {
     this.#rsaKey = options.rsaKey;
     this.#rsaKeyBits = options.rsaKeyBits ?? 2048;
     this.#maxMessageBytes = options.maxMessageBytes ?? 32 * 1024;
+    this.#maxOutboxMessages = options.maxOutboxMessages ?? 256;
+    this.#maxOutboxBytes = options.maxOutboxBytes ?? 1024 * 1024;
     this.#tokenMaxAge = options.tokenMaxAgeSeconds ?? 60;
     this.#fernetBackend = options.fernetBackend;
     this.#eventBufferSize = options.eventBufferSize ?? 10_000;
@@ -444,6 +507,8 @@ export class RelayClient implements AsyncDisposable {
       registrations: this.#registrations,
       eventsDropped: this.#eventsDropped,
       keepaliveAnswers: this.#keepaliveAnswers,
+      outbox: this.#outbox.length,
+      undelivered: this.#undelivered,
       dropped: this.#drops.snapshot(),
       ...(this.#group ? { group: this.#group.stats() } : {}),
     };
@@ -505,11 +570,19 @@ export class RelayClient implements AsyncDisposable {
   }
 
   /**
-   * Sends one message to the group. Waits while the client re-registers.
+   * Sends one message to the group. While the client is not registered
+   * (re-registering after a NOTICE 1 or 5 or a kick, the server unreachable,
+   * failing over, or checking a NOTICE 1 or 5 with a probe) the message waits
+   * in a bounded outbox (`maxOutboxMessages`, `maxOutboxBytes`) and is sent,
+   * in order with the others, once the client is registered again; a message
+   * still there when the client closes is reported by an `undelivered` event
+   * (reason `closed`).
+   * @returns `sent` when the message went to the server at once, `queued` when it waits in the outbox
    * @throws {RangeError} when the message exceeds the maximum size
+   * @throws {UndeliveredError} (reason `outbox_full`, also reported by an `undelivered` event) when the outbox is full
    * @throws {Error} when the client is closed
    */
-  async send(message: string | Uint8Array): Promise<void> {
+  async send(message: string | Uint8Array): Promise<SendOutcome> {
     const data = typeof message === "string"
       ? encoder.encode(message)
       : message;
@@ -518,7 +591,94 @@ export class RelayClient implements AsyncDisposable {
         `Cannot send a message of ${data.length} bytes: the limit is ${this.#maxMessageBytes} bytes`,
       );
     }
-    await this.#whenReady();
+    if (this.#abort.signal.aborted) {
+      throw new Error(
+        this.#bannedFor === undefined
+          ? "The client is closed"
+          : `The client is closed: ${this.#bannedFor}`,
+      );
+    }
+    if (!this.#canSend || this.#outbox.length > 0 || this.#flushing) {
+      this.#enqueue(data);
+      return "queued";
+    }
+    await this.#transmit(data);
+    return "sent";
+  }
+
+  /** Whether messages go out now: registered, and no NOTICE 1 or 5 being checked. */
+  get #canSend(): boolean {
+    return this.#ready && !this.#watch.probing;
+  }
+
+  /**
+   * Puts a message in the outbox, or reports it undelivered when the outbox
+   * is full (the newest message is refused: those already queued keep their
+   * order).
+   * @throws {UndeliveredError} when the outbox is full
+   */
+  #enqueue(data: Uint8Array): void {
+    if (
+      this.#outbox.length >= this.#maxOutboxMessages ||
+      this.#outboxBytes + data.length > this.#maxOutboxBytes
+    ) {
+      this.#reportUndelivered(data, "outbox_full");
+      throw new UndeliveredError(
+        "outbox_full",
+        `Cannot send the message: the client is not registered with the server and its outbox already holds ${this.#outbox.length} messages (${this.#outboxBytes} bytes; the limits are ${this.#maxOutboxMessages} messages and ${this.#maxOutboxBytes} bytes): send it again once the client is registered (the "ready" event), or raise maxOutboxMessages/maxOutboxBytes`,
+      );
+    }
+    // A copy: the caller may reuse its buffer before the message goes out.
+    this.#outbox.push({ data: data.slice() });
+    this.#outboxBytes += data.length;
+  }
+
+  /** Sends the outbox in order while the client can send; a message goes out only after those before it. */
+  #flushOutbox(): void {
+    if (this.#flushing || this.#outbox.length === 0 || !this.#canSend) return;
+    this.#flushing = (async () => {
+      while (
+        this.#outbox.length > 0 && this.#canSend && !this.#abort.signal.aborted
+      ) {
+        const next = this.#outbox[0];
+        await this.#transmit(next.data);
+        this.#outbox.shift();
+        this.#outboxBytes -= next.data.length;
+      }
+    })().then(() => {
+      this.#flushing = undefined;
+      this.#flushOutbox(); // what was queued during the last send
+    }, (error) => {
+      // The message stays first in the outbox: tried again at the next
+      // registration or keep-alive answer, or reported at close.
+      this.#flushing = undefined;
+      this.#log({
+        level: "error",
+        event: "internal_error",
+        error: String((error as Error)?.stack ?? error),
+      });
+    });
+  }
+
+  /** Reports a message that will not be sent: an `undelivered` event, a log record and a count. */
+  #reportUndelivered(data: Uint8Array, reason: UndeliveredReason): void {
+    this.#undelivered++;
+    this.#log({
+      level: "warn",
+      event: "undelivered",
+      reason,
+      bytes: data.length,
+    });
+    this.#emit({
+      type: "undelivered",
+      reason,
+      text: decoder.decode(data),
+      data,
+    });
+  }
+
+  /** Seals a message under the current key (or RSA-encrypts it) and sends it to the server. */
+  async #transmit(data: Uint8Array): Promise<void> {
     const records: TlvRecord[] = [];
     if (this.#profile === "hybrid") {
       records.push({
@@ -531,7 +691,28 @@ export class RelayClient implements AsyncDisposable {
       }
     }
     this.#messagesSent++;
+    this.#sentSeq++;
+    if (this.#profile === "hybrid" && this.#watch.answering) {
+      this.#unanswered.push({ seq: this.#sentSeq, data: data.slice() });
+      this.#unansweredBytes += data.length;
+      while (
+        this.#unanswered.length > this.#maxOutboxMessages ||
+        this.#unansweredBytes > this.#maxOutboxBytes
+      ) {
+        this.#unansweredBytes -= this.#unanswered.shift()!.data.length;
+      }
+    }
     await this.#sendStream(encodeRecords(records));
+  }
+
+  /** A keep-alive answer: the messages sent before the last keep-alive reached a server that was there. */
+  #confirmSent(): void {
+    while (
+      this.#unanswered.length > 0 &&
+      this.#unanswered[0].seq <= this.#keepaliveSeq
+    ) {
+      this.#unansweredBytes -= this.#unanswered.shift()!.data.length;
+    }
   }
 
   /**
@@ -597,6 +778,9 @@ export class RelayClient implements AsyncDisposable {
     clearInterval(this.#keepalive);
     clearTimeout(this.#probeTimer);
     this.#abort.abort();
+    // The message being sent when close() came goes out before the
+    // DISCONNECT; the rest of the outbox is reported below.
+    await this.#flushing;
     if (sayGoodbye && this.#ready) {
       const value = this.#profile === "hybrid"
         ? await this.#guard!.seal(DISCONNECT_TEXT, this.#now())
@@ -607,31 +791,15 @@ export class RelayClient implements AsyncDisposable {
     }
     this.#ready = false;
     await this.#reconnecting?.catch(() => {});
+    for (const { data } of this.#outbox.splice(0)) {
+      this.#reportUndelivered(data, "closed");
+    }
+    this.#outboxBytes = 0;
     await Promise.all(this.#pendingSends);
     this.#transport.close();
     await this.#receiving;
     await this.#downstream?.close();
     this.#group?.reset();
-  }
-
-  /** Waits until registered; rejects when the client closes first. */
-  #whenReady(): Promise<void> {
-    const closed = () =>
-      new Error(
-        this.#bannedFor === undefined
-          ? "The client is closed"
-          : `The client is closed: ${this.#bannedFor}`,
-      );
-    if (this.#abort.signal.aborted) return Promise.reject(closed());
-    if (this.#ready) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(closed());
-      this.#abort.signal.addEventListener("abort", onAbort, { once: true });
-      this.#readyWaiters.push(() => {
-        this.#abort.signal.removeEventListener("abort", onAbort);
-        resolve();
-      });
-    });
   }
 
   /** Resolves with the value `install` hands to its waiter, or undefined after `ms` or on close. */
@@ -781,6 +949,7 @@ export class RelayClient implements AsyncDisposable {
       // takes a cookie for one key record only (section 10).
       const registration = encodeRecords(records);
       delay = initialMs;
+      this.#refusedFull = undefined;
       for (let i = 0; i < attempts; i++) {
         this.#throwIfClosed();
         if (this.#now() - cookieReceivedAt > COOKIE_REUSE_MS) {
@@ -824,7 +993,7 @@ export class RelayClient implements AsyncDisposable {
             address: this.address,
             fingerprint: this.serverFingerprint,
           });
-          for (const waiter of this.#readyWaiters.splice(0)) waiter();
+          this.#flushOutbox();
           // With other relays to move to, one keep-alive at once: its answer
           // tells a 1.1 server from a v1 one before the first interval, so a
           // relay that dies right after the WELCOME, and so never answered
@@ -838,6 +1007,11 @@ export class RelayClient implements AsyncDisposable {
       }
       this.#pendingGuard = undefined;
       this.#throwIfClosed();
+      if (this.#refusedFull !== undefined) {
+        throw new HandshakeError(
+          `The server at ${this.serverAddress} is full (NOTICE 4: "${this.#refusedFull}"): it has as many members as it takes in all, or from this client's IP address; try again later, or ask its operator to raise its member limits`,
+        );
+      }
       throw new HandshakeError(
         `The server at ${this.serverAddress} sent its key but no valid WELCOME after ${attempts} tries: check that client and server clocks agree within 60 s and that the server is not full or rate-limiting this address`,
       );
@@ -911,6 +1085,11 @@ export class RelayClient implements AsyncDisposable {
     this.#members.clear();
     this.#emit({ type: "reconnecting", reason });
     this.#log({ level: "info", event: "reconnecting", reason });
+    // Sent since the server last answered: they may not have arrived.
+    for (const { data } of this.#unanswered.splice(0)) {
+      this.#reportUndelivered(data, "unconfirmed");
+    }
+    this.#unansweredBytes = 0;
     this.#reconnecting = (async () => {
       let delay = this.#retryInitialMs;
       /** Key exchanges in a row that met only refused server keys. */
@@ -992,6 +1171,7 @@ export class RelayClient implements AsyncDisposable {
 
   /** Sends one keep-alive (hybrid: a token of the empty plaintext). */
   async #keepaliveNow(): Promise<void> {
+    this.#keepaliveSeq = this.#sentSeq;
     const value = this.#profile === "hybrid"
       ? await this.#guard!.seal(EMPTY, this.#now())
       : RSA_KEEPALIVE;
@@ -1050,6 +1230,8 @@ export class RelayClient implements AsyncDisposable {
       this.#watch.answered(this.#now()); // ends a probe too
       clearTimeout(this.#probeTimer);
       this.#probeTimer = undefined;
+      this.#confirmSent();
+      this.#flushOutbox(); // what was held during a probe
     }
   }
 
@@ -1376,8 +1558,11 @@ export class RelayClient implements AsyncDisposable {
       return await this.#onRemoval(notice.code, value.subarray(2));
     }
     this.#emit({ type: "notice", code: notice.code, text: notice.text });
+    const full = notice.code === NoticeCode.SERVER_FULL;
+    if (full && this.#welcomeWaiter) this.#refusedFull = notice.text;
     this.#log({
-      level: "info",
+      // A full server is the user's to know at once (the CLI logs warnings).
+      level: full ? "warn" : "info",
       event: "notice",
       code: notice.code,
       text: notice.text,

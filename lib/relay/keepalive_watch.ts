@@ -44,6 +44,11 @@ export class KeepaliveWatch {
     return this.#answering;
   }
 
+  /** Whether a probe is running or due: a NOTICE 1 or 5 is being checked. */
+  get probing(): boolean {
+    return this.#probing;
+  }
+
   /** Whether the server is unreachable: it answers keep-alives, but not the last `missLimit`. */
   get unreachable(): boolean {
     return this.#answering && this.#unanswered >= this.missLimit;

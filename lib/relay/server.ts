@@ -205,6 +205,14 @@ export interface RelayServerOptions {
    * group (its replay check drops the second copy). Default 2000 ms.
    */
   readonly groupNewcomerMs?: number;
+  /**
+   * Presence changes (NOTIFY_CONNECT, NOTIFY_DISCONNECT) past the first 8
+   * within this interval go to the members together when it ends (or before
+   * the next relayed message), packed into as few datagrams as the MTU
+   * allows: a burst of N joins costs each member about N / 100 datagrams
+   * instead of N. Default 250 ms; 0 sends every change at once.
+   */
+  readonly presenceBatchMs?: number;
   /** Receives log records. */
   readonly log?: LogSink;
   /** Clock in milliseconds. Default Date.now. */
@@ -307,6 +315,9 @@ interface SourceQueue {
   pending: number;
 }
 
+/** Presence changes sent at once per batch interval; more wait for its end (`presenceBatchMs`). */
+const PRESENCE_AT_ONCE = 8;
+
 /** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
 const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
   maxPartialsPerSource: 2,
@@ -371,6 +382,12 @@ export class RelayServer implements AsyncDisposable {
   readonly #publicPem: Uint8Array;
   readonly #mtu: number;
   readonly #clientTimeoutMs: number;
+  readonly #presenceBatchMs: number;
+  /** Presence records waiting for the end of the batch interval, each with the member it is about (who does not get it). */
+  readonly #presenceQueue: { record: TlvRecord; about?: Member }[] = [];
+  #presenceTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Presence changes sent at once in the current batch interval. */
+  #presenceAtOnce = 0;
   readonly #compat: boolean;
   readonly #maxClients: number;
   readonly #maxMessageBytes: number;
@@ -457,6 +474,7 @@ export class RelayServer implements AsyncDisposable {
       );
     }
     this.#clientTimeoutMs = options.clientTimeoutMs ?? 30_000;
+    this.#presenceBatchMs = options.presenceBatchMs ?? 250;
     this.#compat = options.compat ?? false;
     this.#maxClients = options.maxClients ?? 1024;
     this.#maxMessageBytes = options.maxMessageBytes ?? 32 * 1024;
@@ -777,6 +795,8 @@ export class RelayServer implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
+    clearTimeout(this.#presenceTimer);
+    this.#presenceTimer = undefined;
     this.#group?.close();
     this.#unlinkSignal?.();
     // Let every datagram in work finish (tasks may queue more meanwhile).
@@ -784,6 +804,7 @@ export class RelayServer implements AsyncDisposable {
     for (let queues = busy(); queues.length > 0; queues = busy()) {
       await Promise.all(queues.map((q) => q.tail));
     }
+    this.#flushPresence();
     const notice = noticeRecord(NoticeCode.SERVER_SHUTDOWN, this.#mtu);
     if (notice) {
       const datagram = encodeRecords([notice]);
@@ -1426,7 +1447,11 @@ export class RelayServer implements AsyncDisposable {
     return present;
   }
 
-  /** Sends one NOTIFY_CONNECT or NOTIFY_DISCONNECT record to every member but `except`. */
+  /**
+   * Sends one NOTIFY_CONNECT or NOTIFY_DISCONNECT record to every member but
+   * `except`: at once when no other change went out within the batch
+   * interval, else with the changes of the interval when it ends.
+   */
   #notifyMembers(
     type:
       | typeof RecordType.NOTIFY_CONNECT
@@ -1434,9 +1459,51 @@ export class RelayServer implements AsyncDisposable {
     addressValue: Uint8Array,
     except?: Member,
   ): void {
-    const datagram = encodeRecords([{ type, value: addressValue }]);
-    for (const other of this.#members.values()) {
-      if (other !== except) this.#send(datagram, other.address);
+    this.#presenceQueue.push({
+      record: { type, value: addressValue },
+      about: except,
+    });
+    if (this.#closing) return; // the shutdown sends what is queued
+    if (this.#presenceBatchMs <= 0) return this.#flushPresence();
+    if (this.#presenceAtOnce < PRESENCE_AT_ONCE) {
+      this.#presenceAtOnce++;
+      this.#flushPresence();
+    }
+    this.#presenceTimer ??= setTimeout(
+      this.#endPresenceInterval,
+      this.#presenceBatchMs,
+    );
+  }
+
+  /** The batch interval is over: what it queued goes out, and a new one starts if there was any. */
+  readonly #endPresenceInterval = (): void => {
+    this.#presenceTimer = undefined;
+    this.#presenceAtOnce = 0;
+    if (this.#presenceQueue.length === 0) return;
+    this.#flushPresence();
+    this.#presenceTimer = setTimeout(
+      this.#endPresenceInterval,
+      this.#presenceBatchMs,
+    );
+  };
+
+  /**
+   * Sends the queued presence records, in order, to every member: one
+   * packing shared by all, except for the members a record is about (they
+   * do not get their own).
+   */
+  #flushPresence(): void {
+    if (this.#presenceQueue.length === 0) return;
+    const queued = this.#presenceQueue.splice(0);
+    const shared = this.#pack(queued.map((q) => q.record));
+    const subjects = new Set(queued.map((q) => q.about));
+    for (const member of this.#members.values()) {
+      const datagrams = subjects.has(member)
+        ? this.#pack(
+          queued.filter((q) => q.about !== member).map((q) => q.record),
+        )
+        : shared;
+      for (const datagram of datagrams) this.#send(datagram, member.address);
     }
   }
 
@@ -1624,6 +1691,8 @@ export class RelayServer implements AsyncDisposable {
     except: Member | undefined,
     now: number,
   ): number | Promise<number> {
+    // Members hear of a join before the newcomer's messages.
+    this.#flushPresence();
     this.#messagesFannedOut++;
     // Group fan-out first: one token for every member holding the epoch key.
     const grouped = this.#group?.relay(senderAddress, except, plaintext, now);
@@ -1843,19 +1912,26 @@ export class RelayServer implements AsyncDisposable {
 
   /** Packs records into as few datagrams of at most the MTU as their order allows. */
   #sendPacked(records: readonly TlvRecord[], to: PeerAddress): void {
+    for (const stream of this.#pack(records)) this.#sendStream(stream, to);
+  }
+
+  /** Records in order, cut into streams of at most the MTU (a record larger than the MTU alone in its stream, to be fragmented). */
+  #pack(records: readonly TlvRecord[]): Uint8Array[] {
+    const streams: Uint8Array[] = [];
     let batch: TlvRecord[] = [];
     let size = 0;
     for (const record of records) {
       const recordSize = encodedSize([record]);
       if (batch.length > 0 && size + recordSize > this.#mtu) {
-        this.#sendStream(encodeRecords(batch), to);
+        streams.push(encodeRecords(batch));
         batch = [];
         size = 0;
       }
       batch.push(record);
       size += recordSize;
     }
-    if (batch.length > 0) this.#sendStream(encodeRecords(batch), to);
+    if (batch.length > 0) streams.push(encodeRecords(batch));
+    return streams;
   }
 
   /** Sends a stream, fragmented past the MTU; returns the datagrams it took. */

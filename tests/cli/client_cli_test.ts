@@ -723,3 +723,42 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "client: a line sent while the server is down is shown queued, and one still queued at exit is reported undelivered on stdout and the control port",
+  ignore: !CAN_RUN,
+  async fn() {
+    let server: ServerInfo | undefined;
+    let a: ClientInfo | undefined;
+    let controlA: ControlClient | undefined;
+    try {
+      server = await startServer();
+      a = await startClient(["--server", server.udp]);
+      controlA = await ControlClient.connect(a.control);
+      // A graceful stop: NOTICE 5, then no answer to the client's probe.
+      server.proc.signal("SIGTERM");
+      await a.proc.stdout.waitJson({ event: "notice", code: 5 });
+      const queued = { event: "queued", text: "while down" };
+      await controlA.send("while down");
+      await a.proc.stdout.waitJson(queued);
+      await controlA.log.waitJson(queued);
+      await a.proc.stdout.waitJson({ event: "reconnecting" });
+
+      const since = controlA.log.mark();
+      await controlA.send("exit");
+      const undelivered = {
+        event: "undelivered",
+        reason: "closed",
+        text: "while down",
+      };
+      await a.proc.stdout.waitJson(undelivered);
+      await controlA.log.waitJson(undelivered, since);
+      assert.equal((await a.proc.exited("A to stop on exit")).code, 0);
+      assertNoStackTrace(a.proc.stderr);
+    } finally {
+      await closeAll(controlA);
+      await killAll(server?.proc, a?.proc);
+    }
+  },
+});

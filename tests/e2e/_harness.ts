@@ -228,6 +228,11 @@ export class TapTransport implements DatagramTransport, AsyncDisposable {
     this.#discarding = true;
   }
 
+  /** Ends {@linkcode discardSends}: the owner's sends go out again (a network that came back). */
+  resumeSends(): void {
+    this.#discarding = false;
+  }
+
   /** Reads datagrams into {@linkcode received} until closed (for a raw peer nobody else reads). */
   listen(): this {
     this.#listening ??= (async () => {

@@ -158,7 +158,7 @@ Deno.test("a spoofed NOTICE 1 flood (20/s) does not make a member re-register, a
   const since = a.events.mark();
   // 20 spoofed NOTICE 1 per second for 3 s, a message from a after each.
   const texts: string[] = [];
-  const sends: Promise<void>[] = [];
+  const sends: Promise<unknown>[] = [];
   await new Promise<void>((resolve) => {
     const flood = setInterval(() => {
       network.deliver(

@@ -361,7 +361,9 @@ Deno.test("maxClients: the extra client gets NOTICE 4, is not registered, member
         retryInitialMs: 100,
         onEvent: (event) => cEvents.push(event),
       }),
-      HandshakeError,
+      (error) =>
+        error instanceof HandshakeError &&
+        /is full \(NOTICE 4: "server full: retry later"\)/.test(error.message),
     );
     const notices = cEvents.filter((e) => e.type === "notice");
     assert.ok(notices.length >= 1, "the refused client got no NOTICE");

@@ -194,3 +194,48 @@ Deno.test("forged DISCONNECT from a member's address (garbage token, token under
   assert.deepEqual(leaves(c), []);
   assert.equal(server.stats().messagesRelayed, 1);
 });
+
+Deno.test("a burst of joins: the first 8 changes of the interval at once, the rest packed in one datagram, before the newcomers' messages", async () => {
+  const network = new MemoryNetwork();
+  await using h = new Harness(serverKey);
+  // A long interval: its joins past the 8th go out when a message is relayed.
+  await h.startServer({ transport: network.bind(), presenceBatchMs: 60_000 });
+  const all: ClientHandle[] = [];
+  for (const name of "abcdefghijk") {
+    all.push(await h.connect(name, { transport: network.bind() }));
+  }
+  // a's own join was the first change (told to nobody); b to h: 7 more.
+  const [a, b, , , , , , , i, j, k] = all;
+  const batched = [i, j, k].map((x) => x.address);
+  await a.waitPresence("join", all[7].address);
+  assert.equal(a.events.count((ev) => ev.type === "join"), 7, "not batched");
+  await j.client.send("from j");
+  for (const x of all) if (x !== j) await x.waitMessage("from j");
+
+  /** NOTIFY_CONNECT addresses of each datagram `x` received. */
+  const notifies = (x: ClientHandle) =>
+    x.tap.received.items.map((dg) =>
+      recordsOf(dg.data).filter((r) => r.type === RecordType.NOTIFY_CONNECT)
+        .map((r) => formatAddress(decodeAddress(r.value)))
+    ).filter((list) => list.length > 0);
+  assert.deepEqual(notifies(a), [
+    ...all.slice(1, 8).map((x) => [x.address]),
+    batched,
+  ]);
+  assert.deepEqual(notifies(b).at(-1), batched);
+  // A newcomer is not told of itself (it learnt of the others at its WELCOME).
+  assert.deepEqual(notifies(j).at(-1), [i.address, k.address]);
+  for (const x of all) {
+    // Every member sees every other join once...
+    const joins = x.events.filter((ev) => ev.type === "join").map((ev) =>
+      ev.type === "join" ? ev.address : ""
+    );
+    const others = all.filter((y) => y !== x).map((y) => y.address);
+    assert.deepEqual(joins.sort(), others.sort(), x.name);
+    if (x === j) continue;
+    // ...before j's message.
+    const messageAt = x.events.items.findIndex((ev) => ev.type === "message");
+    const lastJoin = x.events.items.findLastIndex((ev) => ev.type === "join");
+    assert.ok(lastJoin < messageAt, `${x.name} heard of a join after it`);
+  }
+});

@@ -79,3 +79,37 @@ test("kicked and banned: what the user reads, and the JSON events", () => {
     { event: "banned", seconds: null, reason: "r" },
   );
 });
+
+test("an undelivered message is shown with why, escaped, and exact in JSON", () => {
+  const event = {
+    type: "undelivered",
+    reason: "outbox_full",
+    text: "hi\nthere",
+    data: new Uint8Array(),
+  } as const;
+  assert.equal(
+    formatClientEvent(event, false),
+    "! not delivered (the outbox of messages waiting for the server is full): hi\\u000athere",
+  );
+  assert.deepEqual(JSON.parse(formatClientEvent(event, true)), {
+    event: "undelivered",
+    reason: "outbox_full",
+    text: "hi\nthere",
+  });
+  assert.equal(
+    formatClientEvent({ ...event, reason: "closed" }, false),
+    "! not delivered (the client stopped before the server came back): hi\\u000athere",
+  );
+});
+
+test("an unconfirmed message says it may not have arrived", () => {
+  assert.equal(
+    formatClientEvent({
+      type: "undelivered",
+      reason: "unconfirmed",
+      text: "hi",
+      data: new Uint8Array(),
+    }, false),
+    "! not delivered (the server stopped answering after it was sent: it may not have arrived): hi",
+  );
+});
