@@ -283,11 +283,13 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     LOG_LEVELS,
   ) as LogLevel;
 
+  let session: InteractiveSession | undefined;
   const log = createLogSink({
     json,
     level: logLevel,
     color: Deno.stderr.isTerminal() && !Deno.noColor,
-    write: printError,
+    // On a terminal, log lines go above the prompt like messages.
+    write: (line) => session?.raw ? session.print(line) : printError(line),
   });
   let client: RelayClient | BasicClient | undefined;
   /** Sends one line; resolves with a line to show (the basic profile's ACK) or nothing. */
@@ -420,7 +422,6 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   );
   for (const line of early) printLine(line);
   early = undefined;
-  let session: InteractiveSession | undefined;
   if (flags.stdio === true || Deno.stdin.isTerminal()) {
     const relay = client instanceof RelayClient ? client : undefined;
     session = new InteractiveSession({
@@ -432,6 +433,10 @@ export async function clientMain(args: readonly string[]): Promise<number> {
           : ["(the basic profile has no group)"]),
       ],
       quit: stopRequested,
+      state: () => ({
+        connected: relay?.ready ?? true,
+        others: relay?.members().length ?? 1,
+      }),
     }, Deno.stdin.isTerminal());
     show = (line) => session!.print(line);
     session.start();
