@@ -27,7 +27,7 @@ import {
   portFlag,
   secondsFlag,
 } from "./flags.ts";
-import { InteractiveSession } from "./interactive.ts";
+import { INTERACTIVE_HELP, InteractiveSession } from "./interactive.ts";
 import { escapeControl } from "./log_format.ts";
 import {
   createLogSink,
@@ -160,8 +160,13 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
           text: event.text,
         });
       case "join":
+        return JSON.stringify({
+          event: "join",
+          address: event.address,
+          present: event.present,
+        });
       case "leave":
-        return JSON.stringify({ event: event.type, address: event.address });
+        return JSON.stringify({ event: "leave", address: event.address });
       case "notice":
         return JSON.stringify({
           event: "notice",
@@ -190,7 +195,7 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
     case "message":
       return `[${event.from}] ${escapeControl(event.text)}`;
     case "join":
-      return `* ${event.address} joined`;
+      return `* ${event.address} ${event.present ? "present" : "joined"}`;
     case "leave":
       return `* ${event.address} left`;
     case "notice":
@@ -230,7 +235,11 @@ function formatAck(ack: BasicAck, json: boolean): string {
 export async function clientMain(args: readonly string[]): Promise<number> {
   const flags = parseFlags(args, CLIENT_FLAGS);
   if (flags.help) {
-    printLine(USAGE);
+    printLine(
+      `${USAGE}\nInteractive commands (on a terminal, or with --stdio):\n${
+        INTERACTIVE_HELP.map((line) => `  ${line}`).join("\n")
+      }\n`,
+    );
     return 0;
   }
   if (flags.version) {

@@ -54,6 +54,8 @@ export const INTERACTIVE_HELP = [
   "/who   members present",
   "/quit  leave (also Ctrl-D, Ctrl-C)",
   "/help  this list",
+  '//text sends "/text"',
+  "keys: Left/Right, Home/End move; Up/Down recall earlier lines",
 ];
 
 const encoder = new TextEncoder();

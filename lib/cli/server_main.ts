@@ -40,6 +40,7 @@ import {
   NatsLink,
   type NatsLinkOptions,
 } from "../net/nats_link.ts";
+import { roundNumbers } from "./log_format.ts";
 import {
   createLogSink,
   onTerminationSignal,
@@ -267,7 +268,11 @@ const CONTROL_HELP = [
 export async function serverMain(args: readonly string[]): Promise<number> {
   const flags = parseFlags(args, SERVER_FLAGS);
   if (flags.help) {
-    printLine(USAGE);
+    printLine(
+      `${USAGE}\nControl port commands (nc 127.0.0.1 9999, then help):\n${
+        CONTROL_HELP.slice(1).join("\n")
+      }\n`,
+    );
     return 0;
   }
   if (flags.version) {
@@ -426,10 +431,20 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   // Before the first line: whoever reads "listening" may send SIGTERM at once.
   const removeSignals = onTerminationSignal(stopRequested);
   try {
+    const greeting = `mcrelay server ${VERSION} control port: ${
+      token === undefined ? "" : "send auth TOKEN first, then "
+    }type help for the commands`;
     control = ControlServer.listen({
       hostname: tcpHost,
       port: tcpPort,
       token,
+      greeting: json
+        ? JSON.stringify({
+          event: "greeting",
+          version: VERSION,
+          text: greeting,
+        })
+        : greeting,
       onLine: (connection, line) =>
         handleCommand(connection, line, server!, json, stopRequested),
     });
@@ -594,7 +609,7 @@ function handleCommand(
       });
     }
     case "stats": {
-      const stats = server.stats();
+      const stats = roundNumbers(server.stats());
       const lines = Object.entries(stats).map(([k, v]) =>
         `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
       );
