@@ -239,7 +239,8 @@ ${formatFlagHelp(SERVER_FLAGS)}
 Examples:
   deno task server                                   # join 224.1.1.1:5007, control on 127.0.0.1:9999
   deno task server --no-multicast --bind 127.0.0.1   # unicast on loopback only
-  deno task server --key-file server.pem --json      # stable key clients can pin, JSON logs
+  deno task server --key-file ~/.config/mcrelay/server.pem --json
+                                                     # stable key clients can pin, JSON logs
   deno task server --nats nats://10.0.0.5:4222 --cluster-key-file cluster.key
                                                      # one of several relays of one group
 `;
