@@ -80,7 +80,7 @@ Deno.test({
       const cAddress = match[2];
       const cControl = match[4];
       await c.stdout.waitLine(
-        (l) => l === `* ${a!.address} joined`,
+        (l) => l === `* ${a!.address} present`,
         "C's line about A",
       );
 
