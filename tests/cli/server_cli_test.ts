@@ -463,3 +463,31 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "server control port with --control-token: the greeting says to send auth first, before any command is taken",
+  ignore: !CAN_RUN,
+  async fn() {
+    const server = await startServer([
+      ...LOOPBACK_SERVER,
+      "--control-token",
+      "s3cret",
+    ]);
+    const control = await ControlClient.connect(server.control);
+    try {
+      const greeting = await control.log.waitLine(() => true, "the greeting");
+      assert.deepEqual(parseJson(greeting), {
+        event: "greeting",
+        version: "0.1.0",
+        text:
+          "mcrelay server 0.1.0 control port: send auth TOKEN first, then type help for the commands",
+      });
+      await control.request("auth s3cret", (l) => l === "ok: authenticated");
+      await control.command("help", "help");
+    } finally {
+      await control.close();
+      await killAll(server.proc);
+    }
+  },
+});
