@@ -33,7 +33,7 @@ import {
   secondsFlag,
 } from "./flags.ts";
 import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
-import { InteractiveSession } from "./interactive.ts";
+import { INTERACTIVE_HELP, InteractiveSession } from "./interactive.ts";
 import { escapeControl, formatLogRecord } from "./log_format.ts";
 import { defaultKnownServersPath, KnownServers } from "./known_servers.ts";
 import {
@@ -209,8 +209,13 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
           text: event.text,
         });
       case "join":
+        return JSON.stringify({
+          event: "join",
+          address: event.address,
+          present: event.present,
+        });
       case "leave":
-        return JSON.stringify({ event: event.type, address: event.address });
+        return JSON.stringify({ event: "leave", address: event.address });
       case "notice":
         return JSON.stringify({
           event: "notice",
@@ -247,7 +252,7 @@ export function formatClientEvent(event: ClientEvent, json: boolean): string {
     case "message":
       return `[${event.from}] ${escapeControl(event.text)}`;
     case "join":
-      return `* ${event.address} joined`;
+      return `* ${event.address} ${event.present ? "present" : "joined"}`;
     case "leave":
       return `* ${event.address} left`;
     case "notice":
@@ -370,7 +375,11 @@ function formatAck(ack: BasicAck, json: boolean): string {
 export async function clientMain(args: readonly string[]): Promise<number> {
   const flags = await parseCommandLine(args, CLIENT_FLAGS);
   if (flags.help) {
-    printLine(USAGE);
+    printLine(
+      `${USAGE}\nInteractive commands (on a terminal, or with --stdio):\n${
+        INTERACTIVE_HELP.map((line) => `  ${line}`).join("\n")
+      }\n`,
+    );
     return 0;
   }
   if (flags.version) {
@@ -467,11 +476,13 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     ? undefined
     : connectTimeoutMs / ((2 ** attempts - 1) * (1 + fallbackTargets.length));
 
+  let session: InteractiveSession | undefined;
   const log = createLogSink({
     json,
     level: logLevel,
     color: Deno.stderr.isTerminal() && !Deno.noColor,
-    write: printError,
+    // On a terminal, log lines go above the prompt like messages.
+    write: (line) => session?.raw ? session.print(line) : printError(line),
   });
   /** Status lines for the user on stderr (progress, known servers), unless --log-level error. */
   const say = (record: LogRecord, text: string) => {
@@ -806,6 +817,10 @@ export async function clientMain(args: readonly string[]): Promise<number> {
           : ["(the basic profile has no group)"]),
       ],
       quit: () => stopRequested(0),
+      state: () => ({
+        connected: relay?.ready ?? true,
+        others: relay?.members().length ?? 1,
+      }),
     }, Deno.stdin.isTerminal());
     show = (line) => session!.print(line);
     session.start();

@@ -60,13 +60,68 @@ export function parseFlags(
     });
   } catch (error) {
     const message = (error as Error).message.replace(/\. To specify.*$/s, "");
-    throw new ConfigError(`${message} (see --help)`);
+    const unknown = /^Unknown option '-{1,2}([^'=]+)/.exec(message)?.[1];
+    const guess = unknown === undefined
+      ? undefined
+      : closestName(unknown, Object.keys(specs));
+    throw new ConfigError(
+      `${message}${guess ? `: did you mean --${guess}?` : ""} (see --help)`,
+    );
   }
   const values: FlagValues = { ...parsed.values } as FlagValues;
   for (const [name, spec] of Object.entries(specs)) {
     if (values[name] === undefined) values[name] = base[name] ?? spec.default;
   }
   return values;
+}
+
+/**
+ * The edit distance between two words: insertions, deletions,
+ * substitutions and swaps of two neighbours (optimal string alignment).
+ */
+export function editDistance(a: string, b: string): number {
+  const rows: number[][] = [];
+  for (let i = 0; i <= a.length; i++) {
+    rows.push([i]);
+    for (let j = 1; j <= b.length; j++) {
+      if (i === 0) {
+        rows[i].push(j);
+        continue;
+      }
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(
+        rows[i - 1][j] + 1,
+        rows[i][j - 1] + 1,
+        rows[i - 1][j - 1] + cost,
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, rows[i - 2][j - 2] + 1);
+      }
+      rows[i].push(best);
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+/**
+ * The name among `names` closest to a mistyped `word`, when one is close
+ * enough to be what was meant (at most 2 edits, and fewer than half the
+ * word's length); undefined otherwise.
+ */
+export function closestName(
+  word: string,
+  names: readonly string[],
+): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const distance = editDistance(word, name);
+    if (distance < bestDistance) {
+      best = name;
+      bestDistance = distance;
+    }
+  }
+  return bestDistance <= 2 && bestDistance * 2 < word.length ? best : undefined;
 }
 
 /** Renders the flags as --help lines: `  --name VALUE  help (default: x)`. */
@@ -157,7 +212,7 @@ export function hostFlag(name: string, text: string): string {
     throw new ConfigError(
       `--${name} ${
         JSON.stringify(text)
-      } is not an IP address: give one like 127.0.0.1, 0.0.0.0 or ::1`,
+      } is not an IP address: give one like 127.0.0.1, 0.0.0.0 or ::1 (or localhost)`,
     );
   }
   return text;
@@ -191,7 +246,7 @@ export function addressFlag(name: string, text: string): PeerAddress {
     throw new ConfigError(
       `--${name} ${
         JSON.stringify(text)
-      } is not an address: give IPv4:PORT or [IPv6]:PORT, e.g. 127.0.0.1:5007`,
+      } is not an address: give IPv4:PORT, [IPv6]:PORT or localhost:PORT, e.g. 127.0.0.1:5007 (host names other than localhost are not looked up)`,
     );
   }
 }

@@ -16,6 +16,36 @@ export interface InteractiveHooks {
   readonly who: () => string[];
   /** Called once when the user leaves (`/quit`, Ctrl-C, Ctrl-D, end of input). */
   readonly quit: () => void;
+  /** The client's state, for a word on what happens to a line sent now. */
+  readonly state?: () => SendState;
+}
+
+/** What {@linkcode sendNote} looks at. */
+export interface SendState {
+  /** Whether the client is registered with a server right now. */
+  readonly connected: boolean;
+  /** Other members it knows to be present. */
+  readonly others: number;
+}
+
+/**
+ * A note for the user about a line being sent: before it goes (`when`
+ * "before"), whether it waits for the client to register again; after it
+ * went ("after"), whether anyone else received it. Undefined when there is
+ * nothing to say.
+ */
+export function sendNote(
+  state: SendState,
+  when: "before" | "after",
+): string | undefined {
+  if (when === "before") {
+    return state.connected
+      ? undefined
+      : "not connected: registering with the server again; the line goes out once that succeeds";
+  }
+  return state.connected && state.others === 0
+    ? "(no one else is here)"
+    : undefined;
 }
 
 /** The `/help` text. */
@@ -24,6 +54,8 @@ export const INTERACTIVE_HELP = [
   "/who   members present",
   "/quit  leave (also Ctrl-D, Ctrl-C)",
   "/help  this list",
+  '//text sends "/text"',
+  "keys: Left/Right, Home/End move; Up/Down recall earlier lines",
 ];
 
 const encoder = new TextEncoder();
@@ -51,9 +83,14 @@ export class InteractiveSession {
   start(): void {
     if (this.#raw) {
       Deno.stdin.setRaw(true, { cbreak: false });
-      this.#write(this.#prompt);
+      this.#write(this.#promptLine());
     }
     this.#reading = this.#readLoop();
+  }
+
+  /** Whether lines are edited on a terminal (prompt drawn, raw mode). */
+  get raw(): boolean {
+    return this.#raw;
   }
 
   /** Prints a line without disturbing what is being typed. */
@@ -62,7 +99,7 @@ export class InteractiveSession {
       this.#write(`${line}\n`);
       return;
     }
-    this.#write(printAboveText(line, this.#prompt, this.#editor.buffer));
+    this.#write(printAboveText(line, this.#promptLine()));
   }
 
   /** Restores the terminal. Reading stops at the next input or end of input. */
@@ -94,12 +131,13 @@ export class InteractiveSession {
         if (this.#raw) {
           const { lines, exit } = this.#editor.feed(buffer.subarray(0, n));
           for (const line of lines) {
-            this.#write(printAboveText(`${this.#prompt}${line}`, "", ""));
-            this.#write(this.#prompt + this.#editor.buffer);
+            this.#write(
+              printAboveText(`${this.#prompt}${line}`, this.#promptLine()),
+            );
             if (await this.#handle(line)) return;
           }
           if (exit) break;
-          this.#write(CLEAR_LINE + this.#prompt + this.#editor.buffer);
+          this.#write(this.#promptLine());
         } else {
           for (const line of splitter.push(buffer.subarray(0, n))) {
             if (await this.#handle(line)) return;
@@ -134,13 +172,29 @@ export class InteractiveSession {
     }
     // "//text" sends "/text".
     const message = trimmed.startsWith("//") ? line.trimStart().slice(1) : line;
+    const before = this.#hooks.state && sendNote(this.#hooks.state(), "before");
+    if (before) this.print(before);
     try {
       const shown = await this.#hooks.send(message);
       if (shown !== undefined) this.print(shown);
+      const after = this.#hooks.state &&
+        sendNote(this.#hooks.state(), "after");
+      if (after) this.print(after);
     } catch (error) {
       this.print(`error: ${(error as Error).message}`);
     }
     return false;
+  }
+
+  /** The prompt line as it is drawn now, for the terminal's current width. */
+  #promptLine(): string {
+    let width = 80;
+    try {
+      width = Deno.consoleSize().columns || width;
+    } catch {
+      // Not a terminal after all: 80 columns.
+    }
+    return this.#editor.render(this.#prompt, width);
   }
 
   #write(text: string): void {

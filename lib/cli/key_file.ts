@@ -86,11 +86,7 @@ export async function readOrCreateSecretFile(
     stat = await Deno.stat(path);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) {
-      throw new ConfigError(
-        `Cannot read ${label.toLowerCase()} ${path}: ${
-          (error as Error).message
-        }`,
-      );
+      throw cannotRead(label, path, error);
     }
   }
   if (stat === undefined) {
@@ -118,10 +114,20 @@ export async function readOrCreateSecretFile(
   try {
     return { text: await Deno.readTextFile(path), created: false };
   } catch (error) {
-    throw new ConfigError(
-      `Cannot read ${label.toLowerCase()} ${path}: ${(error as Error).message}`,
-    );
+    throw cannotRead(label, path, error);
   }
+}
+
+/**
+ * The error for a secret file that cannot be read. Deno's own advice for a
+ * special file (`--allow-all`) would lift the sandbox to read a system file
+ * that holds no key anyway, so it is replaced.
+ */
+function cannotRead(label: string, path: string, error: unknown): ConfigError {
+  const why = error instanceof Deno.errors.NotCapable
+    ? "Deno lets mcrelay read ordinary files only, not special ones such as those under /proc or /dev: give the path of an ordinary file (a missing one is created with mode 0600), e.g. ~/.config/mcrelay/server.pem"
+    : (error as Error).message;
+  return new ConfigError(`Cannot read ${label.toLowerCase()} ${path}: ${why}`);
 }
 
 /**

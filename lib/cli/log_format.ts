@@ -77,3 +77,23 @@ export function escapeControl(text: string): string {
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
+
+/**
+ * `value` with every number that is not whole rounded to 3 decimals, in
+ * objects and arrays too, so counters read as `0.001`, not
+ * `0.0007959618109113498`.
+ */
+export function roundNumbers<T>(value: T): T {
+  if (typeof value === "number") {
+    return (Number.isInteger(value) || !Number.isFinite(value)
+      ? value
+      : Math.round(value * 1000) / 1000) as T;
+  }
+  if (Array.isArray(value)) return value.map(roundNumbers) as T;
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, roundNumbers(v)]),
+    ) as T;
+  }
+  return value;
+}

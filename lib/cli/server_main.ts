@@ -49,6 +49,7 @@ import {
   NatsLink,
   type NatsLinkOptions,
 } from "../net/nats_link.ts";
+import { roundNumbers } from "./log_format.ts";
 import {
   createLogSink,
   onTerminationSignal,
@@ -254,7 +255,8 @@ ${formatFlagHelp(SERVER_FLAGS)}
 Examples:
   deno task server                                   # join 224.1.1.1:5007, control on 127.0.0.1:9999
   deno task server --no-multicast --bind 127.0.0.1   # unicast on loopback only
-  deno task server --key-file server.pem --json      # stable key clients can pin, JSON logs
+  deno task server --key-file ~/.config/mcrelay/server.pem --json
+                                                     # stable key clients can pin, JSON logs
   deno task server --nats nats://10.0.0.5:4222 --cluster-key-file cluster.key
                                                      # one of several relays of one group
 `;
@@ -292,7 +294,11 @@ const CONTROL_HELP = [
 export async function serverMain(args: readonly string[]): Promise<number> {
   const flags = await parseCommandLine(args, SERVER_FLAGS);
   if (flags.help) {
-    printLine(USAGE);
+    printLine(
+      `${USAGE}\nControl port commands (nc 127.0.0.1 9999, then help):\n${
+        CONTROL_HELP.slice(1).join("\n")
+      }\n`,
+    );
     return 0;
   }
   if (flags.version) {
@@ -455,10 +461,20 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   // Before the first line: whoever reads "listening" may send SIGTERM at once.
   const removeSignals = onTerminationSignal(stopRequested);
   try {
+    const greeting = `mcrelay server ${VERSION} control port: ${
+      token === undefined ? "" : "send auth TOKEN first, then "
+    }type help for the commands`;
     control = listenControl({
       hostname: tcpHost,
       port: tcpPort,
       token,
+      greeting: json
+        ? JSON.stringify({
+          event: "greeting",
+          version: VERSION,
+          text: greeting,
+        })
+        : greeting,
       onLine: (connection, line) =>
         handleCommand(
           connection,
@@ -637,7 +653,7 @@ function handleCommand(
       });
     }
     case "stats": {
-      const stats = { ...server.stats(), control };
+      const stats = roundNumbers({ ...server.stats(), control });
       const lines = Object.entries(stats).map(([k, v]) =>
         `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
       );

@@ -47,6 +47,8 @@ export interface ControlServerOptions extends ControlAdmissionOptions {
   readonly onConnect?: (connection: ControlConnection) => void;
   /** When set, a connection must first send `auth <token>`. */
   readonly token?: string;
+  /** A line written to every connection as soon as it is accepted (before `auth`), saying what the port is. */
+  readonly greeting?: string;
   /** Time allowed to authenticate. Default 5000 ms. */
   readonly authTimeoutMs?: number;
   /** Lines queued per connection before further ones are dropped. Default 1000. */
@@ -375,6 +377,9 @@ export class ControlServer implements AsyncDisposable {
     this.#evict(
       this.#admission.admit(connection, ip, token === undefined, this.#now()),
     );
+    if (this.#options.greeting !== undefined) {
+      connection.write(this.#options.greeting);
+    }
     let authTimer: ReturnType<typeof setTimeout> | undefined;
     if (token !== undefined) {
       authTimer = setTimeout(() => {

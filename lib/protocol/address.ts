@@ -23,7 +23,7 @@ const OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
 const IPV4_PATTERN = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
 const HEX_GROUP_PATTERN = /^[0-9a-fA-F]{1,4}$/;
 const PORT_PATTERN = /^[0-9]{1,5}$/;
-const EXPECTED_FORM = "expected IPv4:PORT or [IPv6]:PORT";
+const EXPECTED_FORM = "expected IPv4:PORT, [IPv6]:PORT or localhost:PORT";
 
 /**
  * Whether `text` is a dotted-quad IPv4 address (no leading zeros beyond "0").

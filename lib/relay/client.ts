@@ -66,7 +66,15 @@ export type ClientEvent =
     /** The message bytes. */
     readonly data: Uint8Array;
   }
-  | { readonly type: "join"; readonly address: string }
+  | {
+    readonly type: "join";
+    readonly address: string;
+    /**
+     * Reported in the stream of the WELCOME that registered this client: a
+     * member already there, not one that just joined (PROTOCOL.md section 4).
+     */
+    readonly present: boolean;
+  }
   | { readonly type: "leave"; readonly address: string }
   | { readonly type: "notice"; readonly code: number; readonly text: string }
   | {
@@ -1327,6 +1335,8 @@ export class RelayClient implements AsyncDisposable {
     const source = formatAddress(from);
     let cookie: Uint8Array | undefined;
     let sender: string | undefined;
+    /** Whether this stream held the WELCOME: its members were there before. */
+    let welcomed = false;
     const rsaBlocks: Uint8Array[] = [];
     for (const record of records) {
       switch (record.type) {
@@ -1347,11 +1357,11 @@ export class RelayClient implements AsyncDisposable {
           await this.#onServerKey(record.value, cookie, from);
           break;
         case RecordType.WELCOME:
-          await this.#onWelcome(record.value);
+          welcomed = await this.#onWelcome(record.value) || welcomed;
           break;
         case RecordType.NOTIFY_CONNECT:
         case RecordType.NOTIFY_DISCONNECT:
-          this.#onPresence(record);
+          this.#onPresence(record, welcomed);
           break;
         case RecordType.SENDER:
           try {
@@ -1414,18 +1424,19 @@ export class RelayClient implements AsyncDisposable {
     waiter({ cookie: cookie.slice(), serverKey, from });
   }
 
-  async #onWelcome(value: Uint8Array): Promise<void> {
+  /** Checks a WELCOME; returns whether it confirmed the registration under way. */
+  async #onWelcome(value: Uint8Array): Promise<boolean> {
     const waiter = this.#welcomeWaiter;
     if (!waiter) {
       this.#drops.count("unexpected_welcome");
-      return;
+      return false;
     }
     let addressValue: Uint8Array;
     if (this.#profile === "hybrid") {
       const opened = await this.#pendingGuard!.open(value, this.#now());
       if (!opened.ok) {
         this.#drops.drop(`welcome_${opened.reason}`, this.serverAddress);
-        return;
+        return false;
       }
       addressValue = opened.plaintext;
     } else {
@@ -1433,17 +1444,20 @@ export class RelayClient implements AsyncDisposable {
         addressValue = await this.#rsaKey!.decrypt(value);
       } catch {
         this.#drops.drop("welcome_undecryptable", this.serverAddress);
-        return;
+        return false;
       }
     }
     try {
       waiter(decodeAddress(addressValue));
+      return true;
     } catch {
       this.#drops.drop("welcome_bad_address", this.serverAddress);
+      return false;
     }
   }
 
-  #onPresence(record: TlvRecord): void {
+  /** @param present whether the record came with this client's WELCOME */
+  #onPresence(record: TlvRecord, present: boolean): void {
     let address: string;
     try {
       address = formatAddress(decodeAddress(record.value));
@@ -1454,7 +1468,11 @@ export class RelayClient implements AsyncDisposable {
     if (record.type === RecordType.NOTIFY_CONNECT) {
       if (this.#members.has(address)) return;
       this.#members.add(address);
-      this.#emit({ type: "join", address });
+      this.#emit({
+        type: "join",
+        address,
+        present,
+      });
     } else {
       if (!this.#members.delete(address)) return;
       this.#emit({ type: "leave", address });

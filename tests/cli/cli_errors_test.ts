@@ -165,6 +165,25 @@ Deno.test({
     for (const flag of ["server", "fingerprint", "json", "help", "version"]) {
       assert.match(clientHelp, new RegExp(`^ +--${flag}( |$)`, "m"));
     }
+    // Both list the commands they take once running.
+    for (const command of ["/who", "/quit", "/help", "//text"]) {
+      assert.match(clientHelp, new RegExp(`^ +${command} `, "m"), command);
+    }
+    for (
+      const command of [
+        "help",
+        "clients",
+        "stats",
+        "kick",
+        "ban",
+        "unban",
+        "bans",
+        "quit",
+        "exit",
+      ]
+    ) {
+      assert.match(serverHelp, new RegExp(`^ +${command} `, "m"), command);
+    }
   },
 });
 
@@ -327,6 +346,16 @@ Deno.test({
         ],
         /--profile basic .* cannot federate/,
       ],
+      [
+        "a mistyped flag: the flag meant is suggested",
+        [...SAFE_SERVER, "--key-flie", "server.pem"],
+        /^error: Unknown option '--key-flie': did you mean --key-file\? \(see --help\)$/,
+      ],
+      [
+        "--key-file of a special file: no advice to lift the sandbox",
+        [...SAFE_SERVER, "--key-file", "/proc/version"],
+        /^error: Cannot read key file \/proc\/version: Deno lets mcrelay read ordinary files only, .*give the path of an ordinary file[^]*$(?<!allow-all.*)/,
+      ],
     ];
     for (const [what, args, pattern] of cases) {
       await t.step(what, async () => {
@@ -375,6 +404,16 @@ Deno.test({
         /--tcp-host 0\.0\.0\.0 is not a loopback address.*--control-token/,
       ],
       ["an unknown flag", [...base, "--frobnicate"], /--frobnicate/],
+      [
+        "a mistyped flag: the flag meant is suggested",
+        [...base, "--tcp-prot", "0"],
+        /Unknown option '--tcp-prot': did you mean --tcp-port\?/,
+      ],
+      [
+        "a host name in --server: the text says which forms work",
+        ["--tcp-port", "0", "--server", "relay.example:5007"],
+        /is not an address: give IPv4:PORT, \[IPv6\]:PORT or localhost:PORT/,
+      ],
       [
         "--profile nope",
         [...base, "--profile", "nope"],

@@ -110,7 +110,7 @@ Deno.test({
       const cAddress = match[2];
       const cControl = match[4];
       await c.stdout.waitLine(
-        (l) => l === `* ${a!.address} joined`,
+        (l) => l === `* ${a!.address} present`,
         "C's line about A",
       );
 
@@ -759,6 +759,48 @@ Deno.test({
     } finally {
       await closeAll(controlA);
       await killAll(server?.proc, a?.proc);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "client: members there before it are reported present, later ones joined; --server localhost:PORT works",
+  ignore: !CAN_RUN,
+  async fn() {
+    const server = await startServer();
+    const clients: ClientInfo[] = [];
+    try {
+      const port = server.udp.split(":").at(-1);
+      clients.push(await startClient(["--server", server.udp]));
+      const [a] = clients;
+      clients.push(await startClient(["--server", `localhost:${port}`]));
+      const b = clients[1];
+      assert.equal(b.server, server.udp);
+      await b.proc.stdout.waitJson({
+        event: "join",
+        address: a.address,
+        present: true,
+      });
+      clients.push(await startClient(["--server", server.udp]));
+      const c = clients[2];
+      await b.proc.stdout.waitJson({
+        event: "join",
+        address: c.address,
+        present: false,
+      });
+      await a.proc.stdout.waitJson({
+        event: "join",
+        address: b.address,
+        present: false,
+      });
+      await c.proc.stdout.waitJson({
+        event: "join",
+        address: a.address,
+        present: true,
+      });
+    } finally {
+      await killAll(...clients.map((c) => c.proc), server.proc);
     }
   },
 });

@@ -15,6 +15,7 @@ import {
   killAll,
   LOOPBACK_SERVER,
   NO_RUN_REASON,
+  parseJson,
   Proc,
   type ServerInfo,
   splitHostPort,
@@ -114,6 +115,11 @@ Deno.test({
       assert.match(match[4], FINGERPRINT);
 
       control = await ControlClient.connectServer(match[3], false);
+      // The first line a connection gets says what the port is.
+      assert.equal(
+        control.log.lines[0],
+        "mcrelay server 0.1.0 control port: type help for the commands",
+      );
       const help = await control.request(
         "help",
         (l) => l.startsWith("  exit"),
@@ -162,6 +168,11 @@ Deno.test({
     let controlA: ControlClient | undefined;
     try {
       control = await ControlClient.connectServer(server.control);
+      assert.deepEqual(parseJson(control.log.lines[0]), {
+        event: "greeting",
+        version: "0.1.0",
+        text: "mcrelay server 0.1.0 control port: type help for the commands",
+      });
       const help = await control.command("help", "help");
       assert.deepEqual(
         new Set(help.commands as string[]),
@@ -217,6 +228,9 @@ Deno.test({
       >;
       assert.equal(after.messagesRelayed, 1);
       assert.equal(after.deliveries, 1);
+      // Fractions (loopUtilization, ...) are rounded to 3 decimals.
+      assert.equal(typeof after.loopUtilization, "number");
+      assert.doesNotMatch(JSON.stringify(after), /\d\.\d{4,}/);
       assert.ok(
         (after.datagramsIn as number) > (before.datagramsIn as number),
       );
@@ -575,6 +589,34 @@ Deno.test({
       await closeAll(operator, ...open);
       await Promise.all(attack);
       await server.proc.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server control port with --control-token: the greeting says to send auth first, before any command is taken",
+  ignore: !CAN_RUN,
+  async fn() {
+    const server = await startServer([
+      ...LOOPBACK_SERVER,
+      "--control-token",
+      "s3cret",
+    ]);
+    const control = await ControlClient.connect(server.control);
+    try {
+      const greeting = await control.log.waitLine(() => true, "the greeting");
+      assert.deepEqual(parseJson(greeting), {
+        event: "greeting",
+        version: "0.1.0",
+        text:
+          "mcrelay server 0.1.0 control port: send auth TOKEN first, then type help for the commands",
+      });
+      await control.request("auth s3cret", (l) => l === "ok: authenticated");
+      await control.command("help", "help");
+    } finally {
+      await control.close();
+      await killAll(server.proc);
     }
   },
 });

@@ -330,7 +330,7 @@ test("parseAddress() names the bad host and the expected form", () => {
   assert.throws(() => parseAddress("1.2.3:80"), {
     name: "TypeError",
     message:
-      'Invalid address "1.2.3:80": "1.2.3" is not an IPv4 or IPv6 address; expected IPv4:PORT or [IPv6]:PORT',
+      'Invalid address "1.2.3:80": "1.2.3" is not an IPv4 or IPv6 address; expected IPv4:PORT, [IPv6]:PORT or localhost:PORT',
   });
   assert.throws(
     () => parseAddress("example.com:80"),
@@ -350,13 +350,16 @@ test("parseAddress() asks for brackets around IPv6", () => {
   assert.throws(() => parseAddress("::1:5007"), {
     name: "TypeError",
     message:
-      'Invalid address "::1:5007": an IPv6 address needs brackets; expected IPv4:PORT or [IPv6]:PORT',
+      'Invalid address "::1:5007": an IPv6 address needs brackets; expected IPv4:PORT, [IPv6]:PORT or localhost:PORT',
   });
 });
 
 test("parseAddress() rejects a missing or malformed port", () => {
   const cases: [string, RegExp][] = [
-    ["1.2.3.4", /missing ":PORT"; expected IPv4:PORT or \[IPv6\]:PORT/],
+    [
+      "1.2.3.4",
+      /missing ":PORT"; expected IPv4:PORT, \[IPv6\]:PORT or localhost:PORT/,
+    ],
     ["[::1]", /missing "\]:PORT"/],
     ["[::1:80", /missing "\]:PORT"/],
     ["[::1]80", /missing "\]:PORT"/],

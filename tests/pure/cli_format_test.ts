@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { escapeControl } from "../../lib/cli/log_format.ts";
+import { escapeControl, roundNumbers } from "../../lib/cli/log_format.ts";
 import { formatClientEvent } from "../../lib/cli/client_main.ts";
 
 const test = (name: string, fn: () => void) =>
@@ -111,5 +111,49 @@ test("an unconfirmed message says it may not have arrived", () => {
       data: new Uint8Array(),
     }, false),
     "! not delivered (the server stopped answering after it was sent: it may not have arrived): hi",
+  );
+});
+
+test("roundNumbers() rounds fractions to 3 decimals, in objects and arrays too, and keeps whole numbers", () => {
+  assert.deepEqual(
+    roundNumbers({
+      loopUtilization: 0.0007959618109113498,
+      members: 12,
+      nested: { rate: 2.34567, list: [1.0005, 7] },
+      name: "x",
+      none: null,
+    }),
+    {
+      loopUtilization: 0.001,
+      members: 12,
+      nested: { rate: 2.346, list: [1.001, 7] },
+      name: "x",
+      none: null,
+    },
+  );
+});
+
+test("a member present at registration is reported as present, a newcomer as joined", () => {
+  const present = {
+    type: "join",
+    address: "127.0.0.1:4000",
+    present: true,
+  } as const;
+  const joined = {
+    type: "join",
+    address: "127.0.0.1:4001",
+    present: false,
+  } as const;
+  assert.equal(
+    formatClientEvent(present, false),
+    "* 127.0.0.1:4000 present",
+  );
+  assert.equal(
+    formatClientEvent(joined, false),
+    "* 127.0.0.1:4001 joined",
+  );
+  assert.equal(
+    formatClientEvent(present, true),
+    '{"event":"join","address":"127.0.0.1:4000","present":true}',
   );
 });
