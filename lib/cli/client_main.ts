@@ -487,7 +487,10 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   /** Status lines for the user on stderr (progress, known servers), unless --log-level error. */
   const say = (record: LogRecord, text: string) => {
     if (logLevel === "error") return;
-    printError(json ? formatLogRecord(record, { json, color: false }) : text);
+    const line = json ? formatLogRecord(record, { json, color: false }) : text;
+    // On a terminal, above the prompt like the log.
+    if (session?.raw) session.print(line);
+    else printError(line);
   };
   /** Sends one line; resolves with a line to show (the basic profile's ACK) or nothing. */
   let send:
@@ -801,7 +804,6 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     }
     return failed > 0 ? EXIT_FAILED : 0;
   };
-  let session: InteractiveSession | undefined;
   if (fileData !== undefined) {
     tasks.push(sendAll((async function* () {
       yield fileData;

@@ -145,6 +145,8 @@ class Pane implements AsyncDisposable {
       "--",
       "env",
       "NO_COLOR=1",
+      // A config directory of its own: never the user's known-servers file.
+      `XDG_CONFIG_HOME=${pane.#dir}`,
       ...command,
     );
     await pane.#tmux("set-option", "-g", "remain-on-exit", "on");
