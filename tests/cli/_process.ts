@@ -68,6 +68,19 @@ export const LOOPBACK_SERVER: readonly string[] = [
   "0",
 ];
 
+/** The server's control commands, as `help` and `--help` must list them. */
+export const SERVER_CONTROL_COMMANDS: readonly string[] = [
+  "help",
+  "clients",
+  "stats",
+  "kick",
+  "ban",
+  "unban",
+  "bans",
+  "quit",
+  "exit",
+];
+
 /** Upper bound for any single wait: only a hung test ever reaches it. */
 export const SAFETY_MS = 20_000;
 

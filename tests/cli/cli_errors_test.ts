@@ -23,6 +23,7 @@ import {
   LOOPBACK_SERVER,
   NO_RUN_REASON,
   Proc,
+  SERVER_CONTROL_COMMANDS,
   startServer,
   withTempDir,
   writeFixtureKey,
@@ -169,19 +170,7 @@ Deno.test({
     for (const command of ["/who", "/quit", "/help", "//text"]) {
       assert.match(clientHelp, new RegExp(`^ +${command} `, "m"), command);
     }
-    for (
-      const command of [
-        "help",
-        "clients",
-        "stats",
-        "kick",
-        "ban",
-        "unban",
-        "bans",
-        "quit",
-        "exit",
-      ]
-    ) {
+    for (const command of SERVER_CONTROL_COMMANDS) {
       assert.match(serverHelp, new RegExp(`^ +${command} `, "m"), command);
     }
   },

@@ -18,6 +18,7 @@ import {
   closeAll,
   ControlClient,
   killAll,
+  LOOPBACK_SERVER,
   NO_RUN_REASON,
   parseJson,
   type ServerInfo,
@@ -41,13 +42,7 @@ function relayArgs(
   clusterKeyFile: string,
 ): string[] {
   return [
-    "--no-multicast",
-    "--bind",
-    "127.0.0.1",
-    "--port",
-    "0",
-    "--tcp-port",
-    "0",
+    ...LOOPBACK_SERVER,
     "--key-file",
     keyFile,
     "--client-timeout",

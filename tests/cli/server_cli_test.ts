@@ -17,6 +17,7 @@ import {
   NO_RUN_REASON,
   parseJson,
   Proc,
+  SERVER_CONTROL_COMMANDS,
   type ServerInfo,
   splitHostPort,
   startClient,
@@ -26,18 +27,6 @@ import {
 if (!CAN_RUN) console.log(`server_cli_test.ts: ignored: ${NO_RUN_REASON}`);
 
 const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
-/** The server's control commands, as `help` must list them. */
-const CONTROL_COMMANDS = [
-  "help",
-  "clients",
-  "stats",
-  "kick",
-  "ban",
-  "unban",
-  "bans",
-  "quit",
-  "exit",
-];
 const LOOPBACK_ADDRESS = /^127\.0\.0\.1:(\d+)$/;
 
 /** Asserts `address` is 127.0.0.1 with a port from 1 to 65535. */
@@ -128,7 +117,9 @@ Deno.test({
       const helpLines = control.log.lines.slice(
         control.log.lines.lastIndexOf("commands:"),
       );
-      for (const command of CONTROL_COMMANDS.filter((c) => c !== "exit")) {
+      for (
+        const command of SERVER_CONTROL_COMMANDS.filter((c) => c !== "exit")
+      ) {
         assert.ok(
           helpLines.some((l) => l.startsWith(`  ${command} `)),
           `help lists ${command}: ${helpLines.join("\n")}`,
@@ -176,7 +167,7 @@ Deno.test({
       const help = await control.command("help", "help");
       assert.deepEqual(
         new Set(help.commands as string[]),
-        new Set(CONTROL_COMMANDS),
+        new Set(SERVER_CONTROL_COMMANDS),
       );
 
       const clients = await control.command("clients", "clients");
