@@ -285,19 +285,21 @@ export function keyRequest(size: number): Uint8Array {
 
 /**
  * Sends a full-size key request from `peer` and returns the cookie of the
- * answer (checking the answer's PEM when `expectedPem` is given).
+ * answer (checking the answer's PEM when `expectedPem` is given), waiting
+ * `timeoutMs` at most (the harness default otherwise).
  */
 export async function fetchCookie(
   peer: TapTransport,
   server: PeerAddress,
   expectedPem?: string,
+  timeoutMs?: number,
 ): Promise<Uint8Array> {
   const from = peer.received.mark();
   await peer.sendRaw(keyRequest(1200), server);
   const answer = await peer.received.waitFor(
     (d) => recordValue(d.data, RecordType.SERVER_PUBLIC_KEY) !== undefined,
     "the key answer",
-    { from },
+    { from, ...(timeoutMs === undefined ? {} : { timeoutMs }) },
   );
   if (expectedPem !== undefined) {
     const pem = recordValue(answer.data, RecordType.SERVER_PUBLIC_KEY)!;

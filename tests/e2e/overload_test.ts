@@ -224,7 +224,17 @@ Deno.test("with the real LoadMeter, a backlog of relaying reads as busy and a ke
   for (let i = 0; i < 6; i++) {
     const peer = await h.socket(`member ${i}`, network.bind());
     const key = await FernetKey.generate("node");
-    const cookie = await fetchCookie(peer, address);
+    // The meter's 2 ms windows can read a busy machine's pause as load and
+    // shed a key request of this set-up: ask again, as a client would.
+    let cookie: Uint8Array | undefined;
+    for (let attempt = 1; cookie === undefined; attempt++) {
+      cookie = await fetchCookie(peer, address, undefined, 1000).catch(
+        (error) => {
+          if (attempt >= 10) throw error;
+          return undefined;
+        },
+      );
+    }
     const from = peer.received.mark();
     await peer.sendRaw(
       encodeRecords([
@@ -246,6 +256,7 @@ Deno.test("with the real LoadMeter, a backlog of relaying reads as busy and a ke
   // 300 messages from one member (5 recipients each), all queued at once,
   // then a stranger's key request and a message that gets it NOTICE 1.
   const sender = members[0];
+  const shedInSetUp = server.stats().dropped.handshake_shed ?? 0;
   const text = new Uint8Array(800);
   for (let i = 0; i < 300; i++) {
     network.deliver(
@@ -272,7 +283,7 @@ Deno.test("with the real LoadMeter, a backlog of relaying reads as busy and a ke
     "the NOTICE after the key request",
   );
   assert.equal(stranger.received.items.length, 1, "no key answer");
-  assert.equal(server.stats().dropped.handshake_shed, 1);
+  assert.equal(server.stats().dropped.handshake_shed, shedInSetUp + 1);
   assert.ok(
     server.stats().loopUtilization > 0.5,
     `utilization ${server.stats().loopUtilization}`,
