@@ -770,6 +770,9 @@ export async function clientMain(args: readonly string[]): Promise<number> {
   const sendAll = async (messages: AsyncIterable<string | Uint8Array>) => {
     let sent = 0;
     let failed = 0;
+    // A registration since the first message (a restart, a kick) may have
+    // taken messages with it; an outbox refusal is not a message sent.
+    const before = client instanceof RelayClient ? client.stats() : undefined;
     for await (const message of messages) {
       if (stopping) return 0;
       try {
@@ -792,6 +795,19 @@ export async function clientMain(args: readonly string[]): Promise<number> {
       printError(
         `error: ${server} did not confirm the ${sent} messages sent (no answer to the keep-alives after them): they may be lost; check that the server runs`,
       );
+      return EXIT_FAILED;
+    }
+    const after = client.stats();
+    if (after.registrations !== before!.registrations) {
+      printError(
+        `error: the client registered again while sending (${
+          after.registrations - before!.registrations
+        } time(s): a server restart, a kick or a failover): messages sent before that may be lost; send them again`,
+      );
+      return EXIT_FAILED;
+    }
+    if (after.undelivered !== before!.undelivered) {
+      // Each was reported by an "undelivered" line.
       return EXIT_FAILED;
     }
     if (refusedByServer > 0) {

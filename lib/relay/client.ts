@@ -288,6 +288,10 @@ const RSA_KEEPALIVE = new Uint8Array(4);
 const EMPTY = new Uint8Array(0);
 /** A cookie older than this is not reused for a registration (protocol.md section 4). */
 const COOKIE_REUSE_MS = 50_000;
+/** A keep-alive unanswered for this long was lost, or its answer was. */
+const KEEPALIVE_ANSWER_WINDOW_MS = 10_000;
+/** Keep-alives remembered while their answers are awaited. */
+const MAX_KEEPALIVES_OUT = 64;
 
 /**
  * A member of a relay group. Create with {@linkcode RelayClient.connect}; stop
@@ -352,8 +356,15 @@ export class RelayClient implements AsyncDisposable {
   #unansweredBytes = 0;
   /** Messages sent so far, numbered. */
   #sentSeq = 0;
-  /** The number of messages sent before the last keep-alive went out. */
-  #keepaliveSeq = 0;
+  /**
+   * Hybrid keep-alives not answered yet, oldest first: when each went out
+   * and how many messages had been sent by then. The server answers in the
+   * order they arrive, so an answer belongs to the oldest one here (or to a
+   * later one, when an earlier answer was lost: never to an earlier one).
+   */
+  readonly #keepalivesOut: { readonly at: number; readonly seq: number }[] = [];
+  /** Authenticated keep-alive answers so far. */
+  #answersSeen = 0;
   #keyWaiter: Waiter<KeyAnswer> | undefined;
   #welcomeWaiter: Waiter<PeerAddress> | undefined;
   #pendingGuard: TokenGuard | undefined;
@@ -713,13 +724,32 @@ export class RelayClient implements AsyncDisposable {
     await this.#sendStream(encodeRecords(records));
   }
 
-  /** A keep-alive answer: the messages sent before the last keep-alive reached a server that was there. */
+  /**
+   * A keep-alive answer: it answers the oldest keep-alive still out (or a
+   * later one), so the messages sent before that one reached a server that
+   * was there.
+   */
   #confirmSent(): void {
+    this.#forgetLostKeepalives();
+    const answered = this.#keepalivesOut.shift();
+    if (answered === undefined) return;
     while (
       this.#unanswered.length > 0 &&
-      this.#unanswered[0].seq <= this.#keepaliveSeq
+      this.#unanswered[0].seq <= answered.seq
     ) {
       this.#unansweredBytes -= this.#unanswered.shift()!.data.length;
+    }
+  }
+
+  /** Keep-alives out for longer than the answer window were lost, or their answers were: no answer counts for them. */
+  #forgetLostKeepalives(): void {
+    const oldest = this.#now() - KEEPALIVE_ANSWER_WINDOW_MS;
+    while (
+      this.#keepalivesOut.length > 0 &&
+      (this.#keepalivesOut[0].at < oldest ||
+        this.#keepalivesOut.length > MAX_KEEPALIVES_OUT)
+    ) {
+      this.#keepalivesOut.shift();
     }
   }
 
@@ -742,8 +772,13 @@ export class RelayClient implements AsyncDisposable {
     const unchanged = () =>
       this.#ready && !this.#abort.signal.aborted &&
       this.#registrations === registration;
+    /** The answer count that proves a keep-alive sent after the messages was answered. */
+    let target: number | undefined;
     let delay = this.#retryInitialMs;
     for (let i = 0; i < this.#retryAttempts; i++) {
+      // Messages held in the outbox (a probe is out) go first: the
+      // keep-alive must follow them.
+      await this.#flushing;
       if (!unchanged()) return false;
       this.#progress({
         step: "confirm",
@@ -752,16 +787,29 @@ export class RelayClient implements AsyncDisposable {
         attempts: this.#retryAttempts,
         waitMs: delay,
       });
+      const held = this.#outbox.length > 0;
+      if (!held && target === undefined) {
+        // Answers to the keep-alives already out may come first: one more
+        // than those can only answer this keep-alive or a later one.
+        this.#forgetLostKeepalives();
+        target = this.#answersSeen + this.#keepalivesOut.length + 1;
+      }
       let mine: Waiter<void> | undefined;
       const answered = this.#waitFor<true>((w) => {
-        if (w) this.#answerWaiters.push(mine = () => w(true));
-        else {
+        if (w) {
+          this.#answerWaiters.push(
+            mine = () => {
+              if (held || this.#answersSeen >= target!) w(true);
+            },
+          );
+        } else {
           this.#answerWaiters = this.#answerWaiters.filter((x) => x !== mine);
         }
       }, delay);
-      await this.#keepaliveNow();
-      if (await answered) return unchanged();
-      delay *= 2;
+      // While messages are held, the probe's own answer releases them.
+      if (!held) await this.#keepaliveNow();
+      if (await answered && !held) return unchanged();
+      if (!held) delay *= 2;
     }
     return false;
   }
@@ -1179,7 +1227,10 @@ export class RelayClient implements AsyncDisposable {
 
   /** Sends one keep-alive (hybrid: a token of the empty plaintext). */
   async #keepaliveNow(): Promise<void> {
-    this.#keepaliveSeq = this.#sentSeq;
+    if (this.#profile === "hybrid") {
+      this.#forgetLostKeepalives();
+      this.#keepalivesOut.push({ at: this.#now(), seq: this.#sentSeq });
+    }
     const value = this.#profile === "hybrid"
       ? await this.#guard!.seal(EMPTY, this.#now())
       : RSA_KEEPALIVE;
@@ -1212,6 +1263,7 @@ export class RelayClient implements AsyncDisposable {
         this.#nextTarget(reason);
         this.#reconnect(reason);
       }, this.#probeTimeoutMs);
+      this.#watch.probeSent();
       void this.#keepaliveNow();
     };
     if (delay === 0) return probe();
@@ -1233,13 +1285,15 @@ export class RelayClient implements AsyncDisposable {
       this.#drops.drop("keepalive_not_empty", this.serverAddress);
     } else {
       this.#keepaliveAnswers++;
+      this.#answersSeen++;
       this.#log({ level: "debug", event: "keepalive_answered" });
-      for (const waiter of this.#answerWaiters.splice(0)) waiter();
       this.#watch.answered(this.#now()); // ends a probe too
       clearTimeout(this.#probeTimer);
       this.#probeTimer = undefined;
       this.#confirmSent();
       this.#flushOutbox(); // what was held during a probe
+      // Waiters (confirm) see the flush under way and wait for it.
+      for (const waiter of [...this.#answerWaiters]) waiter();
     }
   }
 

@@ -30,7 +30,10 @@ export class KeepaliveWatch {
   #unanswered = 0;
   #answering = false;
   #lastAnswerAt = -Infinity;
-  #probing = false;
+  /** A hint is being checked: its probe is due or out. */
+  #probeDue = false;
+  /** The probe's keep-alive went out and is not answered yet. */
+  #probeOut = false;
 
   /**
    * Creates the bookkeeping of one client.
@@ -44,9 +47,13 @@ export class KeepaliveWatch {
     return this.#answering;
   }
 
-  /** Whether a probe is running or due: a NOTICE 1 or 5 is being checked. */
+  /**
+   * Whether a probe's keep-alive is out and not answered yet (a NOTICE 1
+   * or 5 is being checked): messages wait until it is answered. A probe
+   * that is only due (within the interval after an answer) holds nothing.
+   */
   get probing(): boolean {
-    return this.#probing;
+    return this.#probeOut;
   }
 
   /** Whether the server is unreachable: it answers keep-alives, but not the last `missLimit`. */
@@ -64,7 +71,8 @@ export class KeepaliveWatch {
     this.#unanswered = 0;
     this.#answering = true;
     this.#lastAnswerAt = nowMs;
-    this.#probing = false;
+    this.#probeDue = false;
+    this.#probeOut = false;
   }
 
   /**
@@ -73,22 +81,29 @@ export class KeepaliveWatch {
    * it).
    */
   hint(nowMs: number): HintAction {
-    if (this.#probing) return "ignore";
-    this.#probing = true;
+    if (this.#probeDue) return "ignore";
+    this.#probeDue = true;
     return Math.max(0, this.#lastAnswerAt + this.probeIntervalMs - nowMs);
+  }
+
+  /** The probe's keep-alive is going out now. */
+  probeSent(): void {
+    if (this.#probeDue) this.#probeOut = true;
   }
 
   /** The probe's time is up: whether it failed (no answer came since it was sent). Ends the probe. */
   probeExpired(): boolean {
-    const failed = this.#probing;
-    this.#probing = false;
+    const failed = this.#probeDue;
+    this.#probeDue = false;
+    this.#probeOut = false;
     return failed;
   }
 
   /** The client (re-)registered: counting starts again. */
   registered(): void {
     this.#unanswered = 0;
-    this.#probing = false;
+    this.#probeDue = false;
+    this.#probeOut = false;
   }
 
   /** The client now talks to another server key: whether it answers is not known yet. */

@@ -11,6 +11,8 @@ import { UndeliveredError } from "../../lib/errors.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/net/memory.ts";
 import type { ClientEvent } from "../../lib/relay/client.ts";
+import { noticeRecord } from "../../lib/protocol/notice.ts";
+import { encodeRecords } from "../../lib/protocol/tlv.ts";
 import {
   type ClientHandle,
   Harness,
@@ -234,4 +236,41 @@ Deno.test("a message sent after the server died, before the client noticed, is r
     [["unconfirmed", "after the crash"]],
   );
   assert.equal(a.client.stats().undelivered, 1);
+});
+
+Deno.test("confirm() answers only once what a probe held has gone out; a NOTICE within a second of an answer holds nothing", async () => {
+  const network = new MemoryNetwork();
+  await using h = new Harness(serverKey);
+  const { server, a, b } = await group(h, network);
+  const spoofNotice1 = () =>
+    network.deliver(
+      encodeRecords([noticeRecord(1, 1200)!]),
+      server.address,
+      a.tap.localAddress,
+    );
+  const fromB = b.events.mark();
+
+  // A NOTICE 1 with no answer in the last second: the probe goes out at
+  // once, and what is sent meanwhile waits for its answer.
+  const marked = a.events.mark();
+  spoofNotice1();
+  await a.waitEvent("notice", marked);
+  const texts = Array.from({ length: 20 }, (_, i) => `held ${i}`);
+  const outcomes = [];
+  for (const text of texts) outcomes.push(await send(a, text));
+  assert.ok(outcomes.includes("queued"), `outcomes ${outcomes}`);
+  assert.equal(await a.client.confirm(), true);
+  assert.equal(a.client.stats().outbox, 0, "confirmed before all went out");
+  await b.waitMessage(texts.at(-1)!, { sender: a.address, from: fromB });
+  assert.deepEqual(textsFrom(b, a, fromB), texts);
+
+  // The probe was answered just now: a NOTICE 1 now is probed only when
+  // that second is over, and holds nothing meanwhile (a spoofed flood
+  // cannot keep a member's messages waiting).
+  const again = a.events.mark();
+  spoofNotice1();
+  await a.waitEvent("notice", again);
+  assert.equal(await send(a, "not held"), "sent");
+  await b.waitMessage("not held", { sender: a.address, from: fromB });
+  assert.deepEqual(undelivered(a), []);
 });

@@ -36,13 +36,20 @@ Deno.test({
   fn() {
     const watch = new KeepaliveWatch(3, 1000);
     assert.equal(watch.hint(0), 0, "no answer yet: probe at once");
+    assert.equal(watch.probing, false, "nothing held before the probe is out");
+    watch.probeSent();
+    assert.equal(watch.probing, true, "messages wait for the probe's answer");
     assert.equal(watch.hint(10), "ignore", "a probe is running");
     assert.equal(watch.probeExpired(), true, "no answer: the probe failed");
+    assert.equal(watch.probing, false);
 
     watch.answered(5_000);
     assert.equal(watch.hint(5_300), 700, "probed when the second is over");
     assert.equal(watch.hint(5_400), "ignore", "a flood costs one probe");
+    assert.equal(watch.probing, false, "a probe only due holds nothing");
+    watch.probeSent();
     watch.answered(6_000); // the answer ends the probe
+    assert.equal(watch.probing, false);
     assert.equal(watch.probeExpired(), false);
     assert.equal(watch.hint(7_500), 0);
   },
