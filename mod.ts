@@ -226,6 +226,11 @@ export {
   type TokenFields,
 } from "./lib/crypto/fernet.ts";
 export {
+  deriveKeyBytes,
+  deriveKeyText,
+  REMOVAL_NOTICE_LABEL,
+} from "./lib/crypto/derive_key.ts";
+export {
   decodePem,
   encodePem,
   RsaDecryptError,

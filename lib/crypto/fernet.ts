@@ -279,21 +279,28 @@ function writeTimestamp(raw: Uint8Array, timestamp: number): void {
   raw[8] = low;
 }
 
+/** The key material of the node backend: made synchronously. */
+function nodeMaterial(
+  raw: Uint8Array<ArrayBuffer>,
+  options: FernetKeyOptions,
+): KeyMaterial {
+  const signing = raw.slice(0, 16);
+  return {
+    signing,
+    encryption: raw.slice(16, 32),
+    mac: new HmacSha256(signing),
+    persistent: options.persistentCiphers === true,
+  };
+}
+
 async function importMaterial(
   raw: Uint8Array<ArrayBuffer>,
   backend: FernetBackend,
   options: FernetKeyOptions,
 ): Promise<KeyMaterial> {
+  if (backend === "node") return nodeMaterial(raw, options);
   const signing = raw.slice(0, 16);
   const encryption = raw.slice(16, 32);
-  if (backend === "node") {
-    return {
-      signing,
-      encryption,
-      mac: new HmacSha256(signing),
-      persistent: options.persistentCiphers === true,
-    };
-  }
   const [hmacKey, aesKey] = await Promise.all([
     crypto.subtle.importKey(
       "raw",
@@ -308,6 +315,35 @@ async function importMaterial(
     ]),
   ]);
   return { signing, encryption, persistent: false, hmacKey, aesKey };
+}
+
+/**
+ * Decodes a key's 44 base64url characters (or their ASCII bytes) to its 32
+ * bytes, with the text in canonical form.
+ * @throws {InvalidKeyError} when it does not decode to exactly 32 bytes
+ */
+function parseKeyText(
+  text: string | Uint8Array,
+): { raw: Uint8Array<ArrayBuffer>; canonical: string } {
+  let raw: Uint8Array<ArrayBuffer>;
+  try {
+    raw = decodeBase64Url(text);
+  } catch (e) {
+    throw new InvalidKeyError(
+      `Cannot use Fernet key: ${
+        (e as Error).message
+      }; a key is 44 base64url characters ending in "="`,
+    );
+  }
+  if (raw.length !== 32) {
+    throw new InvalidKeyError(
+      `Cannot use Fernet key: it decodes to ${raw.length} bytes, not 32; a key is 44 base64url characters ending in "="`,
+    );
+  }
+  const canonical = typeof text === "string"
+    ? text
+    : new TextDecoder().decode(encodeBase64UrlToAscii(raw));
+  return { raw, canonical };
 }
 
 function checkBackend(backend: FernetBackend): void {
@@ -504,29 +540,26 @@ export class FernetKey {
     options: FernetKeyOptions = {},
   ): Promise<FernetKey> {
     checkBackend(backend);
-    let raw: Uint8Array<ArrayBuffer>;
-    try {
-      raw = decodeBase64Url(text);
-    } catch (e) {
-      throw new InvalidKeyError(
-        `Cannot use Fernet key: ${
-          (e as Error).message
-        }; a key is 44 base64url characters ending in "="`,
-      );
-    }
-    if (raw.length !== 32) {
-      throw new InvalidKeyError(
-        `Cannot use Fernet key: it decodes to ${raw.length} bytes, not 32; a key is 44 base64url characters ending in "="`,
-      );
-    }
-    const canonical = typeof text === "string"
-      ? text
-      : new TextDecoder().decode(encodeBase64UrlToAscii(raw));
+    const { raw, canonical } = parseKeyText(text);
     return new FernetKey(
       canonical,
       backend,
       await importMaterial(raw, backend, options),
     );
+  }
+
+  /**
+   * {@linkcode fromText}, synchronously, for the node backend (whose keys
+   * need no asynchronous import): where a key made on the spot must not
+   * delay what is sent with it.
+   * @throws {InvalidKeyError} when it does not decode to exactly 32 bytes
+   */
+  static fromTextSync(
+    text: string | Uint8Array,
+    options: FernetKeyOptions = {},
+  ): FernetKey {
+    const { raw, canonical } = parseKeyText(text);
+    return new FernetKey(canonical, "node", nodeMaterial(raw, options));
   }
 
   /** Encrypts `plaintext` into a token's ASCII bytes. */

@@ -17,6 +17,7 @@ import {
 } from "../errors.ts";
 import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
 import { IvMarker } from "../crypto/iv_mark.ts";
+import { REMOVAL_NOTICE_LABEL } from "../crypto/derive_key.ts";
 import { RsaDecryptError, RsaPrivateKey, RsaPublicKey } from "../crypto/rsa.ts";
 import {
   decodeAddress,
@@ -339,6 +340,11 @@ export class RelayClient implements AsyncDisposable {
   #server: PeerAddress | undefined;
   #serverKey: RsaPublicKey | undefined;
   #guard: TokenGuard | undefined;
+  /**
+   * The guard of removal notices (PROTOCOL.md section 7.1) per key, derived
+   * once so that its replay window holds for that key.
+   */
+  readonly #removalGuards = new WeakMap<TokenGuard, Promise<TokenGuard>>();
   #address: PeerAddress | undefined;
   #ready = false;
   /** Messages sent while not registered, oldest first. */
@@ -1654,9 +1660,10 @@ export class RelayClient implements AsyncDisposable {
 
   /**
    * NOTICE 6 (KICKED) or 7 (BANNED), PROTOCOL.md section 7. A hybrid client
-   * acts only on a body that opens under its own key (every token check)
-   * and names the same code; anything else is ignored and counted
-   * (`removal_notice_*`), so nobody but the server can make it leave. An
+   * acts only on a body that opens under the key derived from its own for
+   * removal notices (every token check; a relayed message under its own key
+   * does not open) and names the same code; anything else is ignored and
+   * counted (`removal_notice_*`), so nobody but the server can make it leave. An
    * RSA-profile client has no key to check with and takes the plain text.
    * Kicked: it registers again at once. Banned: it closes, without
    * DISCONNECT (it is no longer a member), and does not come back.
@@ -1670,7 +1677,12 @@ export class RelayClient implements AsyncDisposable {
           this.#drops.count("removal_notice_unexpected");
           return;
         }
-        const opened = await guard.open(body, this.#now());
+        let removal = this.#removalGuards.get(guard);
+        if (!removal) {
+          removal = guard.derive(REMOVAL_NOTICE_LABEL);
+          this.#removalGuards.set(guard, removal);
+        }
+        const opened = await (await removal).open(body, this.#now());
         if (!opened.ok) {
           this.#drops.drop(
             `removal_notice_${opened.reason}`,

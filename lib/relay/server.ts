@@ -11,6 +11,7 @@ import { InvalidKeyError } from "../errors.ts";
 import { COOKIE_SIZE, CookieAuthority } from "../crypto/cookie.ts";
 import { type FernetBackend, FernetKey } from "../crypto/fernet.ts";
 import { IvMarker } from "../crypto/iv_mark.ts";
+import { REMOVAL_NOTICE_LABEL } from "../crypto/derive_key.ts";
 import {
   RsaDecryptError,
   type RsaPrivateKey,
@@ -1876,10 +1877,12 @@ export class RelayServer implements AsyncDisposable {
 
   /**
    * Tells a member it is removed (NOTICE 6 or 7, PROTOCOL.md section 7):
-   * for a hybrid member the value after the code is a token under its key
-   * of the removal body, so nobody else can make it give up; an RSA member
-   * gets the body as plain text. Sent before the member is removed, at most
-   * the MTU; the operator caused it, so no datagram bounds it.
+   * for a hybrid member the value after the code is a token of the removal
+   * body under the key derived from its key for removal notices only (no
+   * relayed message can pass for one), so nobody else can make it give up;
+   * an RSA member gets the body as plain text. Sent before the member is
+   * removed, at most the MTU; the operator caused it, so no datagram bounds
+   * it.
    */
   #tellRemoved(member: Member, notice: RemovalNotice): void {
     const send = (text: string) => {
@@ -1890,9 +1893,12 @@ export class RelayServer implements AsyncDisposable {
     if (!guard) return send(formatRemovalText(notice));
     const body = encodeRemoval(notice);
     if (guard.canSealSync) {
-      send(decoder.decode(guard.sealSync(body, this.#now())));
+      const removal = guard.deriveSync(REMOVAL_NOTICE_LABEL);
+      send(decoder.decode(removal.sealSync(body, this.#now())));
     } else {
-      guard.seal(body, this.#now()).then(
+      guard.derive(REMOVAL_NOTICE_LABEL).then((removal) =>
+        removal.seal(body, this.#now())
+      ).then(
         (token) => send(decoder.decode(token)),
         (error) =>
           this.#drops.drop("notice_unsealed", member.key, {

@@ -6,13 +6,14 @@
  * @module
  */
 import { InvalidTokenError } from "../errors.ts";
-import type {
-  DecryptedToken,
-  FernetDecryptOptions,
-  FernetEncryptOptions,
+import {
+  type DecryptedToken,
+  type FernetDecryptOptions,
+  type FernetEncryptOptions,
   FernetKey,
 } from "../crypto/fernet.ts";
 import type { IvMarker } from "../crypto/iv_mark.ts";
+import { deriveKeyText } from "../crypto/derive_key.ts";
 import { DEFAULT_REPLAY_ENTRIES, ReplayWindow } from "../crypto/replay.ts";
 
 /** Why a token was not accepted (a drop reason, counted and logged). */
@@ -91,6 +92,47 @@ export class TokenGuard {
       out,
       offset,
       this.#encryptOptions(nowMs),
+    );
+  }
+
+  /**
+   * A guard of the key derived from this one for `label` (`deriveKeyText`,
+   * PROTOCOL.md section 7.1), with the same IV marker and maximum age and a
+   * replay window of its own: tokens of one purpose, which never open under
+   * this key nor this under it.
+   * @param maxRememberedIvs its replay window size (default 64: a purpose
+   *   key seals few tokens)
+   */
+  async derive(label: string, maxRememberedIvs = 64): Promise<TokenGuard> {
+    if (this.key.canRunSync) return this.deriveSync(label, maxRememberedIvs);
+    const key = await FernetKey.fromText(
+      deriveKeyText(this.key.text, label),
+      this.key.backend,
+    );
+    return new TokenGuard(
+      key,
+      this.marker,
+      this.maxAgeSeconds,
+      maxRememberedIvs,
+    );
+  }
+
+  /**
+   * {@linkcode derive}, synchronously (keys of the node backend).
+   * @throws {TypeError} for a key of the webcrypto backend
+   */
+  deriveSync(label: string, maxRememberedIvs = 64): TokenGuard {
+    if (!this.key.canRunSync) {
+      throw new TypeError(
+        "TokenGuard.deriveSync needs a key of the node backend; use derive()",
+      );
+    }
+    const key = FernetKey.fromTextSync(deriveKeyText(this.key.text, label));
+    return new TokenGuard(
+      key,
+      this.marker,
+      this.maxAgeSeconds,
+      maxRememberedIvs,
     );
   }
 

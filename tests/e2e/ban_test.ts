@@ -54,6 +54,25 @@ async function setup(
   return { h, network, server, a, b, connect };
 }
 
+/**
+ * A member's transport on 10.0.0.1 whose first inbound datagram that `hold`
+ * picks is held back (in `held`), as an on-path attacker would: the client
+ * gets it only if the test delivers it.
+ */
+function holdingFirst(
+  network: MemoryNetwork,
+  hold: (datagram: Datagram) => boolean,
+): { transport: MemoryTransport; held: Datagram[] } {
+  const transport = network.bind("10.0.0.1");
+  const held: Datagram[] = [];
+  const enqueue = transport.enqueue.bind(transport);
+  transport.enqueue = (datagram: Datagram) => {
+    if (held.length === 0 && hold(datagram)) held.push(datagram);
+    else enqueue(datagram);
+  };
+  return { transport, held };
+}
+
 /** The NOTICE records `c` received with `code`. */
 function notices(c: ClientHandle, code: number): Uint8Array[] {
   return c.tap.received.items.flatMap((d) =>
@@ -259,15 +278,10 @@ Deno.test("a kick notice relabelled as a ban (the code outside the token) is ref
   await using _ = h;
   const server = await h.startServer({ transport: network.bind() });
   // a's inbound NOTICE 6 is held back, as an on-path attacker would.
-  const transport = network.bind("10.0.0.1");
-  const held: Datagram[] = [];
-  const enqueue = transport.enqueue.bind(transport);
-  transport.enqueue = (datagram: Datagram) => {
-    const value = recordValue(datagram.data, RecordType.NOTICE);
-    if (value?.[1] === NoticeCode.KICKED && held.length === 0) {
-      held.push(datagram);
-    } else enqueue(datagram);
-  };
+  const { transport, held } = holdingFirst(
+    network,
+    (d) => recordValue(d.data, RecordType.NOTICE)?.[1] === NoticeCode.KICKED,
+  );
   const a = await h.connect("a", { transport, keepaliveMs: 60_000 });
   server.server.kick(a.address, "cool down");
   assert.equal(held.length, 1);
@@ -291,6 +305,57 @@ Deno.test("a kick notice relabelled as a ban (the code outside the token) is ref
     "the replayed notice refused",
   );
   assert.equal(a.events.count((e) => e.type === "kicked"), 0);
+});
+
+Deno.test("a relayed message whose plaintext is a ban body, rewrapped as NOTICE 7, is refused and counted; the member stays", async () => {
+  const network = new MemoryNetwork();
+  const h = new Harness(serverKey);
+  await using _ = h;
+  const server = await h.startServer({ transport: network.bind() });
+  // a's first relayed message is held back, as an on-path attacker would:
+  // a token under a's key whose plaintext another member chose.
+  const { transport, held } = holdingFirst(
+    network,
+    (d) => hasRecord(d.data, RecordType.FERNET_MESSAGE),
+  );
+  const connect = (name: string, transport: MemoryTransport) =>
+    h.connect(name, { transport, keepaliveMs: 60_000 });
+  const a = await connect("a", transport);
+  const b = await connect("b", network.bind("10.0.0.2"));
+  await a.waitPresence("join", b.address);
+  // b sends, as a message, the bytes of a ban until unbanned.
+  const body = encodeRemoval({
+    code: NoticeCode.BANNED,
+    seconds: 0,
+    reason: "gotcha",
+  });
+  assert.deepEqual([...body.subarray(0, 6)], [0, 7, 0, 0, 0, 0]);
+  await b.client.send(body);
+  await server.tap.sent.waitFor(
+    (d) =>
+      d.to.hostname === "10.0.0.1" &&
+      hasRecord(d.data, RecordType.FERNET_MESSAGE),
+    "the message relayed to a",
+  );
+  assert.equal(held.length, 1);
+  const token = recordValue(held[0].data, RecordType.FERNET_MESSAGE)!;
+  network.deliver(
+    encodeRecords([
+      noticeRecord(NoticeCode.BANNED, 1200, decoder.decode(token))!,
+    ]),
+    server.address,
+    transport.localAddress,
+  );
+  await a.log.waitFor(
+    (r) => r.event === "drop" && r.reason === "removal_notice_token_signature",
+    "the rewrapped message refused",
+  );
+  assert.equal(a.client.stats().dropped.removal_notice_token_signature, 1);
+  assert.equal(a.events.count((e) => e.type === "banned"), 0);
+  assert.ok(a.client.ready);
+  await a.client.send("still in");
+  await b.waitMessage("still in", { sender: a.address });
+  assert.equal(server.server.members().length, 2);
 });
 
 Deno.test("an RSA-profile member is told in plain text (it has no key to check with) and closes when banned", async () => {
