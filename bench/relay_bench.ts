@@ -71,6 +71,11 @@ Flags:
   --skip-curve        skip the paced cost curve
   --curve-only        run only the paced cost curve (bench/results/curve.json,
                       curve.svg)
+  --curve-rates LIST  paces of the curve, deliveries/s, comma-separated
+                      (default 1000,5000,20000,50000; --quick 1000,5000)
+  --curve-sizes LIST  group sizes of the curve (default 10,100; --quick 10)
+  --curve-seconds S   deliveries of each pace: S seconds' worth (default 3;
+                      --quick 0.5)
   --no-coalesce       spawned relay servers send one datagram per delivery
                       (coalesceSends: false), for A/B runs
   --rsa-sched-idle    run the spawned relay servers' RSA threads under Linux's
@@ -148,6 +153,9 @@ function parseConfig(): Config | undefined {
       "skip-curve": { type: "boolean" },
       "curve-only": { type: "boolean" },
       "no-coalesce": { type: "boolean" },
+      "curve-rates": { type: "string" },
+      "curve-sizes": { type: "string" },
+      "curve-seconds": { type: "string" },
       "server-cpu-prof": { type: "string" },
       "rsa-sched-idle": { type: "boolean" },
       help: { type: "boolean" },
@@ -176,6 +184,16 @@ function parseConfig(): Config | undefined {
     }
     return value;
   };
+  const list = (
+    name: string,
+    text: string | undefined,
+    fallback: number[],
+    min: number,
+    max: number,
+  ) =>
+    text === undefined
+      ? fallback
+      : text.split(",").map((part) => int(name, part.trim(), 0, min, max));
   let server: PeerAddress | undefined;
   if (values.server !== undefined) {
     try {
@@ -208,9 +226,23 @@ function parseConfig(): Config | undefined {
     skipSweep: values["skip-sweep"] === true,
     skipCurve: values["skip-curve"] === true,
     curveOnly: values["curve-only"] === true,
-    curveRates: quick ? [1_000, 5_000] : [1_000, 5_000, 20_000, 50_000],
-    curveSizes: quick ? [10] : [10, 100],
-    curveSeconds: quick ? 0.5 : 3,
+    curveRates: list(
+      "curve-rates",
+      values["curve-rates"],
+      quick ? [1_000, 5_000] : [1_000, 5_000, 20_000, 50_000],
+      1,
+      1_000_000,
+    ),
+    curveSizes: list(
+      "curve-sizes",
+      values["curve-sizes"],
+      quick ? [10] : [10, 100],
+      2,
+      1000,
+    ),
+    curveSeconds: values["curve-seconds"] === undefined
+      ? (quick ? 0.5 : 3)
+      : int("curve-seconds", values["curve-seconds"], 3, 1, 600),
     rsaSchedIdle,
     noCoalesce: values["no-coalesce"] === true,
     warmupMessages: quick ? 5 : 200,

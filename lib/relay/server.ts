@@ -826,11 +826,13 @@ export class RelayServer implements AsyncDisposable {
         if (next.done || this.#closing) break;
         if (this.#load.overloaded !== this.#overloaded) this.#onLoadChange();
         if (!batches) this.#onDatagram(next.value as Datagram);
-        else if (!this.#coalescer) {
-          for (const datagram of next.value as readonly Datagram[]) {
-            this.#onDatagram(datagram);
-          }
-        } else this.#onBatch(next.value as readonly Datagram[]);
+        else {
+          const batch = next.value as readonly Datagram[];
+          // A batch of one (a quiet socket) is handled without a hold: its
+          // streams leave in a microtask, with no timer to arm.
+          if (batch.length > 1 && this.#coalescer) this.#onBatch(batch);
+          else for (const datagram of batch) this.#onDatagram(datagram);
+        }
       }
     } catch (error) {
       if (!this.#closing) {
