@@ -688,6 +688,8 @@ interface CurveRow {
   readonly plain: TrafficPhase;
   /** relay µs per delivery / plain µs per delivery. */
   readonly costRatio: number | undefined;
+  /** Datagrams the relay sent per delivery at this pace (below 1: coalesced sends). */
+  readonly relayDatagramsPerDelivery: number | undefined;
   /** /proc/loadavg after the pair. */
   readonly loadAverage: string | undefined;
 }
@@ -712,6 +714,23 @@ async function measureCurve(
         targets.push(target);
         groups.push(await registerGroup(config, target, mode, size, keys));
       }
+      // Each fresh server is warmed as the sweep's are; the relay's counters
+      // before each pace give its datagrams per delivery at that pace.
+      let relayStats: Record<string, unknown> | undefined;
+      for (const [i, mode] of (["relay", "plain"] as const).entries()) {
+        const warm = await measureTraffic(config, targets[i], mode, groups[i], {
+          messagesPerClient: Math.max(
+            1,
+            Math.ceil(
+              config.sweepWarmupDeliveries /
+                (groups[i].length * (groups[i].length - 1)),
+            ),
+          ),
+          warmup: 0,
+          maxDurationMs: 60_000,
+        });
+        if (mode === "relay") relayStats = warm.serverStats;
+      }
       for (const pace of config.curveRates) {
         const phases: TrafficPhase[] = [];
         for (const [i, mode] of (["relay", "plain"] as const).entries()) {
@@ -719,16 +738,7 @@ async function measureCurve(
           phases.push(
             await measureTraffic(config, targets[i], mode, groups[i], {
               messagesPerClient: 0,
-              // The first pace warms each fresh server as the sweep does.
-              warmup: pace === config.curveRates[0]
-                ? Math.max(
-                  1,
-                  Math.ceil(
-                    config.sweepWarmupDeliveries /
-                      (groups[i].length * recipients),
-                  ),
-                )
-                : 0,
+              warmup: 0,
               pacedRate: pace / recipients,
               totalMessages: Math.max(
                 groups[i].length,
@@ -739,6 +749,15 @@ async function measureCurve(
           );
         }
         const [relay, plain] = phases;
+        const counter = (
+          stats: Record<string, unknown> | undefined,
+          name: string,
+        ) => (stats?.[name] as number | undefined) ?? NaN;
+        const sent = counter(relay.serverStats, "datagramsOut") -
+          counter(relayStats, "datagramsOut");
+        const delivered = counter(relay.serverStats, "deliveries") -
+          counter(relayStats, "deliveries");
+        relayStats = relay.serverStats;
         const row: CurveRow = {
           clients: size,
           pace,
@@ -747,6 +766,9 @@ async function measureCurve(
           costRatio: relay.serverCpuUsPerDelivery !== undefined &&
               plain.serverCpuUsPerDelivery
             ? relay.serverCpuUsPerDelivery / plain.serverCpuUsPerDelivery
+            : undefined,
+          relayDatagramsPerDelivery: delivered > 0
+            ? sent / delivered
             : undefined,
           loadAverage: loadAverage(),
         };
@@ -785,6 +807,7 @@ function curveTable(rows: readonly CurveRow[]): string {
       "relay µs/deliv",
       "plain µs/deliv",
       "ratio",
+      "relay dgrams/deliv",
       "relay p50/p99 ms",
       "plain p50/p99 ms",
       "lost relay/plain",
@@ -800,6 +823,7 @@ function curveTable(rows: readonly CurveRow[]): string {
       fmt.x(r.relay.serverCpuUsPerDelivery),
       fmt.x(r.plain.serverCpuUsPerDelivery),
       fmt.x(r.costRatio),
+      fmt.x(r.relayDatagramsPerDelivery),
       `${fmt.ms(r.relay.traffic.latencyMs.p50)}/${
         fmt.ms(r.relay.traffic.latencyMs.p99)
       }`,
@@ -839,7 +863,7 @@ async function runCurve(
     [
       "",
       "paced cost curve (open loop: messages sent round-robin at a fixed pace, whatever the replies; µs/deliv = server process CPU, all threads, /proc, per delivery;",
-      "drops sock/own = the relay socket's kernel drops (/proc/net/udp) / the relay's own drop counters (cumulative); gen sock drops = the generator's sockets' kernel drops, relay/plain run; loadavg after the pair)",
+      "relay dgrams/deliv = datagrams the relay sent per delivery (below 1: coalesced); drops sock/own = the relay socket's kernel drops (/proc/net/udp) / the relay's own drop counters (cumulative); gen sock drops = the generator's sockets' kernel drops, relay/plain run; loadavg after the pair)",
       "",
       curveTable(rows),
     ].join("\n"),
