@@ -96,7 +96,7 @@ export class UdpTransport implements DatagramTransport {
    * all that completed together. Deno offers no batch or non-blocking
    * receive; the number of receives in flight follows the batches (doubling
    * when one fills them all, down by one when one fills less than half), so
-   * a quiet socket has one. Ends when the transport is closed (a reader
+   * a quiet socket has two. Ends when the transport is closed (a reader
    * that stops earlier leaves its receives to end at the close).
    */
   async *receiveBatches(): AsyncIterableIterator<readonly Datagram[]> {

@@ -1,12 +1,11 @@
 /**
  * Coalesced relay sends: the relay streams (`SENDER`, message) bound for one
  * recipient within one turn of the receive loop leave as one datagram of
- * several records, up to the MTU, instead of one datagram each
- * (PROTOCOL.md, "Coalesced relay streams"). Nothing is held back waiting for
- * company: the streams of a drained batch go out when the batch's work is
- * done (the release {@linkcode SendCoalescer.hold} returns), and a stream
- * added outside a batch goes out in a microtask, before the event loop
- * waits again.
+ * several records, up to the MTU, instead of one datagram each (PROTOCOL.md
+ * 5.1). Nothing is held back waiting for company: the streams of a drained
+ * batch go out when the batch's work is done (the release
+ * {@linkcode SendCoalescer.hold} returns), and a stream added outside a
+ * batch goes out in a microtask, before the event loop waits again.
  *
  * Pure logic: the send and the microtask scheduler are injected.
  *

@@ -98,8 +98,8 @@ export interface RelayServerOptions {
   readonly mtu?: number;
   /**
    * Send the relay streams one turn of the receive loop holds for one
-   * recipient as one datagram, up to the MTU (PROTOCOL.md, "Coalesced relay
-   * streams"). Default true.
+   * recipient as one datagram, up to the MTU (PROTOCOL.md 5.1). Default
+   * true.
    */
   readonly coalesceSends?: boolean;
   /** A member silent this long is removed. Default 30_000 ms. */
