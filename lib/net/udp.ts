@@ -94,9 +94,10 @@ export class UdpTransport implements DatagramTransport {
    * to {@linkcode MAX_RECEIVES_IN_FLIGHT} receives wait on the socket at
    * once, so when it holds several datagrams one wake-up of the reader gets
    * all that completed together. Deno offers no batch or non-blocking
-   * receive; the number of receives in flight follows the batches (doubling
-   * when one fills them all, down by one when one fills less than half), so
-   * a quiet socket has two. Ends when the transport is closed (a reader
+   * receive; the number of receives in flight follows the load: it doubles
+   * when the reader comes back to datagrams already waiting, and falls by
+   * one when it had to wait for a batch that filled at most half of them,
+   * so a quiet socket has one. Ends when the transport is closed (a reader
    * that stops earlier leaves its receives to end at the close).
    */
   async *receiveBatches(): AsyncIterableIterator<readonly Datagram[]> {
@@ -132,16 +133,18 @@ export class UdpTransport implements DatagramTransport {
           receivers.add(running);
           void running.then(() => receivers.delete(running));
         }
+        // Datagrams waiting when the reader comes back: a backlog.
+        let waited = false;
         while (ready.length === 0 && failure === undefined && !this.#closed) {
+          waited = true;
           await new Promise<void>((resolve) => wake = resolve);
           wake = undefined;
         }
         if (ready.length > 0) {
           const batch = ready;
           ready = [];
-          if (batch.length >= depth) {
-            depth = Math.min(MAX_RECEIVES_IN_FLIGHT, depth * 2);
-          } else if (batch.length * 2 < depth) depth--;
+          if (!waited) depth = Math.min(MAX_RECEIVES_IN_FLIGHT, depth * 2);
+          else if (depth > 1 && batch.length * 2 <= depth) depth--;
           yield batch;
         }
         if (failure !== undefined) throw failure;

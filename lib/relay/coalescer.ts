@@ -70,6 +70,11 @@ export class SendCoalescer {
     return this.#joined;
   }
 
+  /** Whether a batch is held: only then can streams for one recipient meet. */
+  get holding(): boolean {
+    return this.#holds > 0;
+  }
+
   /** Streams waiting to be sent. */
   get pending(): number {
     let count = 0;

@@ -828,8 +828,8 @@ export class RelayServer implements AsyncDisposable {
         if (!batches) this.#onDatagram(next.value as Datagram);
         else {
           const batch = next.value as readonly Datagram[];
-          // A batch of one (a quiet socket) is handled without a hold: its
-          // streams leave in a microtask, with no timer to arm.
+          // A batch of one (a quiet socket) is handled without a hold, so
+          // its streams are sent as they are made, as without coalescing.
           if (batch.length > 1 && this.#coalescer) this.#onBatch(batch);
           else for (const datagram of batch) this.#onDatagram(datagram);
         }
@@ -1704,8 +1704,9 @@ export class RelayServer implements AsyncDisposable {
         datagram.set(prefix);
         guard.sealInto(plaintext, now, datagram, tokenAt);
         this.#countDelivery(member);
-        if (this.#coalescer) this.#coalescer.add(member.address, datagram);
-        else {
+        if (this.#coalescer?.holding) {
+          this.#coalescer.add(member.address, datagram);
+        } else {
           this.#relayDatagrams++;
           this.#send(datagram, member.address);
         }
