@@ -65,6 +65,7 @@ function panel(
   yLabel: string,
   sizes: readonly number[],
   series: readonly Series[],
+  xLabel = "group size (clients, log scale)",
 ): string {
   const out: string[] = [];
   const bottom = TOP + PANEL_HEIGHT;
@@ -116,7 +117,7 @@ function panel(
       );
     }
   }
-  // x ticks at each group size.
+  // x ticks at each group size (or pace).
   for (const n of sizes) {
     const xx = x(n).toFixed(1);
     out.push(
@@ -125,7 +126,9 @@ function panel(
       }' stroke='#333'/>`,
       `<text x='${xx}' y='${
         bottom + 20
-      }' text-anchor='middle' font-size='12' fill='#333' ${FONT}>${n}</text>`,
+      }' text-anchor='middle' font-size='12' fill='#333' ${FONT}>${
+        formatTick(n)
+      }</text>`,
     );
   }
   // Axes.
@@ -133,7 +136,7 @@ function panel(
     `<rect x='${left}' y='${TOP}' width='${PANEL_WIDTH}' height='${PANEL_HEIGHT}' fill='none' stroke='#333' stroke-width='1.2'/>`,
     `<text x='${left + PANEL_WIDTH / 2}' y='${
       bottom + 42
-    }' text-anchor='middle' font-size='13' ${FONT}>group size (clients, log scale)</text>`,
+    }' text-anchor='middle' font-size='13' ${FONT}>${escapeXml(xLabel)}</text>`,
     `<text transform='translate(${left - 62},${
       TOP + PANEL_HEIGHT / 2
     }) rotate(-90)' text-anchor='middle' font-size='13' ${FONT}>${
@@ -229,7 +232,23 @@ export function renderChart(
         : []),
     ],
   );
-  const legendItems = hasPlain ? [relay, plain] : [relay];
+  return frame(
+    "mcrelay benchmark: group-size sweep",
+    subtitle,
+    hasPlain ? [relay, plain] : [relay],
+    [left, right],
+    "Closed loop at saturation: a group keeps about 720 deliveries in flight (N=2: 16 messages), so p99 is mostly queueing at the sustained rate.",
+  );
+}
+
+/** A standalone SVG document: title, subtitle, legend, panels, footnote. */
+function frame(
+  title: string,
+  subtitle: string,
+  legendItems: readonly Omit<Series, "values">[],
+  panels: readonly string[],
+  footnote: string,
+): string {
   // Rough text width at 13 px: 7.3 px per character.
   const itemWidths = legendItems.map((s) => 44 + s.name.length * 7.3);
   const gap = 40;
@@ -258,23 +277,77 @@ export function renderChart(
     `<rect width='${WIDTH}' height='${HEIGHT}' fill='white'/>`,
     `<text x='${
       WIDTH / 2
-    }' y='26' text-anchor='middle' font-size='18' font-weight='bold' ${FONT}>mcrelay benchmark: group-size sweep</text>`,
+    }' y='26' text-anchor='middle' font-size='18' font-weight='bold' ${FONT}>${
+      escapeXml(title)
+    }</text>`,
     `<text x='${
       WIDTH / 2
     }' y='44' text-anchor='middle' font-size='12' fill='#555' ${FONT}>${
       escapeXml(subtitle)
     }</text>`,
     legend,
-    left,
-    right,
+    ...panels,
     `<text x='${WIDTH / 2}' y='${
       HEIGHT - 12
     }' text-anchor='middle' font-size='11.5' fill='#555' ${FONT}>${
-      escapeXml(
-        "Closed loop at saturation: a group keeps about 720 deliveries in flight (N=2: 16 messages), so p99 is mostly queueing at the sustained rate.",
-      )
+      escapeXml(footnote)
     }</text>`,
     `</svg>`,
     "",
   ].join("\n");
+}
+
+/** One pace of the paced cost curve. */
+export interface CostPoint {
+  readonly clients: number;
+  /** Target deliveries/s. */
+  readonly pace: number;
+  readonly relayUsPerDelivery: number | undefined;
+  readonly plainUsPerDelivery: number | undefined;
+}
+
+/**
+ * Renders the paced cost curve: server CPU µs per delivery against the
+ * pace, one panel per group size (the first two), relay and plain relay.
+ */
+export function renderCostChart(
+  points: readonly CostPoint[],
+  subtitle: string,
+): string {
+  const relay = {
+    name: "mcrelay (Fernet, re-encrypted per recipient)",
+    color: "#1f5fbf",
+    dash: "none",
+    marker: "circle" as const,
+    labelBelow: false,
+  };
+  const plain = {
+    name: "plain UDP relay, no crypto",
+    color: "#d9730d",
+    dash: "7 5",
+    marker: "square" as const,
+    labelBelow: true,
+  };
+  const sizes = [...new Set(points.map((p) => p.clients))].slice(0, 2);
+  const panels = sizes.map((size, i) => {
+    const row = points.filter((p) => p.clients === size);
+    return panel(
+      LEFTS[i],
+      `${size} clients`,
+      "server CPU µs per delivery, log scale",
+      row.map((p) => p.pace),
+      [
+        { ...relay, values: row.map((p) => p.relayUsPerDelivery) },
+        { ...plain, values: row.map((p) => p.plainUsPerDelivery) },
+      ],
+      "pace (deliveries/s, log scale)",
+    );
+  });
+  return frame(
+    "mcrelay benchmark: cost per delivery at a fixed pace",
+    subtitle,
+    [relay, plain],
+    panels,
+    "Open loop: messages sent round-robin at a fixed pace whatever the replies; server CPU (user + sys, all threads) from /proc over each run.",
+  );
 }

@@ -27,6 +27,7 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     port: { type: "string", default: "0" },
     "rsa-sched-idle": { type: "boolean" },
+    "no-coalesce": { type: "boolean" },
   },
   strict: true,
 });
@@ -40,7 +41,9 @@ const server = RelayServer.start({
   transport,
   privateKey,
   maxClients: 100_000,
+  // Every bench client is 127.0.0.1.
   maxClientsPerIp: 100_000,
+  coalesceSends: values["no-coalesce"] !== true,
   messagesPerSecond: 1e9,
   messageBurst: 1e9,
   handshakesPerSecond: 1e9,

@@ -8,9 +8,14 @@
  *
  *     deno task bench [--quick] [--clients 10] [--messages 200] [--size 100]
  *                     [--window 8] [--server HOST:PORT] [--skip-sweep]
+ *                     [--skip-curve | --curve-only]
  *
- * Writes bench/results/latest.json and bench/results/chart.svg (and
- * chart.png when `rsvg-convert` is installed).
+ * Then the paced cost curve: an open loop at fixed paces of deliveries/s
+ * (1k, 5k, 20k, 50k) for groups of 10 and 100, relay and plain relay
+ * alternating on the same generator, with server CPU per delivery.
+ *
+ * Writes bench/results/latest.json, bench/results/chart.svg and
+ * bench/results/curve.svg (and PNGs when `rsvg-convert` is installed).
  *
  * @module
  */
@@ -22,7 +27,7 @@ import {
   parseAddress,
   type PeerAddress,
 } from "../lib/protocol/address.ts";
-import { renderChart } from "./_chart.ts";
+import { renderChart, renderCostChart } from "./_chart.ts";
 import {
   type BenchClient,
   closeAll,
@@ -63,6 +68,16 @@ Flags:
                       are n/a)
   --quick             short smoke-test run (small counts, short phases)
   --skip-sweep        skip the group-size sweep (no chart)
+  --skip-curve        skip the paced cost curve
+  --curve-only        run only the paced cost curve (bench/results/curve.json,
+                      curve.svg)
+  --curve-rates LIST  paces of the curve, deliveries/s, comma-separated
+                      (default 1000,5000,20000,50000; --quick 1000,5000)
+  --curve-sizes LIST  group sizes of the curve (default 10,100; --quick 10)
+  --curve-seconds S   deliveries of each pace: S seconds' worth (default 3;
+                      --quick 0.5)
+  --no-coalesce       spawned relay servers send one datagram per delivery
+                      (coalesceSends: false), for A/B runs
   --rsa-sched-idle    run the spawned relay servers' RSA threads under Linux's
                       SCHED_IDLE (the server's --rsa-sched-idle; gives them
                       --allow-ffi)
@@ -92,8 +107,19 @@ interface Config {
   server: PeerAddress | undefined;
   quick: boolean;
   skipSweep: boolean;
+  /** Skip the paced cost curve, or run only it. */
+  skipCurve: boolean;
+  curveOnly: boolean;
+  /** Paces of the cost curve, deliveries/s (messages/s x recipients). */
+  curveRates: number[];
+  /** Group sizes of the cost curve. */
+  curveSizes: number[];
+  /** Deliveries of each pace: its rate times this. */
+  curveSeconds: number;
   /** Spawned relay servers run their RSA threads under SCHED_IDLE. */
   rsaSchedIdle: boolean;
+  /** Spawned relay servers do not coalesce sends. */
+  noCoalesce: boolean;
   warmupMessages: number;
   /** Deliveries sent to warm each fresh server of the sweep before measuring. */
   sweepWarmupDeliveries: number;
@@ -124,6 +150,12 @@ function parseConfig(): Config | undefined {
       server: { type: "string" },
       quick: { type: "boolean" },
       "skip-sweep": { type: "boolean" },
+      "skip-curve": { type: "boolean" },
+      "curve-only": { type: "boolean" },
+      "no-coalesce": { type: "boolean" },
+      "curve-rates": { type: "string" },
+      "curve-sizes": { type: "string" },
+      "curve-seconds": { type: "string" },
       "server-cpu-prof": { type: "string" },
       "rsa-sched-idle": { type: "boolean" },
       help: { type: "boolean" },
@@ -152,6 +184,16 @@ function parseConfig(): Config | undefined {
     }
     return value;
   };
+  const list = (
+    name: string,
+    text: string | undefined,
+    fallback: number[],
+    min: number,
+    max: number,
+  ) =>
+    text === undefined
+      ? fallback
+      : text.split(",").map((part) => int(name, part.trim(), 0, min, max));
   let server: PeerAddress | undefined;
   if (values.server !== undefined) {
     try {
@@ -182,7 +224,27 @@ function parseConfig(): Config | undefined {
     server,
     quick,
     skipSweep: values["skip-sweep"] === true,
+    skipCurve: values["skip-curve"] === true,
+    curveOnly: values["curve-only"] === true,
+    curveRates: list(
+      "curve-rates",
+      values["curve-rates"],
+      quick ? [1_000, 5_000] : [1_000, 5_000, 20_000, 50_000],
+      1,
+      1_000_000,
+    ),
+    curveSizes: list(
+      "curve-sizes",
+      values["curve-sizes"],
+      quick ? [10] : [10, 100],
+      2,
+      1000,
+    ),
+    curveSeconds: values["curve-seconds"] === undefined
+      ? (quick ? 0.5 : 3)
+      : int("curve-seconds", values["curve-seconds"], 3, 1, 600),
     rsaSchedIdle,
+    noCoalesce: values["no-coalesce"] === true,
     warmupMessages: quick ? 5 : 200,
     pacedSeconds: quick ? 1 : 5,
     floodConcurrency: quick ? 4 : 8,
@@ -225,7 +287,10 @@ async function startTarget(config: Config, mode: Mode): Promise<Target> {
     ? await ChildServer.spawn(
       SERVER_SCRIPT,
       config.serverDenoFlags,
-      config.rsaSchedIdle ? ["--rsa-sched-idle"] : [],
+      [
+        ...(config.rsaSchedIdle ? ["--rsa-sched-idle"] : []),
+        ...(config.noCoalesce ? ["--no-coalesce"] : []),
+      ],
     )
     : await ChildServer.spawn(PLAIN_SCRIPT);
   return { address: child.address, child };
@@ -614,6 +679,220 @@ async function measureGroup(
   }
 }
 
+/** One pace of the cost curve: the relay and the plain relay on the same generator. */
+interface CurveRow {
+  readonly clients: number;
+  /** Target deliveries/s (messages/s x recipients). */
+  readonly pace: number;
+  readonly relay: TrafficPhase;
+  readonly plain: TrafficPhase;
+  /** relay µs per delivery / plain µs per delivery. */
+  readonly costRatio: number | undefined;
+  /** Datagrams the relay sent per delivery at this pace (below 1: coalesced sends). */
+  readonly relayDatagramsPerDelivery: number | undefined;
+  /** /proc/loadavg after the pair. */
+  readonly loadAverage: string | undefined;
+}
+
+/**
+ * The paced cost curve: for each group size one relay and one plain relay,
+ * each with its group registered and warmed; then at every pace an open-loop
+ * run of `pace x curveSeconds` deliveries on the relay, then the same on the
+ * plain relay (paired, so machine noise hits both alike).
+ */
+async function measureCurve(
+  config: Config,
+  keys: KeyCache,
+): Promise<CurveRow[]> {
+  const rows: CurveRow[] = [];
+  for (const size of config.curveSizes) {
+    const targets: Target[] = [];
+    const groups: BenchClient[][] = [];
+    try {
+      for (const mode of ["relay", "plain"] as const) {
+        const target = await startTarget(config, mode);
+        targets.push(target);
+        groups.push(await registerGroup(config, target, mode, size, keys));
+      }
+      // Each fresh server is warmed as the sweep's are; the relay's counters
+      // before each pace give its datagrams per delivery at that pace.
+      let relayStats: Record<string, unknown> | undefined;
+      for (const [i, mode] of (["relay", "plain"] as const).entries()) {
+        const warm = await measureTraffic(config, targets[i], mode, groups[i], {
+          messagesPerClient: Math.max(
+            1,
+            Math.ceil(
+              config.sweepWarmupDeliveries /
+                (groups[i].length * (groups[i].length - 1)),
+            ),
+          ),
+          warmup: 0,
+          maxDurationMs: 60_000,
+        });
+        if (mode === "relay") relayStats = warm.serverStats;
+      }
+      for (const pace of config.curveRates) {
+        const phases: TrafficPhase[] = [];
+        for (const [i, mode] of (["relay", "plain"] as const).entries()) {
+          const recipients = groups[i].length - 1;
+          phases.push(
+            await measureTraffic(config, targets[i], mode, groups[i], {
+              messagesPerClient: 0,
+              warmup: 0,
+              pacedRate: pace / recipients,
+              totalMessages: Math.max(
+                groups[i].length,
+                Math.round((pace * config.curveSeconds) / recipients),
+              ),
+              maxDurationMs: config.curveSeconds * 1000 * 4 + 10_000,
+            }),
+          );
+        }
+        const [relay, plain] = phases;
+        const counter = (
+          stats: Record<string, unknown> | undefined,
+          name: string,
+        ) => (stats?.[name] as number | undefined) ?? NaN;
+        const sent = counter(relay.serverStats, "datagramsOut") -
+          counter(relayStats, "datagramsOut");
+        const delivered = counter(relay.serverStats, "deliveries") -
+          counter(relayStats, "deliveries");
+        relayStats = relay.serverStats;
+        const row: CurveRow = {
+          clients: size,
+          pace,
+          relay,
+          plain,
+          costRatio: relay.serverCpuUsPerDelivery !== undefined &&
+              plain.serverCpuUsPerDelivery
+            ? relay.serverCpuUsPerDelivery / plain.serverCpuUsPerDelivery
+            : undefined,
+          relayDatagramsPerDelivery: delivered > 0
+            ? sent / delivered
+            : undefined,
+          loadAverage: loadAverage(),
+        };
+        rows.push(row);
+        progress(
+          `  N=${size} at ${fmt.int(pace)} deliveries/s: relay ${
+            fmt.x(relay.serverCpuUsPerDelivery)
+          } µs/delivery (lost ${relay.traffic.lost}), plain ${
+            fmt.x(plain.serverCpuUsPerDelivery)
+          } µs (lost ${plain.traffic.lost}): ${fmt.x(row.costRatio)}x`,
+        );
+      }
+    } finally {
+      for (const group of groups) await closeAll(group);
+      for (const target of targets) await target.child?.close();
+    }
+  }
+  return rows;
+}
+
+/** The cost curve as a table. */
+function curveTable(rows: readonly CurveRow[]): string {
+  const drops = (p: TrafficPhase) => {
+    const stats = p.serverStats;
+    const own = stats?.dropped as Record<string, number> | undefined;
+    const ownTotal = own
+      ? Object.values(own).reduce((a, b) => a + b, 0)
+      : undefined;
+    return `${fmt.int(p.usage.serverSocketDrops)}/${fmt.int(ownTotal)}`;
+  };
+  return table(
+    [
+      "N",
+      "pace deliv/s",
+      "relay deliv/s",
+      "relay µs/deliv",
+      "plain µs/deliv",
+      "ratio",
+      "relay dgrams/deliv",
+      "relay p50/p99 ms",
+      "plain p50/p99 ms",
+      "lost relay/plain",
+      "relay drops sock/own",
+      "gen sock drops",
+      "other cores",
+      "loadavg",
+    ],
+    rows.map((r) => [
+      `${r.clients}`,
+      fmt.int(r.pace),
+      fmt.int(r.relay.traffic.deliveriesPerSecond),
+      fmt.x(r.relay.serverCpuUsPerDelivery),
+      fmt.x(r.plain.serverCpuUsPerDelivery),
+      fmt.x(r.costRatio),
+      fmt.x(r.relayDatagramsPerDelivery),
+      `${fmt.ms(r.relay.traffic.latencyMs.p50)}/${
+        fmt.ms(r.relay.traffic.latencyMs.p99)
+      }`,
+      `${fmt.ms(r.plain.traffic.latencyMs.p50)}/${
+        fmt.ms(r.plain.traffic.latencyMs.p99)
+      }`,
+      `${r.relay.traffic.lost}/${r.plain.traffic.lost}`,
+      drops(r.relay),
+      `${fmt.int(r.relay.usage.clientSocketDrops)}/${
+        fmt.int(r.plain.usage.clientSocketDrops)
+      }`,
+      fmt.x(
+        ((r.relay.usage.otherCores ?? NaN) +
+          (r.plain.usage.otherCores ?? NaN)) /
+          2,
+      ),
+      r.loadAverage?.split(" ").slice(0, 3).join(" ") ?? "n/a",
+    ]),
+  );
+}
+
+/** Runs the curve, prints its table and writes curve.svg (and curve.png); returns the rows. */
+async function runCurve(
+  config: Config,
+  keys: KeyCache,
+  startedAt: string,
+): Promise<CurveRow[]> {
+  progress(
+    `\npaced cost curve: open loop at ${
+      config.curveRates.map((r) => fmt.int(r)).join(", ")
+    } deliveries/s, ${
+      config.curveSizes.join(" and ")
+    } clients, ${config.curveSeconds} s of deliveries per pace; relay and plain relay alternate`,
+  );
+  const rows = await measureCurve(config, keys);
+  console.log(
+    [
+      "",
+      "paced cost curve (open loop: messages sent round-robin at a fixed pace, whatever the replies; µs/deliv = server process CPU, all threads, /proc, per delivery;",
+      "relay dgrams/deliv = datagrams the relay sent per delivery (below 1: coalesced); drops sock/own = the relay socket's kernel drops (/proc/net/udp) / the relay's own drop counters (cumulative); gen sock drops = the generator's sockets' kernel drops, relay/plain run; loadavg after the pair)",
+      "",
+      curveTable(rows),
+    ].join("\n"),
+  );
+  await Deno.mkdir(RESULTS_DIR, { recursive: true });
+  const svgPath = `${RESULTS_DIR}curve.svg`;
+  await Deno.writeTextFile(
+    svgPath,
+    renderCostChart(
+      rows.map((r) => ({
+        clients: r.clients,
+        pace: r.pace,
+        relayUsPerDelivery: r.relay.serverCpuUsPerDelivery,
+        plainUsPerDelivery: r.plain.serverCpuUsPerDelivery,
+      })),
+      `${config.size} B messages, open loop; ${
+        startedAt.slice(0, 16).replace("T", " ")
+      } UTC; deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores; load average ${
+        loadAverage() ?? "n/a"
+      }`,
+    ),
+  );
+  console.log(`wrote ${relative(svgPath)}`);
+  if (await toPng(svgPath, `${RESULTS_DIR}curve.png`)) {
+    console.log(`wrote ${relative(`${RESULTS_DIR}curve.png`)} (rsvg-convert)`);
+  }
+  return rows;
+}
+
 // ---------------------------------------------------------------------------
 // Output
 
@@ -752,6 +1031,28 @@ async function main(): Promise<number> {
           : "at niceness 19"
       })`,
     );
+  }
+
+  if (config.curveOnly) {
+    const curve = await runCurve(config, keys, startedAt);
+    const jsonPath = `${RESULTS_DIR}curve.json`;
+    await Deno.writeTextFile(
+      jsonPath,
+      JSON.stringify(
+        {
+          startedAt,
+          loadAverageStart: loadAvgStart,
+          loadAverageEnd: loadAverage(),
+          cores: navigator.hardwareConcurrency,
+          cpu: readCpuModel(),
+          curve,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    console.log(`wrote ${relative(jsonPath)}`);
+    return 0;
   }
 
   // 1. RSA ceiling (no server running yet).
@@ -968,6 +1269,8 @@ async function main(): Promise<number> {
   } else {
     progress(`\n[7/7] group-size sweep skipped (--skip-sweep)`);
   }
+
+  const curve = config.skipCurve ? [] : await runCurve(config, keys, startedAt);
 
   const elapsedS = (performance.now() - started) / 1000;
   const machineEnd = machineBusySeconds();
@@ -1207,6 +1510,7 @@ async function main(): Promise<number> {
     shareOfCeiling: share,
     handshakes,
     sweep,
+    curve,
   };
   const jsonPath = `${RESULTS_DIR}latest.json`;
   await Deno.writeTextFile(jsonPath, JSON.stringify(json, null, 2) + "\n");

@@ -85,14 +85,74 @@ export class UdpTransport implements DatagramTransport {
         if (error instanceof Deno.errors.BadResource) return;
         throw error;
       }
-      const [view, addr] = received;
-      const from = addr as Deno.NetAddr;
-      yield {
-        data: view.slice(),
-        // A link-local IPv6 source may carry a zone id ("fe80::1%eth0"),
-        // which address values cannot express: the address alone is kept.
-        from: { hostname: stripZone(from.hostname), port: from.port },
-      };
+      yield datagramOf(...received);
+    }
+  }
+
+  /**
+   * Yields received datagrams in batches until the transport is closed: up
+   * to {@linkcode MAX_RECEIVES_IN_FLIGHT} receives wait on the socket at
+   * once, so when it holds several datagrams one wake-up of the reader gets
+   * all that completed together. Deno offers no batch or non-blocking
+   * receive; the number of receives in flight follows the load: it doubles
+   * when the reader comes back to datagrams already waiting, and falls by
+   * one when it had to wait for a batch that filled at most half of them,
+   * so a quiet socket has one. Ends when the transport is closed (a reader
+   * that stops earlier leaves its receives to end at the close).
+   */
+  async *receiveBatches(): AsyncIterableIterator<readonly Datagram[]> {
+    let ready: Datagram[] = [];
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    let inFlight = 0;
+    let depth = MAX_RECEIVES_IN_FLIGHT;
+    const receiver = async () => {
+      inFlight++;
+      const buffer = new Uint8Array(this.#buffer.length);
+      try {
+        while (!this.#closed && inFlight <= depth) {
+          const [view, addr] = await this.#conn.receive(buffer);
+          ready.push(datagramOf(view, addr));
+          wake?.();
+        }
+      } catch (error) {
+        if (
+          !this.#closed && !(error instanceof Deno.errors.Interrupted) &&
+          !(error instanceof Deno.errors.BadResource)
+        ) failure ??= error;
+      } finally {
+        inFlight--;
+        wake?.();
+      }
+    };
+    const receivers = new Set<Promise<void>>();
+    try {
+      while (true) {
+        while (inFlight < depth && !this.#closed) {
+          const running = receiver();
+          receivers.add(running);
+          void running.then(() => receivers.delete(running));
+        }
+        // Datagrams waiting when the reader comes back: a backlog.
+        let waited = false;
+        while (ready.length === 0 && failure === undefined && !this.#closed) {
+          waited = true;
+          await new Promise<void>((resolve) => wake = resolve);
+          wake = undefined;
+        }
+        if (ready.length > 0) {
+          const batch = ready;
+          ready = [];
+          if (!waited) depth = Math.min(MAX_RECEIVES_IN_FLIGHT, depth * 2);
+          else if (depth > 1 && batch.length * 2 <= depth) depth--;
+          yield batch;
+        }
+        if (failure !== undefined) throw failure;
+        if (this.#closed) break;
+      }
+    } finally {
+      depth = 0;
+      if (this.#closed) await Promise.all(receivers);
     }
   }
 
@@ -111,6 +171,20 @@ export class UdpTransport implements DatagramTransport {
     }
     this.#conn.close();
   }
+}
+
+/** Receives a batch keeps waiting on one socket at most. */
+export const MAX_RECEIVES_IN_FLIGHT = 16;
+
+/** A received datagram, copied out of the receive buffer. */
+function datagramOf(view: Uint8Array, addr: Deno.Addr): Datagram {
+  const from = addr as Deno.NetAddr;
+  return {
+    data: view.slice(),
+    // A link-local IPv6 source may carry a zone id ("fe80::1%eth0"),
+    // which address values cannot express: the address alone is kept.
+    from: { hostname: stripZone(from.hostname), port: from.port },
+  };
 }
 
 /** Removes an IPv6 zone id (`%eth0`) from a literal address. */

@@ -69,6 +69,7 @@ import { type LogSink, silentLog, startRsaPool } from "./log.ts";
 import { DropCounter, guardedSink } from "./drops.ts";
 import { randomMsgId } from "./msg_id.ts";
 import { TokenGuard } from "./token_guard.ts";
+import { SendCoalescer } from "./coalescer.ts";
 import {
   type BanEntry,
   BanList,
@@ -100,6 +101,12 @@ export interface RelayServerOptions {
   readonly privateKey: RsaPrivateKey;
   /** Largest datagram sent. Default 1200. */
   readonly mtu?: number;
+  /**
+   * Send the relay streams one turn of the receive loop holds for one
+   * recipient as one datagram, up to the MTU (PROTOCOL.md 5.1). Default
+   * true.
+   */
+  readonly coalesceSends?: boolean;
   /** A member silent this long is removed. Default 30_000 ms. */
   readonly clientTimeoutMs?: number;
   /** Accept clients of the original design (protocol.md 6.1). Default false. */
@@ -280,6 +287,8 @@ export interface ServerStats {
   readonly reassembly: Readonly<ReassemblerCounters>;
   /** Datagrams sent per relayed message (group and per-recipient together). */
   readonly datagramsPerMessage: number;
+  /** Relay streams that shared a datagram with an earlier one to the same member (datagrams saved by coalescing). */
+  readonly coalesced: number;
   /** Group fan-out state (`fanout: "group"` only). */
   readonly group?: GroupStats;
   /** Federation counters, when the server is federated. */
@@ -446,6 +455,8 @@ export class RelayServer implements AsyncDisposable {
   #kernelPolledAt = -Infinity;
   readonly #group: GroupFanout<Member> | undefined;
   #relayDatagrams = 0;
+  /** Joins one turn's relay streams per recipient (undefined: coalescing off). */
+  readonly #coalescer: SendCoalescer | undefined;
   /** Messages fanned out here: local members' and other relays' (federation). */
   #messagesFannedOut = 0;
 
@@ -468,6 +479,12 @@ export class RelayServer implements AsyncDisposable {
     this.#privateKey = options.privateKey;
     this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
     this.#mtu = options.mtu ?? 1200;
+    this.#coalescer = options.coalesceSends === false
+      ? undefined
+      : new SendCoalescer(this.#mtu, (datagram, to) => {
+        this.#relayDatagrams++;
+        this.#sendNow(datagram, to);
+      });
     const answer = keyAnswerSize(options.privateKey);
     if (this.#mtu < answer) {
       throw new RangeError(
@@ -637,6 +654,7 @@ export class RelayServer implements AsyncDisposable {
         ? 0
         : (this.#relayDatagrams +
           (this.#group?.stats().datagrams ?? 0)) / this.#messagesFannedOut,
+      coalesced: this.#coalescer?.joined ?? 0,
       ...(this.#group ? { group: this.#group.stats() } : {}),
       ...(this.#federation ? { federation: this.#federation.stats() } : {}),
     };
@@ -805,6 +823,7 @@ export class RelayServer implements AsyncDisposable {
     for (let queues = busy(); queues.length > 0; queues = busy()) {
       await Promise.all(queues.map((q) => q.tail));
     }
+    this.#coalescer?.flush();
     this.#flushPresence();
     const notice = noticeRecord(NoticeCode.SERVER_SHUTDOWN, this.#mtu);
     if (notice) {
@@ -832,7 +851,12 @@ export class RelayServer implements AsyncDisposable {
   }
 
   async #receiveLoop(): Promise<void> {
-    const datagrams = this.#transport[Symbol.asyncIterator]();
+    // A drain per wake-up when the transport offers batches: every datagram
+    // already received is handled in one turn, and the relay streams that
+    // turn makes for one member leave together at its end.
+    const batches = this.#transport.receiveBatches?.()[Symbol.asyncIterator]();
+    const datagrams = batches ??
+      this.#transport[Symbol.asyncIterator]();
     try {
       while (true) {
         // The load meter needs the time spent waiting: a datagram's work
@@ -843,7 +867,14 @@ export class RelayServer implements AsyncDisposable {
         this.#load.waited(waitStart, performance.now());
         if (next.done || this.#closing) break;
         if (this.#load.overloaded !== this.#overloaded) this.#onLoadChange();
-        this.#onDatagram(next.value);
+        if (!batches) this.#onDatagram(next.value as Datagram);
+        else {
+          const batch = next.value as readonly Datagram[];
+          // A batch of one (a quiet socket) is handled without a hold, so
+          // its streams are sent as they are made, as without coalescing.
+          if (batch.length > 1 && this.#coalescer) this.#onBatch(batch);
+          else for (const datagram of batch) this.#onDatagram(datagram);
+        }
       }
     } catch (error) {
       if (!this.#closing) {
@@ -873,23 +904,51 @@ export class RelayServer implements AsyncDisposable {
     }
   }
 
-  #onDatagram(datagram: Datagram): void {
+  /**
+   * Handles a drained batch with coalesced sends. A member's later datagrams
+   * wait in its queue for its earlier ones, which settle a few microtasks
+   * after the loop: the batch is released when all its work has settled, or
+   * at the next turn of the event loop when some of it waits longer (RSA
+   * work, a WebCrypto seal), so nothing waits for slow work or for company.
+   */
+  #onBatch(batch: readonly Datagram[]): void {
+    const release = this.#coalescer!.hold();
+    const tasks: Promise<void>[] = [];
+    try {
+      for (const datagram of batch) {
+        const task = this.#onDatagram(datagram);
+        if (task) tasks.push(task);
+      }
+    } finally {
+      if (tasks.length === 0) release();
+      else {
+        const timer = setTimeout(release, 0);
+        Promise.all(tasks).then(() => {
+          clearTimeout(timer);
+          release();
+        });
+      }
+    }
+  }
+
+  /** Handles one datagram; returns its task's end (never rejects) when it was queued. */
+  #onDatagram(datagram: Datagram): Promise<void> | undefined {
     this.#datagramsIn++;
     this.#bytesIn += datagram.data.length;
     const source = formatAddress(datagram.from);
-    if (this.#isBanned(datagram.from, source)) return;
+    if (this.#isBanned(datagram.from, source)) return undefined;
     let records: TlvRecord[];
     try {
       records = decodeRecords(datagram.data);
     } catch {
       this.#drops.drop("malformed", source);
-      return;
+      return undefined;
     }
     // All key answers this datagram causes, in its own stream and in the
     // streams it completes by reassembly, together are no larger than it
     // (protocol.md section 10).
     const answerBudget = { bytes: datagram.data.length };
-    this.#enqueue(
+    return this.#enqueue(
       source,
       () =>
         this.#processStream(
@@ -904,9 +963,13 @@ export class RelayServer implements AsyncDisposable {
 
   /**
    * Runs `task` after every earlier task of `source`, so one source's
-   * datagrams keep their order: at once when it has none pending.
+   * datagrams keep their order: at once when it has none pending. Returns
+   * when the task has ended (never rejects), or undefined when it was dropped.
    */
-  #enqueue(source: string, task: () => Promise<void>): void {
+  #enqueue(
+    source: string,
+    task: () => Promise<void>,
+  ): Promise<void> | undefined {
     // Limits first: a queue is only made for a task that will run (an empty
     // queue left in the map would keep shutdown waiting).
     if (this.#pendingTotal >= this.#maxQueuedTotal) {
@@ -948,6 +1011,7 @@ export class RelayServer implements AsyncDisposable {
         this.#queues.delete(source);
       }
     });
+    return q.tail;
   }
 
   /** A datagram the server dropped for want of capacity: counted, and the presence judge told. */
@@ -1735,8 +1799,12 @@ export class RelayServer implements AsyncDisposable {
         datagram.set(prefix);
         guard.sealInto(plaintext, now, datagram, tokenAt);
         this.#countDelivery(member);
-        this.#relayDatagrams++;
-        this.#send(datagram, member.address);
+        if (this.#coalescer?.holding) {
+          this.#coalescer.add(member.address, datagram);
+        } else {
+          this.#relayDatagrams++;
+          this.#send(datagram, member.address);
+        }
       } else {
         this.#deliver(member, [senderRecord, {
           type: RecordType.FERNET_MESSAGE,
@@ -1951,7 +2019,13 @@ export class RelayServer implements AsyncDisposable {
     return datagrams.length;
   }
 
+  /** Sends a datagram after any relay streams still pending for `to`, so it cannot overtake them. */
   #send(datagram: Uint8Array, to: PeerAddress): void {
+    this.#coalescer?.flushTo(to);
+    this.#sendNow(datagram, to);
+  }
+
+  #sendNow(datagram: Uint8Array, to: PeerAddress): void {
     this.#datagramsOut++;
     this.#bytesOut += datagram.length;
     this.#sendsInFlight++;

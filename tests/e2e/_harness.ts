@@ -208,6 +208,21 @@ export class TapTransport implements DatagramTransport, AsyncDisposable {
     }
   }
 
+  /**
+   * The wrapped transport's batches, recorded (single datagrams as batches
+   * of one when it has none).
+   */
+  async *receiveBatches(): AsyncIterableIterator<readonly Datagram[]> {
+    if (!this.inner.receiveBatches) {
+      for await (const datagram of this) yield [datagram];
+      return;
+    }
+    for await (const batch of this.inner.receiveBatches()) {
+      for (const datagram of batch) this.received.push(datagram);
+      yield batch;
+    }
+  }
+
   /** The owner's send: recorded (or discarded after {@linkcode discardSends}). */
   send(data: Uint8Array, to: PeerAddress): Promise<void> {
     if (this.#discarding) {
