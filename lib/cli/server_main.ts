@@ -654,9 +654,12 @@ function handleCommand(
     }
     case "stats": {
       const stats = roundNumbers({ ...server.stats(), control });
-      const lines = Object.entries(stats).map(([k, v]) =>
-        `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
-      );
+      // What the server does not have (kernelDropped without /proc) is left
+      // out, as JSON leaves it out.
+      const lines = Object.entries(stats).filter(([, v]) => v !== undefined)
+        .map(([k, v]) =>
+          `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`
+        );
       return reply("stats", lines, { stats });
     }
     case "kick": {

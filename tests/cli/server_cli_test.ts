@@ -136,6 +136,12 @@ Deno.test({
         await control.request("bogus", (l) => l.startsWith("error:")),
         'error: unknown command "bogus": try help',
       );
+      // A figure the server does not have (kernelDropped without /proc) is
+      // left out, not printed as "undefined".
+      assert.deepEqual(
+        control.log.lines.filter((l) => l.endsWith("=undefined")),
+        [],
+      );
       assert.equal(
         await control.request("exit", (l) => l.startsWith("ok:")),
         "ok: stopping",
