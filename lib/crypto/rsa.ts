@@ -424,7 +424,16 @@ export class RsaPrivateKey {
 
   /** Decrypts blocks in order and concatenates the plaintexts. @throws {RsaDecryptError} */
   async decryptChunks(blocks: readonly Uint8Array[]): Promise<Uint8Array> {
-    const parts = await Promise.all(blocks.map((b) => this.decrypt(b)));
+    // Every block settles before this does: a rejection must not leave the
+    // other decryptions running after the caller has moved on.
+    const settled = await Promise.allSettled(
+      blocks.map((b) => this.decrypt(b)),
+    );
+    const failed = settled.find((s) => s.status === "rejected");
+    if (failed) throw failed.reason;
+    const parts = settled.map((s) =>
+      (s as PromiseFulfilledResult<Uint8Array>).value
+    );
     let total = 0;
     for (const p of parts) total += p.length;
     const out = new Uint8Array(total);
