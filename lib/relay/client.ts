@@ -1488,7 +1488,9 @@ export class RelayClient implements AsyncDisposable {
   async #onWelcome(value: Uint8Array): Promise<boolean> {
     const waiter = this.#welcomeWaiter;
     if (!waiter) {
-      this.#drops.count("unexpected_welcome");
+      if (await this.#isRepeatedWelcome(value)) {
+        this.#log({ level: "debug", event: "welcome_repeated" });
+      } else this.#drops.count("unexpected_welcome");
       return false;
     }
     let addressValue: Uint8Array;
@@ -1512,6 +1514,29 @@ export class RelayClient implements AsyncDisposable {
       return true;
     } catch {
       this.#drops.drop("welcome_bad_address", this.serverAddress);
+      return false;
+    }
+  }
+
+  /**
+   * Whether a WELCOME that came when none was awaited answers a copy of the
+   * registration already confirmed: a retry sent while the first WELCOME
+   * was on its way reaches the server too, which answers it with a WELCOME
+   * of its own (PROTOCOL.md section 4, one cookie, one key), so it is
+   * expected, not a drop. Hybrid only: a token under the current key that
+   * passes every check (replay included) and names this client's address.
+   * An RSA-profile WELCOME is not opened: that would be an RSA decryption
+   * anyone could ask for.
+   */
+  async #isRepeatedWelcome(value: Uint8Array): Promise<boolean> {
+    if (this.#profile !== "hybrid" || !this.#guard || !this.#address) {
+      return false;
+    }
+    const opened = await this.#guard.open(value, this.#now());
+    if (!opened.ok) return false;
+    try {
+      return formatAddress(decodeAddress(opened.plaintext)) === this.address;
+    } catch {
       return false;
     }
   }

@@ -2,11 +2,14 @@
  * The key exchange as seen on the wire, and the pinned fingerprint: a
  * matching pin connects; a mismatching one makes connect() reject with a
  * HandshakeError before the client sends its key, so the server never
- * registers it.
+ * registers it. A WELCOME that answers the client's own retried registration
+ * is expected, not a drop.
  */
 import assert from "node:assert/strict";
 import { HandshakeError } from "../../lib/errors.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
+import { MemoryNetwork } from "../../lib/net/memory.ts";
+import type { Datagram } from "../../lib/net/transport.ts";
 import { decodeAddress, formatAddress } from "../../lib/protocol/address.ts";
 import { RecordType } from "../../lib/protocol/tlv.ts";
 import { Harness, hasRecord, recordsOf } from "./_harness.ts";
@@ -139,4 +142,59 @@ Deno.test("no server: connect() rejects with HandshakeError after its retries an
       d.data.length === 1200 && hasRecord(d.data, RecordType.KEY_REQUEST)
     ),
   );
+});
+
+Deno.test("a WELCOME answering the client's own retried registration is not counted as a drop; the same WELCOME replayed is", async () => {
+  await using h = new Harness(serverKey);
+  const network = new MemoryNetwork();
+  const { server } = await h.startServer({ transport: network.bind() });
+  // The first WELCOME (and what follows it) is held until the server has
+  // answered the client's retry too, then both arrive: what happens when the
+  // server's RSA threads take longer than the client's first retry delay.
+  const transport = network.bind();
+  const enqueue = transport.enqueue.bind(transport);
+  let held: Datagram[] | undefined;
+  let welcomes = 0;
+  transport.enqueue = (datagram: Datagram) => {
+    if (hasRecord(datagram.data, RecordType.WELCOME) && ++welcomes === 1) {
+      held = [];
+    }
+    if (held === undefined) return enqueue(datagram);
+    held.push(datagram);
+    if (welcomes < 2) return;
+    for (const d of held) enqueue(d);
+    held = undefined;
+  };
+  const a = await h.connect("a", { transport });
+  // Anything a receives after b joins was processed after both WELCOMEs.
+  const b = await h.connect("b", { transport: network.bind() });
+  await a.waitPresence("join", b.address);
+  const registrations = a.tap.sent.filter((d) =>
+    hasRecord(d.data, RecordType.SYMMETRIC_KEY)
+  );
+  assert.ok(registrations.length >= 2, "the client did not retry");
+  // The retry resends the same bytes (one cookie, one key).
+  for (const d of registrations) {
+    assert.deepEqual(d.data, registrations[0]!.data);
+  }
+  const answers = a.tap.received.filter((d) =>
+    hasRecord(d.data, RecordType.WELCOME)
+  );
+  assert.ok(answers.length >= 2);
+  assert.ok(server.stats().dropped.registration_repeated! >= 1);
+  assert.deepEqual(a.client.stats().dropped, {});
+  assert.equal(a.client.stats().registrations, 1);
+  assert.ok(a.log.count((r) => r.event === "welcome_repeated") >= 1);
+
+  // Replayed from the server's address, the last WELCOME fails the replay
+  // check and is counted as before.
+  network.deliver(
+    answers.at(-1)!.data,
+    server.localAddress,
+    a.tap.localAddress,
+  );
+  const c = await h.connect("c", { transport: network.bind() });
+  await a.waitPresence("join", c.address);
+  assert.deepEqual(a.client.stats().dropped, { unexpected_welcome: 1 });
+  assert.equal(a.client.stats().registrations, 1);
 });
