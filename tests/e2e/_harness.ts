@@ -282,6 +282,32 @@ export function hasRecord(data: Uint8Array, type: number): boolean {
   return recordsOf(data).some((r) => r.type === type);
 }
 
+/**
+ * The server drop counters that the clients' own registration retries
+ * account for, read from what each client sent: a registration datagram
+ * (COOKIE + key record) sent again as the same bytes is a retry whose
+ * WELCOME was late (the server's RSA threads run at low priority, so on a
+ * busy machine a retry fires before the first WELCOME comes back). The
+ * server answers each without RSA work and counts it
+ * `registration_repeated` (PROTOCOL.md section 10). Empty when no client
+ * retried, so a test can compare it with the whole `stats().dropped`.
+ */
+export function registrationRetries(
+  clients: readonly ClientHandle[],
+): Record<string, number> {
+  let repeated = 0;
+  for (const c of clients) {
+    const registrations = c.tap.sent.items
+      .filter((d) =>
+        hasRecord(d.data, RecordType.SYMMETRIC_KEY) ||
+        hasRecord(d.data, RecordType.CLIENT_PUBLIC_KEY)
+      )
+      .map((d) => d.data.join());
+    repeated += registrations.length - new Set(registrations).size;
+  }
+  return repeated === 0 ? {} : { registration_repeated: repeated };
+}
+
 /** The value of the first record of `type` in a datagram. */
 export function recordValue(
   data: Uint8Array,

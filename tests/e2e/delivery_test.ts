@@ -6,7 +6,12 @@
 import assert from "node:assert/strict";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { RecordType } from "../../lib/protocol/tlv.ts";
-import { Harness, recordsOf, sizedText } from "./_harness.ts";
+import {
+  Harness,
+  recordsOf,
+  registrationRetries,
+  sizedText,
+} from "./_harness.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 
@@ -89,7 +94,10 @@ Deno.test("three clients: 5 B, 5 KB and 30 KB messages delivered exactly once to
   const stats = server.stats();
   assert.equal(stats.messagesRelayed, 12);
   assert.equal(stats.deliveries, 24);
-  assert.deepEqual(stats.dropped, {});
+  // Nothing dropped, but for the registrations a client sent again because
+  // its WELCOME was late (the server's RSA threads yield to a busy machine):
+  // each is answered once more, as the same bytes on the wire show.
+  assert.deepEqual(stats.dropped, registrationRetries(clients));
 
   // Fragmentation both ways, and no datagram over the MTU on either side.
   for (const c of clients) {
