@@ -477,20 +477,21 @@ export async function clientMain(args: readonly string[]): Promise<number> {
     : connectTimeoutMs / ((2 ** attempts - 1) * (1 + fallbackTargets.length));
 
   let session: InteractiveSession | undefined;
+  /** A log or status line: on stderr, or above the prompt on a terminal like messages. */
+  const printStatus = (line: string) =>
+    session?.raw ? session.print(line) : printError(line);
   const log = createLogSink({
     json,
     level: logLevel,
     color: Deno.stderr.isTerminal() && !Deno.noColor,
-    // On a terminal, log lines go above the prompt like messages.
-    write: (line) => session?.raw ? session.print(line) : printError(line),
+    write: printStatus,
   });
   /** Status lines for the user on stderr (progress, known servers), unless --log-level error. */
   const say = (record: LogRecord, text: string) => {
     if (logLevel === "error") return;
-    const line = json ? formatLogRecord(record, { json, color: false }) : text;
-    // On a terminal, above the prompt like the log.
-    if (session?.raw) session.print(line);
-    else printError(line);
+    printStatus(
+      json ? formatLogRecord(record, { json, color: false }) : text,
+    );
   };
   /** Sends one line; resolves with a line to show (the basic profile's ACK) or nothing. */
   let send:
