@@ -57,9 +57,9 @@ export {
   RelayServer,
   type RelayServerOptions,
   type ServerStats,
-} from "./lib/relay/server.ts";
+} from "./lib/relay/server/server.ts";
 // Bans (`RelayServer.ban`, `unban`, `bans`).
-export { type BanEntry, MAX_BAN_SECONDS } from "./lib/relay/bans.ts";
+export { type BanEntry, MAX_BAN_SECONDS } from "./lib/core/bans.ts";
 // Relays federated over NATS (one group served by several relays).
 export {
   Federation,
@@ -68,18 +68,18 @@ export {
   type FederationOptions,
   type FederationPeer,
   type FederationStats,
-} from "./lib/relay/federation.ts";
-export type { RemoteMemberInfo } from "./lib/relay/cluster_view.ts";
+} from "./lib/relay/server/federation.ts";
+export type { RemoteMemberInfo } from "./lib/relay/server/cluster_view.ts";
 export {
   clusterSubject,
   NatsLink,
   type NatsLinkOptions,
-} from "./lib/net/nats_link.ts";
+} from "./lib/runtime/nats_link.ts";
 export {
   LoadMeter,
   type LoadMeterOptions,
   type LoadProbe,
-} from "./lib/relay/load.ts";
+} from "./lib/core/load.ts";
 export {
   type ClientEvent,
   type ClientStats,
@@ -87,22 +87,22 @@ export {
   RelayClient,
   type RelayClientOptions,
   type SendOutcome,
-} from "./lib/relay/client.ts";
+} from "./lib/relay/client/client.ts";
 // Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
 // `groupBatchMs` (server) and `group`, `bindDownstream` (client).
-export { type GroupStats } from "./lib/relay/group_fanout.ts";
-export { type GroupReceiverStats } from "./lib/relay/group_receiver.ts";
+export { type GroupStats } from "./lib/relay/server/group_fanout.ts";
+export { type GroupReceiverStats } from "./lib/relay/client/group_receiver.ts";
 export {
   type BasicClientInfo,
   type BasicMessage,
   BasicServer,
   type BasicServerOptions,
-} from "./lib/relay/basic_server.ts";
+} from "./lib/relay/basic/server.ts";
 export {
   type BasicAck,
   BasicClient,
   type BasicClientOptions,
-} from "./lib/relay/basic_client.ts";
+} from "./lib/relay/basic/client.ts";
 export {
   LOG_LEVELS,
   type LogLevel,
@@ -111,42 +111,39 @@ export {
 } from "./lib/relay/log.ts";
 
 // Transports and the control port.
-export type { Datagram, DatagramTransport } from "./lib/net/transport.ts";
+export type { Datagram, DatagramTransport } from "./lib/runtime/transport.ts";
 export {
   type MulticastOptions,
   type UdpBindOptions,
   UdpTransport,
-} from "./lib/net/udp.ts";
-export { MemoryNetwork, MemoryTransport } from "./lib/net/memory.ts";
+} from "./lib/runtime/udp.ts";
+export { MemoryNetwork, MemoryTransport } from "./lib/runtime/memory.ts";
 export {
   KernelDropMeter,
   kernelDropsUnavailable,
   parseProcNetUdp,
   socketInodes,
   type UdpSocketRow,
-} from "./lib/net/kernel_drops.ts";
+} from "./lib/runtime/kernel_drops.ts";
 export {
   type PresenceCounters,
   PresenceJudge,
   type PresenceJudgeOptions,
   type SilenceRecord,
   type SilenceVerdict,
-} from "./lib/relay/presence.ts";
-export {
-  type HintAction,
-  KeepaliveWatch,
-} from "./lib/relay/keepalive_watch.ts";
+} from "./lib/core/silence.ts";
+export { type HintAction, KeepaliveWatch } from "./lib/core/keepalive_watch.ts";
 export {
   type ControlConnection,
   ControlServer,
   type ControlServerOptions,
   type ControlStats,
-} from "./lib/net/control.ts";
+} from "./lib/runtime/control.ts";
 export {
   ControlAdmission,
   type ControlAdmissionOptions,
   ControlToken,
-} from "./lib/net/control_admission.ts";
+} from "./lib/runtime/control_admission.ts";
 
 // Pure codecs of the wire format.
 export {
@@ -160,7 +157,7 @@ export {
   type RecordTypeNumber,
   TLV_HEADER_SIZE,
   type TlvRecord,
-} from "./lib/protocol/tlv.ts";
+} from "./lib/wire/tlv.ts";
 export {
   decodeAddress,
   encodeAddress,
@@ -171,7 +168,7 @@ export {
   isMulticastIPv4,
   parseAddress,
   type PeerAddress,
-} from "./lib/protocol/address.ts";
+} from "./lib/wire/address.ts";
 export {
   decodeFragment,
   encodeFragment,
@@ -179,14 +176,14 @@ export {
   FRAGMENT_HEADER_SIZE,
   fragmentChunkSize,
   fragmentStream,
-} from "./lib/protocol/fragment.ts";
+} from "./lib/wire/fragment.ts";
 export {
   DEFAULT_REASSEMBLER_LIMITS,
   type FragmentOutcome,
   Reassembler,
   type ReassemblerCounters,
   type ReassemblerLimits,
-} from "./lib/protocol/reassembler.ts";
+} from "./lib/core/reassembler.ts";
 export {
   decodeNotice,
   decodeRemoval,
@@ -195,7 +192,7 @@ export {
   NoticeCode,
   noticeRecord,
   type RemovalNotice,
-} from "./lib/protocol/notice.ts";
+} from "./lib/wire/notice.ts";
 export {
   decodeGroupKeyPlaintext,
   decodeGroupMessageValue,
@@ -204,7 +201,7 @@ export {
   encodeGroupPlaintext,
   type GroupKeyGrant,
   type GroupPlaintext,
-} from "./lib/protocol/group.ts";
+} from "./lib/wire/group.ts";
 export {
   basicAckText,
   type BasicDatagram,
@@ -212,7 +209,7 @@ export {
   classifyBasicDatagram,
   fragmentBasicCiphertext,
   parseBasicAck,
-} from "./lib/protocol/basic.ts";
+} from "./lib/wire/basic.ts";
 
 // Cryptography.
 export {

@@ -13,16 +13,16 @@
  */
 import { FernetKey } from "../lib/crypto/fernet.ts";
 import { RsaPublicKey } from "../lib/crypto/rsa.ts";
-import { encodeAddress, type PeerAddress } from "../lib/protocol/address.ts";
-import { fragmentStream } from "../lib/protocol/fragment.ts";
-import { Reassembler } from "../lib/protocol/reassembler.ts";
+import { encodeAddress, type PeerAddress } from "../lib/wire/address.ts";
+import { fragmentStream } from "../lib/wire/fragment.ts";
+import { Reassembler } from "../lib/core/reassembler.ts";
 import {
   decodeRecords,
   encodeRecords,
   RecordType,
   type TlvRecord,
-} from "../lib/protocol/tlv.ts";
-import { UdpTransport } from "../lib/net/udp.ts";
+} from "../lib/wire/tlv.ts";
+import { UdpTransport } from "../lib/runtime/udp.ts";
 
 /** "relay": the mcrelay protocol (hybrid profile). "plain": the bench's plain UDP relay. */
 export type Mode = "relay" | "plain";

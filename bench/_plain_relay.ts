@@ -13,9 +13,9 @@
  *
  * @module
  */
-import { formatAddress, type PeerAddress } from "../lib/protocol/address.ts";
-import { UdpTransport } from "../lib/net/udp.ts";
-import { LineSplitter } from "../lib/net/lines.ts";
+import { formatAddress, type PeerAddress } from "../lib/wire/address.ts";
+import { UdpTransport } from "../lib/runtime/udp.ts";
+import { LineSplitter } from "../lib/runtime/lines.ts";
 
 const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
 const members = new Map<string, PeerAddress>();

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { parseAddress, type PeerAddress } from "../lib/protocol/address.ts";
+import { parseAddress, type PeerAddress } from "../lib/wire/address.ts";
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ; 100 on Linux x86-64 and arm64). */
 const CLOCK_TICKS = 100;

@@ -16,10 +16,10 @@
  */
 import { parseArgs } from "node:util";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
-import { formatAddress } from "../lib/protocol/address.ts";
-import { UdpTransport } from "../lib/net/udp.ts";
-import { RelayServer } from "../lib/relay/server.ts";
-import { LineSplitter } from "../lib/net/lines.ts";
+import { formatAddress } from "../lib/wire/address.ts";
+import { UdpTransport } from "../lib/runtime/udp.ts";
+import { RelayServer } from "../lib/relay/server/server.ts";
+import { LineSplitter } from "../lib/runtime/lines.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

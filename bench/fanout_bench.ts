@@ -34,13 +34,13 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
-import { MemoryNetwork } from "../lib/net/memory.ts";
-import type { Datagram, DatagramTransport } from "../lib/net/transport.ts";
-import { UdpTransport } from "../lib/net/udp.ts";
-import type { PeerAddress } from "../lib/protocol/address.ts";
-import { RelayClient } from "../lib/relay/client.ts";
+import { MemoryNetwork } from "../lib/runtime/memory.ts";
+import type { Datagram, DatagramTransport } from "../lib/runtime/transport.ts";
+import { UdpTransport } from "../lib/runtime/udp.ts";
+import type { PeerAddress } from "../lib/wire/address.ts";
+import { RelayClient } from "../lib/relay/client/client.ts";
 import type { LogRecord } from "../lib/relay/log.ts";
-import { RelayServer } from "../lib/relay/server.ts";
+import { RelayServer } from "../lib/relay/server/server.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -27,7 +27,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseAddress } from "../lib/protocol/address.ts";
+import { parseAddress } from "../lib/wire/address.ts";
 import {
   type BenchClient,
   closeAll,

@@ -27,15 +27,15 @@
 import { parseArgs } from "node:util";
 import { FernetKey } from "../lib/crypto/fernet.ts";
 import { RsaPrivateKey, RsaPublicKey } from "../lib/crypto/rsa.ts";
-import { MemoryNetwork } from "../lib/net/memory.ts";
-import type { PeerAddress } from "../lib/protocol/address.ts";
+import { MemoryNetwork } from "../lib/runtime/memory.ts";
+import type { PeerAddress } from "../lib/wire/address.ts";
 import {
   decodeRecords,
   encodeRecords,
   RecordType,
   type TlvRecord,
-} from "../lib/protocol/tlv.ts";
-import { RelayServer } from "../lib/relay/server.ts";
+} from "../lib/wire/tlv.ts";
+import { RelayServer } from "../lib/relay/server/server.ts";
 import { closeAll, KeyCache, registerMany } from "./_loadgen.ts";
 import { ChildServer } from "./_proc.ts";
 

@@ -21,12 +21,12 @@
  */
 import { parseArgs } from "node:util";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
-import { RsaDecryptPool } from "../lib/crypto/rsa_pool.ts";
+import { RsaDecryptPool } from "../lib/runtime/rsa_pool.ts";
 import {
   formatAddress,
   parseAddress,
   type PeerAddress,
-} from "../lib/protocol/address.ts";
+} from "../lib/wire/address.ts";
 import { renderChart, renderCostChart } from "./_chart.ts";
 import {
   type BenchClient,

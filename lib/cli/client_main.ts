@@ -7,17 +7,17 @@
  */
 import { fstatSync } from "node:fs";
 import { ConfigError, HandshakeError, UndeliveredError } from "../errors.ts";
-import { isIPv6, type PeerAddress } from "../protocol/address.ts";
-import { UdpTransport } from "../net/udp.ts";
+import { isIPv6, type PeerAddress } from "../wire/address.ts";
+import { UdpTransport } from "../runtime/udp.ts";
 import {
   type ClientEvent,
   type HandshakeProgress,
   RelayClient,
-} from "../relay/client.ts";
-import { type BasicAck, BasicClient } from "../relay/basic_client.ts";
-import { formatAddress } from "../protocol/address.ts";
+} from "../relay/client/client.ts";
+import { type BasicAck, BasicClient } from "../relay/basic/client.ts";
+import { formatAddress } from "../wire/address.ts";
 import { LOG_LEVELS, type LogLevel, type LogRecord } from "../relay/log.ts";
-import { LineSplitter } from "../net/lines.ts";
+import { LineSplitter } from "../runtime/lines.ts";
 import {
   addressFlag,
   choiceFlag,

@@ -7,7 +7,10 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BindError, ConfigError } from "../errors.ts";
-import { ControlServer, type ControlServerOptions } from "../net/control.ts";
+import {
+  ControlServer,
+  type ControlServerOptions,
+} from "../runtime/control.ts";
 import {
   formatAddress,
   isIPv4,
@@ -16,7 +19,7 @@ import {
   isMulticastIPv4,
   parseAddress,
   type PeerAddress,
-} from "../protocol/address.ts";
+} from "../wire/address.ts";
 
 /** One flag of a CLI: its parseArgs type, default, and help text. */
 export interface FlagSpec {

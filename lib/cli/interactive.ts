@@ -6,7 +6,7 @@
  * @module
  */
 import { CLEAR_LINE, LineEditor, printAboveText } from "./line_editor.ts";
-import { LineSplitter } from "../net/lines.ts";
+import { LineSplitter } from "../runtime/lines.ts";
 
 /** What the interactive session needs from the client. */
 export interface InteractiveHooks {

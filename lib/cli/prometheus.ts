@@ -8,9 +8,9 @@
  *
  * @module
  */
-import type { GroupStats } from "../relay/group_fanout.ts";
-import type { FederationStats } from "../relay/federation.ts";
-import type { ReassemblerCounters } from "../protocol/reassembler.ts";
+import type { GroupStats } from "../relay/server/group_fanout.ts";
+import type { FederationStats } from "../relay/server/federation.ts";
+import type { ReassemblerCounters } from "../core/reassembler.ts";
 
 /** The content type of {@linkcode renderMetrics}'s text. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

@@ -7,21 +7,21 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import { formatAddress, type PeerAddress } from "../protocol/address.ts";
-import { PROTOCOL_VERSION } from "../protocol/tlv.ts";
+import { formatAddress, type PeerAddress } from "../wire/address.ts";
+import { PROTOCOL_VERSION } from "../wire/tlv.ts";
 import type {
   ControlConnection,
   ControlServer,
   ControlStats,
-} from "../net/control.ts";
-import { UdpTransport } from "../net/udp.ts";
+} from "../runtime/control.ts";
+import { UdpTransport } from "../runtime/udp.ts";
 import {
   KernelDropMeter,
   kernelDropsUnavailable,
-} from "../net/kernel_drops.ts";
-import { keyAnswerSize, RelayServer } from "../relay/server.ts";
-import { BasicServer } from "../relay/basic_server.ts";
-import { schedIdleUnavailable } from "../crypto/sched_idle.ts";
+} from "../runtime/kernel_drops.ts";
+import { keyAnswerSize, RelayServer } from "../relay/server/server.ts";
+import { BasicServer } from "../relay/basic/server.ts";
+import { schedIdleUnavailable } from "../runtime/sched_idle.ts";
 import type { LogLevel } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
 import {
@@ -41,14 +41,14 @@ import {
 } from "./flags.ts";
 import { CONFIG_FLAG, parseCommandLine } from "./config.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./prometheus.ts";
-import { MetricsServer } from "../net/metrics_http.ts";
+import { MetricsServer } from "../runtime/metrics_http.ts";
 import { loadOrCreateClusterKey, loadOrCreateKey } from "./key_file.ts";
-import { Federation } from "../relay/federation.ts";
+import { Federation } from "../relay/server/federation.ts";
 import {
   clusterSubject,
   NatsLink,
   type NatsLinkOptions,
-} from "../net/nats_link.ts";
+} from "../runtime/nats_link.ts";
 import { roundNumbers } from "./log_format.ts";
 import {
   createLogSink,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { RsaDecryptPool } from "../crypto/rsa_pool.ts";
+import type { RsaDecryptPool } from "../runtime/rsa_pool.ts";
 
 /** Severity of a log record, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";

@@ -20,16 +20,22 @@
  */
 import assert from "node:assert/strict";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
-import { UdpTransport } from "../../lib/net/udp.ts";
-import type { Datagram, DatagramTransport } from "../../lib/net/transport.ts";
-import { parseAddress, type PeerAddress } from "../../lib/protocol/address.ts";
-import { encodeFragment } from "../../lib/protocol/fragment.ts";
+import { UdpTransport } from "../../lib/runtime/udp.ts";
+import type {
+  Datagram,
+  DatagramTransport,
+} from "../../lib/runtime/transport.ts";
+import { parseAddress, type PeerAddress } from "../../lib/wire/address.ts";
+import { encodeFragment } from "../../lib/wire/fragment.ts";
 import {
   decodeRecords,
   encodeRecords,
   RecordType,
-} from "../../lib/protocol/tlv.ts";
-import { type ClientEvent, RelayClient } from "../../lib/relay/client.ts";
+} from "../../lib/wire/tlv.ts";
+import {
+  type ClientEvent,
+  RelayClient,
+} from "../../lib/relay/client/client.ts";
 import {
   ControlClient,
   type JsonLine,

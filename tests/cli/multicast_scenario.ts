@@ -27,7 +27,7 @@ import {
 } from "./_process.ts";
 
 import { assertPrivateNamespace, output, scenarioMain } from "./_namespace.ts";
-import { NEWCOMER_UNICAST_MS } from "../../lib/relay/group_fanout.ts";
+import { NEWCOMER_UNICAST_MS } from "../../lib/relay/server/group_fanout.ts";
 
 const GROUP = "224.1.1.1";
 /** A server joined to the group, bound to 0.0.0.0 on a free port. */

@@ -28,8 +28,8 @@
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { decodeBase64, encodeBase64 } from "../../lib/crypto/base64.ts";
 import { RsaPublicKey } from "../../lib/crypto/rsa.ts";
-import { encodeRecords, RecordType } from "../../lib/protocol/tlv.ts";
-import { hasRecord, keyRequest, recordValue } from "../e2e/_harness.ts";
+import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
+import { hasRecord, keyRequest, recordValue } from "../relay/_harness.ts";
 import { assertPrivateNamespace, scenarioMain } from "./_namespace.ts";
 import {
   type ClientInfo,

@@ -1,0 +1,353 @@
+/**
+ * The basic profile (protocol.md section 8) end to end over 127.0.0.1:
+ * key exchange, whole and fragmented messages with their ACK texts, hostile
+ * input rejected with a log line and no crash, and junk RSA floods bounded
+ * by the per-IP and global decryption budgets (other loopback IPs,
+ * 127.0.0.2 and up, stand for other hosts).
+ */
+import assert from "node:assert/strict";
+import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
+import { UdpTransport } from "../../lib/runtime/udp.ts";
+import {
+  basicKeyRequest,
+  fragmentBasicCiphertext,
+} from "../../lib/wire/basic.ts";
+import { BasicClient } from "../../lib/relay/basic/client.ts";
+import {
+  type BasicMessage,
+  BasicServer,
+  type BasicServerOptions,
+} from "../../lib/relay/basic/server.ts";
+import type { LogRecord } from "../../lib/relay/log.ts";
+
+const serverKey = await RsaPrivateKey.generate(4096);
+const clientKey = await RsaPrivateKey.generate(2048);
+const encoder = new TextEncoder();
+
+/** A log sink whose records can be awaited. */
+function logCollector() {
+  const records: LogRecord[] = [];
+  const waiters: { match: (r: LogRecord) => boolean; resolve: () => void }[] =
+    [];
+  const sink = (record: LogRecord) => {
+    records.push(record);
+    for (const waiter of [...waiters]) {
+      if (waiter.match(record)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  };
+  /** Resolves when a record matching `match` has been logged (fails after 5 s). */
+  const waitFor = (match: (r: LogRecord) => boolean): Promise<void> => {
+    if (records.some(match)) return Promise.resolve();
+    let timer: ReturnType<typeof setTimeout>;
+    return Promise.race([
+      new Promise<void>((resolve) =>
+        waiters.push({
+          match,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        })
+      ),
+      new Promise<void>((_, reject) =>
+        timer = setTimeout(
+          () => reject(new Error("expected log record did not come")),
+          5000,
+        )
+      ),
+    ]);
+  };
+  return { records, sink, waitFor };
+}
+
+const dropOf = (reason: string) => (r: LogRecord) =>
+  r.event === "drop" && r.reason === reason;
+
+async function startServer(
+  compat = false,
+  options: Partial<BasicServerOptions> = {},
+) {
+  const collector = logCollector();
+  const logs = collector.records;
+  const messages: BasicMessage[] = [];
+  const server = BasicServer.start({
+    transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+    privateKey: serverKey,
+    compat,
+    log: collector.sink,
+    onMessage: (message) => messages.push(message),
+    ...options,
+  });
+  return { server, logs, messages, waitForLog: collector.waitFor };
+}
+
+/**
+ * Sends raw datagrams from a fresh socket, then waits for `expectReplies`
+ * replies, or (with 0) for `settled` (the server's log of the last datagram).
+ */
+async function exchangeRaw(
+  server: BasicServer,
+  datagrams: Uint8Array[],
+  expectReplies: number,
+  settled?: () => Promise<void>,
+): Promise<Uint8Array[]> {
+  const socket = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const replies: Uint8Array[] = [];
+  const done = (async () => {
+    if (expectReplies === 0) return;
+    for await (const { data } of socket) {
+      replies.push(data);
+      if (replies.length >= expectReplies) return;
+    }
+  })();
+  for (const d of datagrams) await socket.send(d, server.localAddress);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      expectReplies > 0 ? done : settled!(),
+      new Promise<void>((_, reject) =>
+        timer = setTimeout(() => reject(new Error("no reply in 5 s")), 5000)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    socket.close();
+  }
+  await done;
+  return replies;
+}
+
+Deno.test("basic client gets 'ACK' for a whole message and '<id>: ACK' for a fragmented one, encrypted for it", async () => {
+  const { server, messages } = await startServer();
+  const client = await BasicClient.connect({
+    transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+    server: server.localAddress,
+    rsaKey: clientKey,
+    fingerprint: server.fingerprint,
+    retryInitialMs: 200,
+  });
+  try {
+    const whole = await client.send("hello basic");
+    assert.equal(whole.text, "ACK");
+    assert.equal(whole.msgId, undefined);
+
+    const fragmentingClient = client; // same key, fragments on demand below
+    const longText = "x".repeat(400);
+    const viaFragments = await BasicClient.connect({
+      transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+      server: server.localAddress,
+      rsaKey: clientKey,
+      fragment: "always",
+      retryInitialMs: 200,
+    });
+    try {
+      const ack = await viaFragments.send(longText);
+      assert.match(ack.text, /^\d+: ACK$/);
+      assert.equal(ack.text, `${ack.msgId}: ACK`);
+      assert.equal(ack.encrypted, true);
+    } finally {
+      await viaFragments.close();
+    }
+    assert.equal(whole.encrypted, true);
+    assert.deepEqual(messages.map((m) => m.text), ["hello basic", longText]);
+    assert.equal(messages[1]!.msgId !== undefined, true);
+    assert.equal(fragmentingClient.maxMessageBytes, 512 - 66);
+    await assert.rejects(client.send("y".repeat(447)), RangeError);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("basic server answers an unregistered sender's message with a plain ACK", async () => {
+  const { server, messages } = await startServer();
+  try {
+    const ciphertext = await serverKey.publicKey.encrypt(
+      encoder.encode("anon"),
+    );
+    const replies = await exchangeRaw(server, [ciphertext], 1);
+    assert.equal(new TextDecoder().decode(replies[0]), "ACK");
+    assert.equal(messages[0]!.text, "anon");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("basic server answers only padded key requests unless compat", async () => {
+  const strict = await startServer();
+  try {
+    const short = encoder.encode("REQ_PUB_KEY\n");
+    assert.deepEqual(
+      await exchangeRaw(
+        strict.server,
+        [short],
+        0,
+        () => strict.waitForLog(dropOf("short_key_request")),
+      ),
+      [],
+    );
+    assert.equal(strict.server.stats().dropped.short_key_request, 1);
+    const padded = await exchangeRaw(strict.server, [basicKeyRequest()], 1);
+    assert.equal(new TextDecoder().decode(padded[0]), serverKey.publicKey.pem);
+    assert.ok(padded[0]!.length <= basicKeyRequest().length);
+  } finally {
+    await strict.server.close();
+  }
+  const compat = await startServer(true);
+  try {
+    const replies = await exchangeRaw(compat.server, [
+      encoder.encode("REQ_PUB_KEY\n"),
+    ], 1);
+    assert.equal(new TextDecoder().decode(replies[0]), serverKey.publicKey.pem);
+  } finally {
+    await compat.server.close();
+  }
+});
+
+Deno.test("basic server rejects bad PEM, wrong-size ciphertexts and inconsistent fragments with a log line", async () => {
+  const { server, logs, messages, waitForLog } = await startServer();
+  try {
+    const badPem = encoder.encode(
+      "-----BEGIN PUBLIC KEY-----\nnot base64 at all!\n-----END PUBLIC KEY-----\n",
+    );
+    const ciphertext = await serverKey.publicKey.encrypt(encoder.encode("z"));
+    // Fragments that reassemble to 500 bytes: not a 512-byte ciphertext.
+    const short = fragmentBasicCiphertext(ciphertext.subarray(0, 500), 7, 250);
+    // Same msg_id, different totals.
+    const inconsistent = [
+      ...fragmentBasicCiphertext(ciphertext, 9, 200).slice(0, 1),
+      fragmentBasicCiphertext(ciphertext, 9, 100)[1]!,
+    ];
+    const tooShort = new Uint8Array([1, 2, 3]);
+    const badNumber = new Uint8Array([0, 0, 0, 1, 3, 2, 9, 9]);
+    await exchangeRaw(
+      server,
+      [
+        badPem,
+        ...short,
+        ...inconsistent,
+        tooShort,
+        badNumber,
+      ],
+      0,
+      async () => {
+        await waitForLog(dropOf("bad_client_key"));
+        await waitForLog(dropOf("undecryptable"));
+        await waitForLog(dropOf("inconsistent_fragment"));
+        await waitForLog(dropOf("malformed"));
+        while (server.stats().dropped.malformed !== 2) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      },
+    );
+    const dropped = server.stats().dropped;
+    assert.equal(dropped.bad_client_key, 1);
+    assert.equal(dropped.undecryptable, 1);
+    assert.equal(dropped.inconsistent_fragment, 1);
+    assert.equal(dropped.malformed, 2);
+    const reasons = logs.filter((l) => l.event === "drop").map((l) => l.reason);
+    for (
+      const reason of [
+        "bad_client_key",
+        "undecryptable",
+        "inconsistent_fragment",
+        "malformed",
+      ]
+    ) {
+      assert.ok(reasons.includes(reason), `a log line for ${reason}`);
+    }
+    assert.equal(messages.length, 0);
+    // Still serving.
+    const replies = await exchangeRaw(server, [ciphertext], 1);
+    assert.equal(new TextDecoder().decode(replies[0]), "ACK");
+  } finally {
+    await server.close();
+  }
+});
+
+/**
+ * Sends `count` junk ciphertexts (512 bytes, first byte 0 so that each is
+ * below the modulus and costs a whole RSA-4096 decryption before it fails)
+ * from a fresh socket on `hostname`. Once `send` returns, loopback has put
+ * them in the server's socket queue, ahead of anything sent later.
+ */
+async function sendJunk(
+  server: BasicServer,
+  hostname: string,
+  count: number,
+): Promise<void> {
+  const socket = await UdpTransport.bind({ hostname, port: 0 });
+  try {
+    for (let i = 0; i < count; i++) {
+      const junk = crypto.getRandomValues(new Uint8Array(512));
+      junk[0] = 0;
+      await socket.send(junk, server.localAddress);
+    }
+  } finally {
+    socket.close();
+  }
+}
+
+/** A clock that never moves: token buckets hold exactly their bursts. */
+const frozen = () => 1_800_000_000_000;
+
+Deno.test("basic server: a junk RSA flood from one IP costs at most that IP's budget of decryptions, and a client on another IP is still served", async () => {
+  const { server, messages } = await startServer(false, {
+    now: frozen,
+    messagesPerSecond: 5, // burst 10 per IP
+    globalDecryptionBurst: 15,
+  });
+  try {
+    await sendJunk(server, "127.0.0.1", 60);
+    // Read after the flood (one socket queue, in order), from another IP.
+    const client = await BasicClient.connect({
+      transport: await UdpTransport.bind({ hostname: "127.0.0.2", port: 0 }),
+      server: server.localAddress,
+      rsaKey: clientKey,
+      retryInitialMs: 200,
+    });
+    try {
+      const ack = await client.send("served after the flood");
+      assert.equal(ack.text, "ACK");
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.close(); // waits for every decryption under way
+  }
+  const stats = server.stats();
+  assert.equal(stats.rsaDecryptions, 10 + 1, JSON.stringify(stats));
+  assert.equal(stats.dropped.undecryptable, 10);
+  assert.equal(stats.dropped.rate_limited, 50);
+  assert.equal(stats.dropped.rsa_global_rate, undefined);
+  assert.deepEqual(messages.map((m) => m.text), ["served after the flood"]);
+});
+
+Deno.test("basic server: the global RSA budget caps a junk flood from many source IPs", async () => {
+  const { server, messages } = await startServer(false, {
+    now: frozen,
+    messagesPerSecond: 5, // burst 10 per IP: each source stays within it
+    globalDecryptionBurst: 30,
+  });
+  const sources = 20;
+  try {
+    for (let i = 0; i < sources; i++) {
+      await sendJunk(server, `127.0.0.${10 + i}`, 10);
+      // The answer to a key request sent next: the server has read these
+      // (and the socket buffer never holds more than one source's share).
+      await exchangeRaw(server, [basicKeyRequest()], 1);
+    }
+  } finally {
+    await server.close(); // waits for every datagram read and decryption
+  }
+  const stats = server.stats();
+  assert.equal(stats.datagramsIn, sources * (10 + 1));
+  assert.equal(stats.rsaDecryptions, 30, JSON.stringify(stats));
+  assert.equal(stats.dropped.undecryptable, 30);
+  assert.equal(stats.dropped.rsa_global_rate, sources * 10 - 30);
+  assert.equal(stats.dropped.rate_limited, undefined);
+  assert.equal(messages.length, 0);
+});

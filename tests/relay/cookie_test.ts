@@ -1,0 +1,166 @@
+/**
+ * Registration needs a valid address-validation cookie, checked before any
+ * RSA work: a cookieless key, a tampered cookie, a cookie made for another
+ * address and an expired cookie are all dropped and counted without a single
+ * RSA decryption, and nobody is added.
+ */
+import assert from "node:assert/strict";
+import { FernetKey } from "../../lib/crypto/fernet.ts";
+import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
+import { MemoryNetwork } from "../../lib/runtime/memory.ts";
+import { decodeAddress, formatAddress } from "../../lib/wire/address.ts";
+import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
+import { fetchCookie, Harness, recordValue } from "./_harness.ts";
+
+const serverKey = await RsaPrivateKey.generate(2048);
+const clientRsaKey = await RsaPrivateKey.generate(2048);
+const encoder = new TextEncoder();
+
+/** A fresh Fernet key and its SYMMETRIC_KEY value (RSA-OAEP under the server key). */
+async function symmetricKey(): Promise<{ key: FernetKey; value: Uint8Array }> {
+  const key = await FernetKey.generate();
+  return {
+    key,
+    value: await serverKey.publicKey.encrypt(encoder.encode(key.text)),
+  };
+}
+
+Deno.test("registration without a valid cookie is dropped before any RSA decryption", async () => {
+  const network = new MemoryNetwork();
+  await using h = new Harness(serverKey);
+  const { server, address, waitDrop, log } = await h.startServer({
+    transport: network.bind(),
+  });
+  const a = await h.socket("a", network.bind());
+  const b = await h.socket("b", network.bind());
+  const cookieForA = await fetchCookie(a, address, serverKey.publicKey.pem);
+  const { value: symmetricKeyValue } = await symmetricKey();
+  const cookieRecord = (value: Uint8Array) => ({
+    type: RecordType.COOKIE,
+    value,
+  });
+  const keyRecord = {
+    type: RecordType.SYMMETRIC_KEY,
+    value: symmetricKeyValue,
+  };
+  const flipped = cookieForA.slice();
+  flipped[19]! ^= 0x01;
+
+  // 1. No cookie at all.
+  await a.sendRaw(encodeRecords([keyRecord]), address);
+  // 2. A's cookie with one byte of its MAC flipped.
+  await a.sendRaw(encodeRecords([cookieRecord(flipped), keyRecord]), address);
+  // 3. A cookie covers the key record after it, not one before it.
+  await a.sendRaw(
+    encodeRecords([keyRecord, cookieRecord(cookieForA)]),
+    address,
+  );
+  // 4. The RSA profile's registration without a cookie.
+  await a.sendRaw(
+    encodeRecords([{
+      type: RecordType.CLIENT_PUBLIC_KEY,
+      value: encoder.encode(clientRsaKey.publicKey.pem),
+    }]),
+    address,
+  );
+  // 5. A's valid cookie, sent from another bound socket B...
+  await b.sendRaw(
+    encodeRecords([cookieRecord(cookieForA), keyRecord]),
+    address,
+  );
+  // 6. ...and from a spoofed source nobody is bound to.
+  const spoofed = { hostname: "127.0.0.1", port: 9 };
+  network.deliver(
+    encodeRecords([cookieRecord(cookieForA), keyRecord]),
+    spoofed,
+    address,
+  );
+
+  await waitDrop("cookie_missing");
+  await waitDrop("cookie_bad_mac");
+  await log.waitFor(
+    (r) =>
+      r.event === "drop" && r.reason === "cookie_bad_mac" &&
+      r.source === b.address,
+    "B's cookie_bad_mac drop",
+  );
+  await log.waitFor(
+    (r) =>
+      r.event === "drop" && r.reason === "cookie_bad_mac" &&
+      r.source === formatAddress(spoofed),
+    "the spoofed source's cookie_bad_mac drop",
+  );
+  // Barrier for A: its next key request is answered only after the above.
+  await fetchCookie(a, address, serverKey.publicKey.pem);
+
+  const dropped = server.stats().dropped;
+  assert.equal(dropped.cookie_missing, 3, JSON.stringify(dropped));
+  assert.equal(dropped.cookie_bad_mac, 3, JSON.stringify(dropped));
+  assert.equal(
+    server.stats().rsaDecryptions,
+    0,
+    "RSA decryption without a valid cookie",
+  );
+  assert.deepEqual(server.members(), []);
+  assert.equal(server.stats().registrations, 0);
+  assert.equal(
+    b.received.count((d) =>
+      recordValue(d.data, RecordType.WELCOME) !== undefined
+    ),
+    0,
+  );
+
+  // Control: the same key with A's own cookie, from A, registers (one decryption).
+  await a.sendRaw(
+    encodeRecords([cookieRecord(cookieForA), keyRecord]),
+    address,
+  );
+  await a.received.waitFor(
+    (d) => recordValue(d.data, RecordType.WELCOME) !== undefined,
+    "A's WELCOME",
+  );
+  assert.equal(server.stats().rsaDecryptions, 1);
+  assert.deepEqual(server.members().map((m) => m.address), [a.address]);
+  assert.equal(server.stats().registrations, 1);
+});
+
+Deno.test("a cookie older than 60 s is refused without RSA work; a fresh one from the same address works", async () => {
+  const network = new MemoryNetwork();
+  let skewMs = 0;
+  await using h = new Harness(serverKey);
+  const { server, address, waitDrop } = await h.startServer({
+    transport: network.bind(),
+    now: () => Date.now() + skewMs,
+  });
+  const a = await h.socket("a", network.bind());
+  const old = await fetchCookie(a, address, serverKey.publicKey.pem);
+  const fernet = await symmetricKey();
+  const keyRecord = { type: RecordType.SYMMETRIC_KEY, value: fernet.value };
+
+  skewMs = 62_000;
+  await a.sendRaw(
+    encodeRecords([{ type: RecordType.COOKIE, value: old }, keyRecord]),
+    address,
+  );
+  await waitDrop("cookie_expired");
+  assert.equal(server.stats().rsaDecryptions, 0);
+  assert.deepEqual(server.members(), []);
+
+  const fresh = await fetchCookie(a, address, serverKey.publicKey.pem);
+  await a.sendRaw(
+    encodeRecords([{ type: RecordType.COOKIE, value: fresh }, keyRecord]),
+    address,
+  );
+  const welcome = await a.received.waitFor(
+    (d) => recordValue(d.data, RecordType.WELCOME) !== undefined,
+    "A's WELCOME",
+  );
+  assert.equal(server.stats().rsaDecryptions, 1);
+  assert.deepEqual(server.members().map((m) => m.address), [a.address]);
+  // WELCOME: a token under the registered key of A's address as seen by the server.
+  const opened = await fernet.key.decrypt(
+    recordValue(welcome.data, RecordType.WELCOME)!,
+    { nowSeconds: Math.floor((Date.now() + skewMs) / 1000) },
+  );
+  assert.deepEqual(decodeAddress(opened.plaintext), a.localAddress);
+});
