@@ -4,8 +4,9 @@
  * The library behind `server.ts` and `client.ts`, for programs that embed
  * them: the relay server and client (protocol logic over a datagram
  * transport), the basic profile's endpoint and client, the UDP and in-memory
- * transports, the control port, and the pure codecs of the wire format
- * (`PROTOCOL.md`).
+ * transports, the control port, and the server's RSA key. The pure codecs of the wire format
+ * (`PROTOCOL.md`) and the cryptographic primitives are the second export,
+ * `wire.ts` (`@mcrelay/mcrelay/wire`).
  *
  * @example Run a relay on loopback and exchange a message between two members
  * ```ts
@@ -145,88 +146,7 @@ export {
   ControlToken,
 } from "./lib/runtime/control_admission.ts";
 
-// Pure codecs of the wire format.
-export {
-  decodeRecord,
-  decodeRecords,
-  encodedSize,
-  encodeRecords,
-  encodeRecordsInto,
-  isKnownRecordType,
-  RecordType,
-  type RecordTypeNumber,
-  TLV_HEADER_SIZE,
-  type TlvRecord,
-} from "./lib/wire/tlv.ts";
-export {
-  decodeAddress,
-  encodeAddress,
-  formatAddress,
-  isIPv4,
-  isIPv6,
-  isLoopbackAddress,
-  isMulticastIPv4,
-  parseAddress,
-  type PeerAddress,
-} from "./lib/wire/address.ts";
-export {
-  decodeFragment,
-  encodeFragment,
-  type Fragment,
-  FRAGMENT_HEADER_SIZE,
-  fragmentChunkSize,
-  fragmentStream,
-} from "./lib/wire/fragment.ts";
-export {
-  DEFAULT_REASSEMBLER_LIMITS,
-  type FragmentOutcome,
-  Reassembler,
-  type ReassemblerCounters,
-  type ReassemblerLimits,
-} from "./lib/core/reassembler.ts";
-export {
-  decodeNotice,
-  decodeRemoval,
-  encodeRemoval,
-  type Notice,
-  NoticeCode,
-  noticeRecord,
-  type RemovalNotice,
-} from "./lib/wire/notice.ts";
-export {
-  decodeGroupKeyPlaintext,
-  decodeGroupMessageValue,
-  decodeGroupPlaintext,
-  encodeGroupKeyPlaintext,
-  encodeGroupPlaintext,
-  type GroupKeyGrant,
-  type GroupPlaintext,
-} from "./lib/wire/group.ts";
-export {
-  basicAckText,
-  type BasicDatagram,
-  basicKeyRequest,
-  classifyBasicDatagram,
-  fragmentBasicCiphertext,
-  parseBasicAck,
-} from "./lib/wire/basic.ts";
-
-// Cryptography.
-export {
-  type DecryptedToken,
-  type FernetBackend,
-  type FernetDecryptOptions,
-  type FernetEncryptOptions,
-  FernetKey,
-  type IvSource,
-  parseToken,
-  type TokenFields,
-} from "./lib/crypto/fernet.ts";
-export {
-  deriveKeyBytes,
-  deriveKeyText,
-  REMOVAL_NOTICE_LABEL,
-} from "./lib/crypto/derive_key.ts";
+// The server's key (see `wire.ts` for the codecs and the other primitives).
 export {
   decodePem,
   encodePem,
@@ -235,16 +155,4 @@ export {
   RsaPublicKey,
   spkiFingerprint,
 } from "./lib/crypto/rsa.ts";
-export {
-  DEFAULT_REPLAY_ENTRIES,
-  type ReplayVerdict,
-  ReplayWindow,
-  replayWindowEntries,
-  type ReplayWindowOptions,
-} from "./lib/crypto/replay.ts";
-export {
-  computeCookie,
-  CookieAuthority,
-  type CookieVerdict,
-} from "./lib/crypto/cookie.ts";
-export { IvMarker } from "./lib/crypto/iv_mark.ts";
+export { VERSION } from "./lib/version.ts";

@@ -10,8 +10,7 @@ import { BindError, ConfigError, HandshakeError } from "../errors.ts";
 import type { LogLevel, LogRecord, LogSink } from "../relay/log.ts";
 import { formatLogRecord, levelEnabled } from "./log_format.ts";
 
-/** The version printed by `--version`. */
-export const VERSION = "0.1.0";
+export { VERSION } from "../version.ts";
 
 /** Writes one line to stdout (synchronously, so lines never interleave). */
 export function printLine(line: string): void {

@@ -23,6 +23,7 @@ import {
   startClient,
   startServer,
 } from "./_process.ts";
+import { VERSION } from "../../lib/version.ts";
 
 if (!CAN_RUN) console.log(`server_cli_test.ts: ignored: ${NO_RUN_REASON}`);
 
@@ -107,7 +108,7 @@ Deno.test({
       // The first line a connection gets says what the port is.
       assert.equal(
         control.log.lines[0],
-        "mcrelay server 0.1.0 control port: type help for the commands",
+        `mcrelay server ${VERSION} control port: type help for the commands`,
       );
       const help = await control.request(
         "help",
@@ -167,8 +168,9 @@ Deno.test({
       control = await ControlClient.connectServer(server.control);
       assert.deepEqual(parseJson(control.log.lines[0]), {
         event: "greeting",
-        version: "0.1.0",
-        text: "mcrelay server 0.1.0 control port: type help for the commands",
+        version: VERSION,
+        text:
+          `mcrelay server ${VERSION} control port: type help for the commands`,
       });
       const help = await control.command("help", "help");
       assert.deepEqual(
@@ -610,9 +612,9 @@ Deno.test({
       const greeting = await control.log.waitLine(() => true, "the greeting");
       assert.deepEqual(parseJson(greeting), {
         event: "greeting",
-        version: "0.1.0",
+        version: VERSION,
         text:
-          "mcrelay server 0.1.0 control port: send auth TOKEN first, then type help for the commands",
+          `mcrelay server ${VERSION} control port: send auth TOKEN first, then type help for the commands`,
       });
       await control.request("auth s3cret", (l) => l === "ok: authenticated");
       await control.command("help", "help");
