@@ -3,7 +3,7 @@ import { ConfigError } from "../../lib/errors.ts";
 import { parseToml } from "../../lib/cli/toml.ts";
 import { configFlagValues, parseConfigText } from "../../lib/cli/config.ts";
 import { type FlagSpecs, parseFlags } from "../../lib/cli/flags.ts";
-import { SERVER_FLAGS } from "../../lib/cli/server_main.ts";
+import { SERVER_FLAGS } from "../../lib/cli/server_flags.ts";
 import { CLIENT_FLAGS } from "../../lib/cli/client_main.ts";
 
 function test(name: string, fn: () => void): void {
