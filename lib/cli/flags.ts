@@ -20,6 +20,7 @@ import {
   parseAddress,
   type PeerAddress,
 } from "../wire/address.ts";
+import { LOG_LEVELS, type LogLevel } from "../relay/log.ts";
 
 /** One flag of a CLI: its parseArgs type, default, and help text. */
 export interface FlagSpec {
@@ -327,6 +328,22 @@ export function choiceFlag<T extends string>(
     );
   }
   return text as T;
+}
+
+/**
+ * An RSA key size in bits: 2048, 3072 or 4096.
+ * @throws {ConfigError} otherwise
+ */
+export function keyBitsFlag(name: string, text: string): number {
+  return Number(choiceFlag(name, text, ["2048", "3072", "4096"]));
+}
+
+/**
+ * A log level: debug, info, warn or error.
+ * @throws {ConfigError} otherwise
+ */
+export function logLevelFlag(name: string, text: string): LogLevel {
+  return choiceFlag(name, text, LOG_LEVELS);
 }
 
 /** The environment variable that may hold the control-port token. */

@@ -12,6 +12,15 @@ import { formatLogRecord, levelEnabled } from "./log_format.ts";
 
 export { VERSION } from "../version.ts";
 
+/** Exit status: a start-up failure, or a server that did not answer, refused or did not confirm. */
+export const EXIT_FAILED = 1;
+/** Exit status: a bad flag, config file or input file ({@linkcode ConfigError}). */
+export const EXIT_BAD_CONFIG = 2;
+/** Exit status: a client the server banned (it does not rejoin). */
+export const BANNED_EXIT_STATUS = 3;
+/** Exit status: interrupted by SIGINT (128 + 2, as shells report it). */
+export const EXIT_INTERRUPTED = 130;
+
 /** Writes one line to stdout (synchronously, so lines never interleave). */
 export function printLine(line: string): void {
   console.log(line);
@@ -91,7 +100,7 @@ export async function runMain(main: () => Promise<number>): Promise<number> {
     const line = describeStartupError(error);
     if (line === undefined) throw error;
     printError(`error: ${line}`);
-    return error instanceof ConfigError ? 2 : 1;
+    return error instanceof ConfigError ? EXIT_BAD_CONFIG : EXIT_FAILED;
   }
 }
 

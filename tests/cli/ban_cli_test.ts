@@ -18,7 +18,7 @@ import {
   startClient,
   startServer,
 } from "./_process.ts";
-import { BANNED_EXIT_STATUS } from "../../lib/cli/client_main.ts";
+import { BANNED_EXIT_STATUS } from "../../lib/cli/output.ts";
 
 if (!CAN_RUN) console.log(`ban_cli_test.ts: ignored: ${NO_RUN_REASON}`);
 

@@ -12,8 +12,8 @@
  */
 import assert from "node:assert/strict";
 import denoJson from "../../deno.json" with { type: "json" };
-import { SERVER_FLAGS } from "../../lib/cli/server_main.ts";
-import { CLIENT_FLAGS } from "../../lib/cli/client_main.ts";
+import { SERVER_FLAGS } from "../../lib/cli/server_flags.ts";
+import { CLIENT_FLAGS } from "../../lib/cli/client_flags.ts";
 import type { FlagSpecs } from "../../lib/cli/flags.ts";
 import { RSA2048_PRIVATE_PKCS1_PEM } from "../fixtures/rsa_fixtures.ts";
 import {

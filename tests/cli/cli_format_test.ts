@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { escapeControl, roundNumbers } from "../../lib/cli/log_format.ts";
-import { formatClientEvent } from "../../lib/cli/client_main.ts";
+import { formatClientEvent } from "../../lib/cli/client_format.ts";
 
 const test = (name: string, fn: () => void) =>
   Deno.test({ name, permissions: "none", fn });

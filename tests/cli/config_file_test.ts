@@ -3,8 +3,8 @@ import { ConfigError } from "../../lib/errors.ts";
 import { parseToml } from "../../lib/cli/toml.ts";
 import { configFlagValues, parseConfigText } from "../../lib/cli/config.ts";
 import { type FlagSpecs, parseFlags } from "../../lib/cli/flags.ts";
-import { SERVER_FLAGS } from "../../lib/cli/server_main.ts";
-import { CLIENT_FLAGS } from "../../lib/cli/client_main.ts";
+import { SERVER_FLAGS } from "../../lib/cli/server_flags.ts";
+import { CLIENT_FLAGS } from "../../lib/cli/client_flags.ts";
 
 function test(name: string, fn: () => void): void {
   Deno.test({ name, permissions: "none", fn });

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import denoJson from "../../deno.json" with { type: "json" };
 import { loadConfigFile } from "../../lib/cli/config.ts";
-import { SERVER_FLAGS } from "../../lib/cli/server_main.ts";
+import { SERVER_FLAGS } from "../../lib/cli/server_flags.ts";
 import { CAN_RUN, NO_RUN_REASON, Proc, ROOT } from "./_process.ts";
 
 if (!CAN_RUN) console.log(`deploy_test.ts: ignored: ${NO_RUN_REASON}`);
