@@ -94,14 +94,16 @@ export { type GroupStats } from "./lib/relay/server/group_fanout.ts";
 export { type GroupReceiverStats } from "./lib/relay/client/group_receiver.ts";
 export {
   type BasicClientInfo,
-  type BasicMessage,
   BasicServer,
+  type BasicServerEvent,
   type BasicServerOptions,
+  type BasicServerStats,
 } from "./lib/relay/basic/server.ts";
 export {
   type BasicAck,
   BasicClient,
   type BasicClientOptions,
+  type BasicClientStats,
 } from "./lib/relay/basic/client.ts";
 export {
   LOG_LEVELS,
