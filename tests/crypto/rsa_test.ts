@@ -95,6 +95,7 @@ Deno.test({
 Deno.test({
   name: "the embedded fixtures match the fixture files",
   ignore: !canRead,
+  permissions: { read: [new URL("../fixtures/", import.meta.url)] },
   async fn() {
     const read = (name: string) =>
       Deno.readTextFile(new URL(`../fixtures/${name}`, import.meta.url));
@@ -373,6 +374,8 @@ Deno.test({
   name:
     "openssl reads our public PEM, re-emits the same text and computes the same fingerprint",
   ignore: !canRunOpenssl,
+  // openssl, and the temporary files it reads and writes.
+  permissions: { run: ["openssl"], read: true, write: true },
   async fn() {
     const key = await pair();
     const run = async (args: string[], stdin: Uint8Array) => {
@@ -405,6 +408,8 @@ Deno.test({
 Deno.test({
   name: "openssl decrypts what we encrypt, and we decrypt what it encrypts",
   ignore: !canRunOpenssl,
+  // openssl, and the temporary files it reads and writes.
+  permissions: { run: ["openssl"], read: true, write: true },
   async fn() {
     const key = await pair();
     const dir = await Deno.makeTempDir({ prefix: "mcrelay_rsa_test_" });
