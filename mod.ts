@@ -229,9 +229,8 @@ export {
   deriveKeyText,
   REMOVAL_NOTICE_LABEL,
 } from "./lib/crypto/derive_key.ts";
+export { decodePem, encodePem } from "./lib/crypto/pem.ts";
 export {
-  decodePem,
-  encodePem,
   RsaDecryptError,
   RsaPrivateKey,
   RsaPublicKey,

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import { InvalidKeyError } from "../../lib/errors.ts";
+import { decodePem, encodePem, keyAlgorithmOid } from "../../lib/crypto/pem.ts";
 import {
-  decodePem,
-  encodePem,
-  keyAlgorithmOid,
   RSA_OAEP_OVERHEAD,
   RsaDecryptError,
   RsaPrivateKey,
