@@ -95,14 +95,16 @@ export { type GroupStats } from "./lib/relay/server/group_fanout.ts";
 export { type GroupReceiverStats } from "./lib/relay/client/group_receiver.ts";
 export {
   type BasicClientInfo,
-  type BasicMessage,
   BasicServer,
+  type BasicServerEvent,
   type BasicServerOptions,
+  type BasicServerStats,
 } from "./lib/relay/basic/server.ts";
 export {
   type BasicAck,
   BasicClient,
   type BasicClientOptions,
+  type BasicClientStats,
 } from "./lib/relay/basic/client.ts";
 export {
   LOG_LEVELS,
@@ -147,9 +149,8 @@ export {
 } from "./lib/runtime/control_admission.ts";
 
 // The server's key (see `wire.ts` for the codecs and the other primitives).
+export { decodePem, encodePem } from "./lib/crypto/pem.ts";
 export {
-  decodePem,
-  encodePem,
   RsaDecryptError,
   RsaPrivateKey,
   RsaPublicKey,

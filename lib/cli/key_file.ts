@@ -5,7 +5,8 @@
  * @module
  */
 import { ConfigError, InvalidKeyError } from "../errors.ts";
-import { pemLabels, RsaPrivateKey } from "../crypto/rsa.ts";
+import { pemLabels } from "../crypto/pem.ts";
+import { RsaPrivateKey } from "../crypto/rsa.ts";
 import { FernetKey } from "../crypto/fernet.ts";
 
 /** Server key sizes accepted from a key file, in bits. */

@@ -8,12 +8,20 @@
  * a source at its own bound loses its own oldest buffer, and a bound in all
  * takes the oldest buffer of the source holding the most (buffers for the
  * count bound, bytes for the byte bound), so no source can starve the others.
+ * The per-source bookkeeping and the heaps that find the source holding the
+ * most are in reassembler_sources.ts.
  *
  * @module
  */
 import { MalformedDatagramError } from "../errors.ts";
 import { decodeFragment, type Fragment } from "../wire/fragment.ts";
 import { decodeRecords, RecordType, type TlvRecord } from "../wire/tlv.ts";
+import {
+  oldestOf,
+  type PartialBuffer,
+  SourceHeap,
+  type SourceState,
+} from "./reassembler_sources.ts";
 
 /** What one FRAGMENT record led to, from {@linkcode Reassembler.addRecord}. */
 export type FragmentOutcome =
@@ -91,121 +99,6 @@ export interface ReassemblerCounters {
   totalBytesExceeded: number;
 }
 
-/** One partial buffer: the chunks of one (source, msg_id) received so far. */
-interface PartialBuffer {
-  readonly source: SourceState;
-  readonly msgId: number;
-  readonly count: number;
-  /** Internal clock time of the first chunk. */
-  readonly createdAt: number;
-  /** Creation order over all buffers: smaller is older. */
-  readonly seq: number;
-  /** Copies of the chunks, by index; holes for chunks not yet received. */
-  readonly chunks: (Uint8Array | undefined)[];
-  received: number;
-  bytes: number;
-}
-
-/** What one source has buffered. Removed as soon as its last buffer goes. */
-interface SourceState {
-  readonly key: string;
-  /** By msg_id, in creation order (the first is the oldest). */
-  readonly buffers: Map<number, PartialBuffer>;
-  bytes: number;
-  /** `seq` of its oldest buffer: breaks ties between sources holding as much. */
-  oldestSeq: number;
-  /** Positions in the reassembler's two heaps (-1: not in it). */
-  readonly slots: [number, number];
-}
-
-/**
- * The sources ordered by what they hold (buffers, or bytes), the most first;
- * of two that hold as much, the one with the older oldest buffer first. An
- * indexed binary heap: each source knows its position, so a change of its
- * holding moves it in O(log n).
- */
-class SourceHeap {
-  readonly #items: SourceState[] = [];
-
-  /**
-   * @param slot which of a source's `slots` this heap uses
-   * @param weight what a source holds
-   */
-  constructor(
-    readonly slot: 0 | 1,
-    readonly weight: (source: SourceState) => number,
-  ) {}
-
-  /** The source holding the most, if any. */
-  top(): SourceState | undefined {
-    return this.#items[0];
-  }
-
-  /** Adds `source`, or moves it after its holding changed. */
-  update(source: SourceState): void {
-    let i = source.slots[this.slot];
-    if (i < 0) {
-      i = this.#items.length;
-      this.#items.push(source);
-      source.slots[this.slot] = i;
-    }
-    this.#siftDown(this.#siftUp(i));
-  }
-
-  /** Takes `source` out. */
-  remove(source: SourceState): void {
-    const i = source.slots[this.slot];
-    if (i < 0) return;
-    source.slots[this.slot] = -1;
-    const last = this.#items.pop()!;
-    if (last === source) return;
-    this.#place(last, i);
-    this.#siftDown(this.#siftUp(i));
-  }
-
-  #before(a: SourceState, b: SourceState): boolean {
-    const wa = this.weight(a);
-    const wb = this.weight(b);
-    return wa > wb || (wa === wb && a.oldestSeq < b.oldestSeq);
-  }
-
-  #place(source: SourceState, i: number): void {
-    this.#items[i] = source;
-    source.slots[this.slot] = i;
-  }
-
-  #siftUp(i: number): number {
-    const items = this.#items;
-    const item = items[i];
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.#before(item, items[parent])) break;
-      this.#place(items[parent], i);
-      i = parent;
-    }
-    this.#place(item, i);
-    return i;
-  }
-
-  #siftDown(i: number): void {
-    const items = this.#items;
-    const item = items[i];
-    for (;;) {
-      const left = 2 * i + 1;
-      if (left >= items.length) break;
-      const right = left + 1;
-      const child =
-        right < items.length && this.#before(items[right], items[left])
-          ? right
-          : left;
-      if (!this.#before(items[child], item)) break;
-      this.#place(items[child], i);
-      i = child;
-    }
-    this.#place(item, i);
-  }
-}
-
 function checkLimits(limits: ReassemblerLimits): void {
   if (!(Number.isFinite(limits.timeoutMs) && limits.timeoutMs > 0)) {
     throw new RangeError(
@@ -241,17 +134,6 @@ function checkFragment(fragment: Fragment): void {
       `Cannot reassemble FRAGMENT: msg_id ${msgId}, index ${index}, count ${count} is not a valid header`,
     );
   }
-}
-
-/** The oldest buffer of `state` other than `except`, if it has one. */
-function oldestOf(
-  state: SourceState,
-  except?: PartialBuffer,
-): PartialBuffer | undefined {
-  for (const buffer of state.buffers.values()) {
-    if (buffer !== except) return buffer;
-  }
-  return undefined;
 }
 
 /**

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ConfigError } from "../../lib/errors.ts";
 import { loadOrCreateKey } from "../../lib/cli/key_file.ts";
-import { encodePem } from "../../lib/crypto/rsa.ts";
+import { encodePem } from "../../lib/crypto/pem.ts";
 import {
   RSA2048_PRIVATE_PEM,
   RSA2048_PUBLIC_PEM,

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import { InvalidKeyError } from "../../lib/errors.ts";
+import { decodePem, encodePem, keyAlgorithmOid } from "../../lib/crypto/pem.ts";
 import {
-  decodePem,
-  encodePem,
-  keyAlgorithmOid,
   RSA_OAEP_OVERHEAD,
   RsaDecryptError,
   RsaPrivateKey,
@@ -95,6 +93,7 @@ Deno.test({
 Deno.test({
   name: "the embedded fixtures match the fixture files",
   ignore: !canRead,
+  permissions: { read: [new URL("../fixtures/", import.meta.url)] },
   async fn() {
     const read = (name: string) =>
       Deno.readTextFile(new URL(`../fixtures/${name}`, import.meta.url));
@@ -373,6 +372,8 @@ Deno.test({
   name:
     "openssl reads our public PEM, re-emits the same text and computes the same fingerprint",
   ignore: !canRunOpenssl,
+  // openssl, and the temporary files it reads and writes.
+  permissions: { run: ["openssl"], read: true, write: true },
   async fn() {
     const key = await pair();
     const run = async (args: string[], stdin: Uint8Array) => {
@@ -405,6 +406,8 @@ Deno.test({
 Deno.test({
   name: "openssl decrypts what we encrypt, and we decrypt what it encrypts",
   ignore: !canRunOpenssl,
+  // openssl, and the temporary files it reads and writes.
+  permissions: { run: ["openssl"], read: true, write: true },
   async fn() {
     const key = await pair();
     const dir = await Deno.makeTempDir({ prefix: "mcrelay_rsa_test_" });

@@ -14,8 +14,8 @@ import {
 } from "../../lib/wire/basic.ts";
 import { BasicClient } from "../../lib/relay/basic/client.ts";
 import {
-  type BasicMessage,
   BasicServer,
+  type BasicServerEvent,
   type BasicServerOptions,
 } from "../../lib/relay/basic/server.ts";
 import type { LogRecord } from "../../lib/relay/log.ts";
@@ -72,13 +72,13 @@ async function startServer(
 ) {
   const collector = logCollector();
   const logs = collector.records;
-  const messages: BasicMessage[] = [];
+  const messages: BasicServerEvent[] = [];
   const server = BasicServer.start({
     transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
     privateKey: serverKey,
     compat,
     log: collector.sink,
-    onMessage: (message) => messages.push(message),
+    onEvent: (event) => messages.push(event),
     ...options,
   });
   return { server, logs, messages, waitForLog: collector.waitFor };
@@ -160,6 +160,66 @@ Deno.test("basic client gets 'ACK' for a whole message and '<id>: ACK' for a fra
     await client.close();
     await server.close();
   }
+});
+
+Deno.test("basic server logs a message's size and sender at info, its plaintext only at debug, and delivers it to events() readers", async () => {
+  const { server, logs } = await startServer();
+  const reader = server.events();
+  const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const clientAddress = `127.0.0.1:${transport.localAddress.port}`;
+  const client = await BasicClient.connect({
+    transport,
+    server: server.localAddress,
+    rsaKey: clientKey,
+    retryInitialMs: 200,
+  });
+  const secret = "the launch code is 0000";
+  try {
+    assert.equal((await client.send(secret)).text, "ACK");
+    const first = await reader.next();
+    assert.equal(first.done, false);
+    assert.deepEqual(
+      { type: first.value!.type, from: first.value!.from },
+      { type: "message", from: clientAddress },
+    );
+    assert.equal(first.value!.text, secret);
+    // Key requests are retried on a timer (a late answer to a retry is
+    // dropped as not an ACK): only the datagrams' lower bound is exact.
+    const { datagramsOut, datagramsIn, dropped: _, ...counts } = client
+      .stats();
+    assert.deepEqual(counts, {
+      messagesSent: 1,
+      acks: 1,
+      unencryptedAcks: 0,
+      ackTimeouts: 0,
+    });
+    assert.ok(datagramsOut >= 3, `${datagramsOut}`); // key request, key, message
+    assert.ok(datagramsIn >= 2, `${datagramsIn}`); // the server's key, the ACK
+  } finally {
+    await client.close();
+    await server.close();
+  }
+  // A reader ends once the server has closed.
+  assert.equal((await reader.next()).done, true);
+  const atInfo = logs.filter((r) => r.level !== "debug");
+  assert.ok(
+    !atInfo.some((r) => JSON.stringify(r).includes(secret)),
+    JSON.stringify(atInfo),
+  );
+  const info = atInfo.filter((r) => r.event === "message");
+  assert.deepEqual(info, [{
+    level: "info",
+    event: "message",
+    from: clientAddress,
+    bytes: secret.length,
+  }]);
+  const debug = logs.filter((r) => r.level === "debug");
+  assert.deepEqual(debug, [{
+    level: "debug",
+    event: "message_text",
+    from: clientAddress,
+    text: secret,
+  }]);
 });
 
 Deno.test("basic server answers an unregistered sender's message with a plain ACK", async () => {

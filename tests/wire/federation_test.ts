@@ -24,11 +24,16 @@ const relayB = new Uint8Array(16).fill(0xb2);
 const member1 = encodeAddress(parseAddress("127.0.0.1:5001"));
 const member2 = encodeAddress(parseAddress("[::1]:5002"));
 
+/** A test of pure code: it runs with no permissions. */
+function test(name: string, fn: () => void): void {
+  Deno.test({ name, permissions: "none", fn });
+}
+
 function hex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-Deno.test("envelope: a MESSAGE is version, kind, relay id, seq, alen, sender, message", () => {
+test("envelope: a MESSAGE is version, kind, relay id, seq, alen, sender, message", () => {
   const bytes = encodeEnvelope({
     kind: EnvelopeKind.MESSAGE,
     relayId: relayA,
@@ -49,7 +54,7 @@ Deno.test("envelope: a MESSAGE is version, kind, relay id, seq, alen, sender, me
   });
 });
 
-Deno.test("envelope: JOIN, LEAVE and HEARTBEAT round-trip; a heartbeat's count is u16", () => {
+test("envelope: JOIN, LEAVE and HEARTBEAT round-trip; a heartbeat's count is u16", () => {
   const join: Envelope = {
     kind: EnvelopeKind.JOIN,
     relayId: relayB,
@@ -75,7 +80,7 @@ Deno.test("envelope: JOIN, LEAVE and HEARTBEAT round-trip; a heartbeat's count i
   assert.deepEqual(decodeEnvelope(bytes), heartbeat);
 });
 
-Deno.test("envelope: malformed bytes are refused with MalformedDatagramError", () => {
+test("envelope: malformed bytes are refused with MalformedDatagramError", () => {
   const good = encodeEnvelope({
     kind: EnvelopeKind.JOIN,
     relayId: relayA,
@@ -118,7 +123,7 @@ function types(events: ClusterEvent[]): string[] {
   );
 }
 
-Deno.test("cluster view: a member held by two relays joins once and leaves when the last relay lets go", () => {
+test("cluster view: a member held by two relays joins once and leaves when the last relay lets go", () => {
   const view = new ClusterView({ memberTimeoutMs: 1000 });
   const hb = (relayId: Uint8Array, seq: number, members: Uint8Array[]) => ({
     kind: EnvelopeKind.HEARTBEAT as const,
@@ -149,7 +154,7 @@ Deno.test("cluster view: a member held by two relays joins once and leaves when 
   assert.equal(view.relays, 0);
 });
 
-Deno.test("cluster view: a JOIN from another relay moves the member: it leaves the old relay, then joins", () => {
+test("cluster view: a JOIN from another relay moves the member: it leaves the old relay, then joins", () => {
   const view = new ClusterView({ memberTimeoutMs: 1000 });
   const join = (relayId: Uint8Array, seq: number) => ({
     kind: EnvelopeKind.JOIN as const,
@@ -176,7 +181,7 @@ Deno.test("cluster view: a JOIN from another relay moves the member: it leaves t
   assert.ok(view.has("127.0.0.1:5001"));
 });
 
-Deno.test("cluster view: replays and envelopes of a vanished relay are dropped; gaps counted", () => {
+test("cluster view: replays and envelopes of a vanished relay are dropped; gaps counted", () => {
   const view = new ClusterView({
     memberTimeoutMs: 1000,
     rememberRelayMs: 60_000,
@@ -206,7 +211,7 @@ Deno.test("cluster view: replays and envelopes of a vanished relay are dropped; 
   assert.equal((back[0] as { lost: number }).lost, 1);
 });
 
-Deno.test("cluster view: relays and members beyond the bounds are dropped and said so", () => {
+test("cluster view: relays and members beyond the bounds are dropped and said so", () => {
   const view = new ClusterView({ maxRelays: 1, maxMembers: 1 });
   assert.deepEqual(
     types(view.receive({

@@ -2,7 +2,8 @@
  * The basic profile's client (protocol.md section 8): fetches the server's
  * PEM with a padded key request, registers its own key, sends each message
  * as one RSA-OAEP ciphertext (whole, or in fragments when the MTU or the
- * caller asks) and reports the server's ACK.
+ * caller asks) and reports the server's ACK. It receives nothing else: each
+ * ACK is what {@linkcode BasicClient.send} returns.
  *
  * @module
  */
@@ -19,6 +20,7 @@ import {
 import type { DatagramTransport } from "../../runtime/transport.ts";
 import { type LogSink, silentLog } from "../log.ts";
 import { randomMsgId } from "../../crypto/msg_id.ts";
+import { DropCounter, guardedSink } from "../../core/drops.ts";
 
 /** Options of {@linkcode BasicClient.connect}. */
 export interface BasicClientOptions {
@@ -44,6 +46,26 @@ export interface BasicClientOptions {
   readonly retryAttempts?: number;
   /** Receives log records. */
   readonly log?: LogSink;
+  /** Clock in milliseconds (spacing of drop log records). Default Date.now. */
+  readonly now?: () => number;
+}
+
+/** Counters of a {@linkcode BasicClient}. */
+export interface BasicClientStats {
+  /** Messages handed to the transport (whole or in fragments). */
+  readonly messagesSent: number;
+  /** ACKs received for them. */
+  readonly acks: number;
+  /** Of those, ACKs that came unencrypted (the server did not know this client's key). */
+  readonly unencryptedAcks: number;
+  /** Sends that got no ACK within `ackTimeoutMs`. */
+  readonly ackTimeouts: number;
+  /** Datagrams sent (key requests, the client's key, messages). */
+  readonly datagramsOut: number;
+  /** Datagrams received. */
+  readonly datagramsIn: number;
+  /** Datagrams dropped, by reason. */
+  readonly dropped: Readonly<Record<string, number>>;
 }
 
 /** The server's answer to one message. */
@@ -79,11 +101,17 @@ export class BasicClient implements AsyncDisposable {
   readonly #mtu: number;
   readonly #fragment: "auto" | "always" | "never";
   readonly #ackTimeoutMs: number;
-  readonly #log: LogSink;
+  readonly #drops: DropCounter;
   readonly #wholeAcks: PendingAck[] = [];
   readonly #fragmentAcks = new Map<number, PendingAck>();
   #receiving: Promise<void> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  #messagesSent = 0;
+  #acks = 0;
+  #unencryptedAcks = 0;
+  #ackTimeouts = 0;
+  #datagramsOut = 0;
+  #datagramsIn = 0;
 
   private constructor(options: BasicClientOptions, rsaKey: RsaPrivateKey) {
     this.#transport = options.transport;
@@ -95,7 +123,10 @@ export class BasicClient implements AsyncDisposable {
     this.#mtu = options.mtu ?? 1200;
     this.#fragment = options.fragment ?? "auto";
     this.#ackTimeoutMs = options.ackTimeoutMs ?? 5000;
-    this.#log = options.log ?? silentLog;
+    this.#drops = new DropCounter(
+      guardedSink(options.log ?? silentLog),
+      options.now ?? Date.now,
+    );
   }
 
   /**
@@ -116,10 +147,7 @@ export class BasicClient implements AsyncDisposable {
     client.#receiving = client.#receiveLoop();
     try {
       client.#serverKey = await client.#fetchServerKey();
-      await options.transport.send(
-        encoder.encode(rsaKey.publicKey.pem),
-        options.server,
-      );
+      await client.#send(encoder.encode(rsaKey.publicKey.pem));
     } catch (error) {
       await client.close();
       throw error;
@@ -130,6 +158,19 @@ export class BasicClient implements AsyncDisposable {
   /** The server key's fingerprint. */
   get serverFingerprint(): string {
     return this.#serverKey.fingerprint;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): BasicClientStats {
+    return {
+      messagesSent: this.#messagesSent,
+      acks: this.#acks,
+      unencryptedAcks: this.#unencryptedAcks,
+      ackTimeouts: this.#ackTimeouts,
+      datagramsOut: this.#datagramsOut,
+      datagramsIn: this.#datagramsIn,
+      dropped: this.#drops.snapshot(),
+    };
   }
 
   /** Largest message: one RSA-OAEP block under the server key. */
@@ -178,14 +219,13 @@ export class BasicClient implements AsyncDisposable {
         () => this.#fragmentAcks.delete(msgId),
       );
     try {
-      for (const datagram of datagrams) {
-        await this.#transport.send(datagram, this.#server);
-      }
+      for (const datagram of datagrams) await this.#send(datagram);
     } catch (error) {
       // Nothing went out: stop waiting for an ACK (and its timer).
       expected.pending.reject(error as Error);
       throw error;
     }
+    this.#messagesSent++;
     return await expected.acked;
   }
 
@@ -229,6 +269,7 @@ export class BasicClient implements AsyncDisposable {
         },
         timer: setTimeout(() => {
           unregister(pending);
+          this.#ackTimeouts++;
           reject(
             new Error(
               `No ACK from ${
@@ -251,7 +292,7 @@ export class BasicClient implements AsyncDisposable {
     let delay = this.#retryInitialMs;
     for (let attempt = 0; attempt < this.#retryAttempts; attempt++) {
       if (this.#closing) break;
-      await this.#transport.send(basicKeyRequest(), this.#server);
+      await this.#send(basicKeyRequest());
       let timer: ReturnType<typeof setTimeout> | undefined;
       const key = await new Promise<RsaPublicKey | undefined>((resolve) => {
         this.#keyWaiter = resolve;
@@ -275,12 +316,7 @@ export class BasicClient implements AsyncDisposable {
     try {
       key = await RsaPublicKey.fromPem(decoder.decode(data));
     } catch {
-      this.#log({
-        level: "warn",
-        event: "drop",
-        reason: "bad_server_key",
-        source: formatAddress(this.#server),
-      });
+      this.#drops.drop("bad_server_key", formatAddress(this.#server));
       return;
     }
     if (this.#pinned && key.fingerprint !== this.#pinned) {
@@ -293,13 +329,9 @@ export class BasicClient implements AsyncDisposable {
   async #receiveLoop(): Promise<void> {
     const server = formatAddress(this.#server);
     for await (const { data, from } of this.#transport) {
+      this.#datagramsIn++;
       if (formatAddress(from) !== server) {
-        this.#log({
-          level: "warn",
-          event: "drop",
-          reason: "not_from_server",
-          source: formatAddress(from),
-        });
+        this.#drops.drop("not_from_server", formatAddress(from));
         continue;
       }
       if (this.#keyWaiter) {
@@ -322,28 +354,25 @@ export class BasicClient implements AsyncDisposable {
       try {
         msgId = parseBasicAck(text).msgId;
       } catch {
-        this.#log({
-          level: "warn",
-          event: "drop",
-          reason: "not_an_ack",
-          source: server,
-        });
+        this.#drops.drop("not_an_ack", server);
         continue;
       }
       const pending = msgId === undefined
         ? this.#wholeAcks[0]
         : this.#fragmentAcks.get(msgId);
       if (!pending) {
-        this.#log({
-          level: "warn",
-          event: "drop",
-          reason: "unexpected_ack",
-          source: server,
-          text,
-        });
+        this.#drops.drop("unexpected_ack", server, { text });
         continue;
       }
+      this.#acks++;
+      if (!encrypted) this.#unencryptedAcks++;
       pending.resolve({ text, msgId, encrypted });
     }
+  }
+
+  /** Sends one datagram to the server, counted. */
+  async #send(data: Uint8Array): Promise<void> {
+    await this.#transport.send(data, this.#server);
+    this.#datagramsOut++;
   }
 }

@@ -3,6 +3,9 @@
  * {@linkcode DatagramTransport}: answers padded key requests with its PEM,
  * registers client keys, decrypts whole and fragmented RSA-OAEP messages,
  * and replies with ACKs encrypted for the client when its key is known.
+ * Decrypted messages are delivered as {@linkcode BasicServerEvent}s
+ * (`onEvent`, `events()`, as the relay client's); the log shows their size
+ * and sender at info, their text only at debug.
  *
  * @module
  */
@@ -18,80 +21,26 @@ import {
   type PeerAddress,
 } from "../../wire/address.ts";
 import { basicAckText, classifyBasicDatagram } from "../../wire/basic.ts";
-import {
-  Reassembler,
-  type ReassemblerCounters,
-} from "../../core/reassembler.ts";
+import { Reassembler } from "../../core/reassembler.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
 import { type LogSink, silentLog, startRsaPool } from "../log.ts";
 import { SourceRateLimiter, TokenBucket } from "../../core/limits.ts";
 import { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
 import { DropCounter, guardedSink } from "../../core/drops.ts";
+import { EventStream } from "../event_stream.ts";
+import type {
+  BasicClientInfo,
+  BasicServerEvent,
+  BasicServerOptions,
+  BasicServerStats,
+} from "./server_types.ts";
 
-/** A message the basic server decrypted. */
-export interface BasicMessage {
-  /** Sender `IP:PORT`. */
-  readonly from: string;
-  /** The plaintext as UTF-8. */
-  readonly text: string;
-  /** The plaintext bytes. */
-  readonly data: Uint8Array;
-  /** msg_id when it came fragmented. */
-  readonly msgId?: number;
-}
-
-/** Options of {@linkcode BasicServer.start}. */
-export interface BasicServerOptions {
-  /** The bound transport. */
-  readonly transport: DatagramTransport;
-  /** The server key (RSA-4096 per protocol.md; any size works). */
-  readonly privateKey: RsaPrivateKey;
-  /** Answer unpadded key requests (amplification). Default false. */
-  readonly compat?: boolean;
-  /** Incomplete fragment buffers expire after this. Default 10_000 ms. */
-  readonly fragmentTimeoutMs?: number;
-  /** Messages (RSA decryptions) per second per source IP. Default 20. */
-  readonly messagesPerSecond?: number;
-  /** Burst of the per-IP decryption bucket. Default twice `messagesPerSecond`. */
-  readonly messageBurst?: number;
-  /**
-   * RSA decryptions per second for all sources together, taken after the
-   * source's own bucket (so one source spends at most its own budget of
-   * it). Sources are spoofable: this is what bounds the CPU a junk flood
-   * from many addresses costs. Default 50 (about one core at RSA-4096).
-   */
-  readonly globalDecryptionsPerSecond?: number;
-  /** Burst of the global decryption budget. Default 100. */
-  readonly globalDecryptionBurst?: number;
-  /** RSA decryptions waiting or running at most; more are dropped. Default 64. */
-  readonly maxPendingDecryptions?: number;
-  /** Worker threads for RSA decryption: as {@linkcode RelayServerOptions.rsaThreads}. */
-  readonly rsaThreads?: number;
-  /** SCHED_IDLE for the RSA threads: as {@linkcode RelayServerOptions.rsaSchedIdle}. */
-  readonly rsaSchedIdle?: boolean;
-  /** Client keys remembered at most (least recently registered forgotten). Default 4096. */
-  readonly maxClients?: number;
-  /** Called for every decrypted message. */
-  readonly onMessage?: (message: BasicMessage) => void;
-  /** Receives log records. */
-  readonly log?: LogSink;
-  /** Clock in milliseconds. Default Date.now. */
-  readonly now?: () => number;
-}
-
-/** One registered client key, as shown by `clients`. */
-export interface BasicClientInfo {
-  /** `IP:PORT`. */
-  readonly address: string;
-  /** Always "basic". */
-  readonly profile: "basic";
-  /** Key size in bits. */
-  readonly bits: number;
-  /** Last datagram (ms since the epoch). */
-  readonly lastSeen: number;
-  /** Messages decrypted from it. */
-  readonly messagesIn: number;
-}
+export type {
+  BasicClientInfo,
+  BasicServerEvent,
+  BasicServerOptions,
+  BasicServerStats,
+};
 
 interface ClientRecord {
   key: RsaPublicKey;
@@ -108,7 +57,6 @@ export class BasicServer implements AsyncDisposable {
   readonly #privateKey: RsaPrivateKey;
   readonly #publicPem: Uint8Array;
   readonly #compat: boolean;
-  readonly #onMessage: ((message: BasicMessage) => void) | undefined;
   readonly #log: LogSink;
   readonly #drops: DropCounter;
   readonly #now: () => number;
@@ -122,7 +70,9 @@ export class BasicServer implements AsyncDisposable {
   readonly #reassembler: Reassembler;
   readonly #tasks = new Set<Promise<void>>();
   readonly #pendingSends = new Set<Promise<void>>();
-  readonly #messageListeners = new Set<(message: BasicMessage) => void>();
+  /** Aborted once the server has stopped: `events()` readers then end. */
+  readonly #stopped = new AbortController();
+  readonly #events: EventStream<BasicServerEvent>;
   #datagramsIn = 0;
   #bytesIn = 0;
   #datagramsOut = 0;
@@ -137,7 +87,11 @@ export class BasicServer implements AsyncDisposable {
     this.#privateKey = options.privateKey;
     this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
     this.#compat = options.compat ?? false;
-    this.#onMessage = options.onMessage;
+    this.#events = new EventStream({
+      bufferSize: options.eventBufferSize ?? 10_000,
+      stopped: this.#stopped.signal,
+    });
+    if (options.onEvent) this.#events.onEvent(options.onEvent);
     this.#log = guardedSink(options.log ?? silentLog);
     this.#now = options.now ?? Date.now;
     this.#drops = new DropCounter(this.#log, this.#now);
@@ -185,10 +139,23 @@ export class BasicServer implements AsyncDisposable {
     return this.#privateKey.publicKey.fingerprint;
   }
 
-  /** Calls `listener` for every decrypted message until the returned function is called. */
-  onMessage(listener: (message: BasicMessage) => void): () => void {
-    this.#messageListeners.add(listener);
-    return () => this.#messageListeners.delete(listener);
+  /**
+   * Calls `listener` for every event until the returned function is called.
+   * The listener must not throw or block.
+   */
+  onEvent(listener: (event: BasicServerEvent) => void): () => void {
+    return this.#events.onEvent(listener);
+  }
+
+  /**
+   * Events as an async iterable, ending when the server has closed or
+   * `signal` aborts. It subscribes when called, so no event is missed
+   * between this call and the first read. A reader that falls more than
+   * `eventBufferSize` events behind loses the oldest ones (counted in
+   * `stats().eventsDropped`).
+   */
+  events(signal?: AbortSignal): AsyncGenerator<BasicServerEvent> {
+    return this.#events.events(signal);
   }
 
   /** Registered client keys. */
@@ -203,17 +170,7 @@ export class BasicServer implements AsyncDisposable {
   }
 
   /** A snapshot of the counters. */
-  stats(): {
-    datagramsIn: number;
-    bytesIn: number;
-    datagramsOut: number;
-    bytesOut: number;
-    messages: number;
-    rsaDecryptions: number;
-    members: number;
-    dropped: Record<string, number>;
-    reassembly: ReassemblerCounters;
-  } {
+  stats(): BasicServerStats {
     return {
       datagramsIn: this.#datagramsIn,
       bytesIn: this.#bytesIn,
@@ -222,6 +179,7 @@ export class BasicServer implements AsyncDisposable {
       messages: this.#messages,
       rsaDecryptions: this.#rsa.decryptions,
       members: this.#keys.size,
+      eventsDropped: this.#events.dropped,
       dropped: this.#drops.snapshot(),
       reassembly: { ...this.#reassembler.counters },
     };
@@ -245,6 +203,7 @@ export class BasicServer implements AsyncDisposable {
       await Promise.all(this.#tasks);
       await Promise.all(this.#pendingSends);
       await this.#rsa.close();
+      this.#stopped.abort();
       this.#log({ level: "info", event: "shutdown" });
     })();
     return this.#closing;
@@ -401,21 +360,31 @@ export class BasicServer implements AsyncDisposable {
     this.#messages++;
     const client = this.#keys.get(source);
     if (client) client.messagesIn++;
-    const message: BasicMessage = {
-      from: source,
-      text: decoder.decode(data),
-      data,
-      ...(msgId === undefined ? {} : { msgId }),
-    };
+    const text = decoder.decode(data);
+    const fragmented = msgId === undefined ? {} : { msgId };
+    // The plaintext is the sender's secret: its size at info, its text only
+    // for an operator who asks for debug.
     this.#log({
       level: "info",
       event: "message",
       from: source,
-      text: message.text,
-      ...(msgId === undefined ? {} : { msgId }),
+      bytes: data.length,
+      ...fragmented,
     });
-    this.#onMessage?.(message);
-    for (const listener of this.#messageListeners) listener(message);
+    this.#log({
+      level: "debug",
+      event: "message_text",
+      from: source,
+      text,
+      ...fragmented,
+    });
+    this.#events.emit({
+      type: "message",
+      from: source,
+      text,
+      data,
+      ...fragmented,
+    });
     const ack = encoder.encode(basicAckText(msgId));
     this.#send(client ? await client.key.encrypt(ack) : ack, from);
   }
