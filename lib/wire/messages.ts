@@ -40,25 +40,29 @@ export const SERVER_ONLY_RECORD_TYPES: ReadonlySet<number> = new Set([
  * `rsa_block` is one RSA_BLOCK in its place: the server checks the member at
  * each block and acts on the stream's blocks together after its last message.
  */
-export const ONE_RECORD_TO_SERVER = {
-  fragment: RecordType.FRAGMENT,
-  key_request: RecordType.KEY_REQUEST,
-  fernet_message: RecordType.FERNET_MESSAGE,
-  rsa_block: RecordType.RSA_BLOCK,
-  keepalive: RecordType.KEEPALIVE,
-  group_capable: RecordType.GROUP_CAPABLE,
-  disconnect: RecordType.DISCONNECT,
-} as const;
+export const ONE_RECORD_TO_SERVER = Object.freeze(
+  {
+    fragment: RecordType.FRAGMENT,
+    key_request: RecordType.KEY_REQUEST,
+    fernet_message: RecordType.FERNET_MESSAGE,
+    rsa_block: RecordType.RSA_BLOCK,
+    keepalive: RecordType.KEEPALIVE,
+    group_capable: RecordType.GROUP_CAPABLE,
+    disconnect: RecordType.DISCONNECT,
+  } as const,
+);
 
 /** The messages to a client that are one record each, and its type. */
-export const ONE_RECORD_TO_CLIENT = {
-  fragment: RecordType.FRAGMENT,
-  welcome: RecordType.WELCOME,
-  notice: RecordType.NOTICE,
-  keepalive_answer: RecordType.KEEPALIVE,
-  group_key: RecordType.GROUP_KEY,
-  group_message: RecordType.GROUP_MESSAGE,
-} as const;
+export const ONE_RECORD_TO_CLIENT = Object.freeze(
+  {
+    fragment: RecordType.FRAGMENT,
+    welcome: RecordType.WELCOME,
+    notice: RecordType.NOTICE,
+    keepalive_answer: RecordType.KEEPALIVE,
+    group_key: RecordType.GROUP_KEY,
+    group_message: RecordType.GROUP_MESSAGE,
+  } as const,
+);
 
 /** A message that is one record: its kind, and the record's value (a view into the stream when decoded). */
 export type OneRecordMessage<Kind extends string> = Kind extends string
@@ -149,10 +153,8 @@ export interface StreamProblem<Reason extends string = string> {
   readonly reason: Reason;
   /** How many messages came before it: it belongs just before `messages[at]`. */
   readonly at: number;
-  /** Type of the record that caused it. */
+  /** Type of the record that caused it (`records_over_limit`: the first one not acted on). */
   readonly type: number;
-  /** `records_over_limit` only: how many records the whole stream had. */
-  readonly records?: number;
 }
 
 /** What a decoder returns: messages and problems, each in stream order. */
@@ -229,20 +231,14 @@ export function decodeToServer(
 ): DecodedStream<ToServerMessage, ServerProblemReason> {
   const messages: ToServerMessage[] = [];
   const problems: StreamProblem<ServerProblemReason>[] = [];
-  const problem = (reason: ServerProblemReason, type: number, more = {}) =>
-    problems.push({
-      kind: "problem",
-      reason,
-      at: messages.length,
-      type,
-      ...more,
-    });
+  const problem = (reason: ServerProblemReason, type: number) =>
+    problems.push({ kind: "problem", reason, at: messages.length, type });
   let cookie: Uint8Array | undefined;
   let acted = 0;
   for (let i = 0; i < records.length; i++) {
     const { type, value } = records[i];
     if (type !== RecordType.RSA_BLOCK && ++acted > maxRecords) {
-      problem("records_over_limit", type, { records: records.length });
+      problem("records_over_limit", type); // logged with records.length
       break;
     }
     const kind = KIND_TO_SERVER.get(type);
@@ -286,7 +282,7 @@ export function decodeToServer(
  * if (records.map((r) => r.type).join() !== "9,18") throw new Error();
  * ```
  * @param maxRecords records other than RSA_BLOCK the server acts on at most
- * @throws {RangeError} when the server would not act on every record (more than `maxRecords` that are not RSA_BLOCK), or a key record has another type
+ * @throws {RangeError} when the server would not act on every record (more than `maxRecords` that are not RSA_BLOCK)
  */
 export function encodeToServer(
   messages: readonly ToServerMessage[],
@@ -299,16 +295,9 @@ export function encodeToServer(
       records.push({ type, value: message.value });
       continue;
     }
-    const { keyRecord: { type, value }, cookie, proof } = message;
-    if (
-      type !== RecordType.SYMMETRIC_KEY && type !== RecordType.CLIENT_PUBLIC_KEY
-    ) {
-      throw new RangeError(
-        `Cannot encode a registration: record type ${type} is not SYMMETRIC_KEY or CLIENT_PUBLIC_KEY`,
-      );
-    }
+    const { keyRecord, cookie, proof } = message;
     if (cookie) records.push({ type: RecordType.COOKIE, value: cookie });
-    records.push({ type, value });
+    records.push({ type: keyRecord.type, value: keyRecord.value });
     if (proof) records.push({ type: RecordType.KEY_PROOF, value: proof });
   }
   const acted = records.filter((r) => r.type !== RecordType.RSA_BLOCK).length;
@@ -442,9 +431,7 @@ export function encodeToClient(
           records.push({ type: RecordType.COOKIE, value: message.cookie });
           hadCookie = true;
         } else if (hadCookie) {
-          throw cannot(
-            "a server key without a cookie would take the COOKIE before",
-          );
+          throw cannot("a key without a cookie would take the COOKIE before");
         }
         records.push({
           type: RecordType.SERVER_PUBLIC_KEY,
@@ -471,11 +458,10 @@ export function encodeToClient(
           records.push({ type: RecordType.RSA_RELAY_BLOCK, value });
         }
         break;
-      default:
-        records.push({
-          type: ONE_RECORD_TO_CLIENT[message.kind],
-          value: message.value,
-        });
+      default: {
+        const type = ONE_RECORD_TO_CLIENT[message.kind];
+        records.push({ type, value: message.value });
+      }
     }
   }
   return records;
