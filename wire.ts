@@ -77,6 +77,32 @@ export {
   type GroupPlaintext,
 } from "./lib/wire/group.ts";
 export {
+  type ClientProblemReason,
+  type DecodedStream,
+  inStreamOrder,
+  MAX_RECORDS_PER_STREAM,
+  ONE_RECORD_TO_CLIENT,
+  ONE_RECORD_TO_SERVER,
+  type OneRecordMessage,
+  type OneRecordToClientKind,
+  type OneRecordToServerKind,
+  type Presence,
+  type Registration,
+  type RelayedMessage,
+  type RsaRelayed,
+  type ServerKey,
+  type ServerProblemReason,
+  type StreamProblem,
+  type ToClientMessage,
+  type ToServerMessage,
+} from "./lib/wire/messages.ts";
+export {
+  decodeToClient,
+  decodeToServer,
+  encodeToClient,
+  encodeToServer,
+} from "./lib/wire/message_codec.ts";
+export {
   basicAckText,
   type BasicDatagram,
   basicKeyRequest,

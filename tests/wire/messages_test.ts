@@ -29,6 +29,8 @@ import {
   decodeToServer,
   encodeToClient,
   encodeToServer,
+} from "../../lib/wire/message_codec.ts";
+import {
   inStreamOrder,
   MAX_RECORDS_PER_STREAM,
   type StreamProblem,
