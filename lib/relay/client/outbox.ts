@@ -93,8 +93,8 @@ export class Outbox {
   }
 
   /** Resolves when the flush under way (if any) has ended. */
-  async settled(): Promise<void> {
-    await this.#flushing;
+  settled(): Promise<void> | undefined {
+    return this.#flushing;
   }
 
   /**

@@ -209,8 +209,8 @@ export class Session {
   }
 
   /** Resolves when every send under way has settled. */
-  async sendsSettled(): Promise<void> {
-    await Promise.all(this.#pendingSends);
+  sendsSettled(): Promise<unknown> {
+    return Promise.all(this.#pendingSends);
   }
 
   /** Resolves after `ms`, or at once when the client closes. */
