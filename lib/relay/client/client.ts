@@ -13,14 +13,14 @@ import {
   ClientClosedError,
   HandshakeError,
   type ServerKeyError,
-  type UndeliveredReason,
 } from "../../errors.ts";
 import { RsaPrivateKey } from "../../crypto/rsa.ts";
-import { encodeRecords, RecordType } from "../../wire/tlv.ts";
-import { silentLog } from "../log.ts";
-import { DropCounter, guardedSink } from "../../core/drops.ts";
 import type { MemberProfile } from "../types.ts";
-import { DownstreamSocket, GroupReceiver } from "./group_receiver.ts";
+import {
+  type DownstreamSocket,
+  groupFanout,
+  type GroupReceiver,
+} from "./group_receiver.ts";
 import { KeyExchange } from "./handshake.ts";
 import { Inbox } from "./inbox.ts";
 import { Liveness } from "./liveness.ts";
@@ -39,21 +39,10 @@ import type {
   StatusEvent,
 } from "./types.ts";
 
-export type {
-  ClientEvent,
-  ClientState,
-  ClientStats,
-  HandshakeProgress,
-  MessageEvent,
-  RelayClientOptions,
-  SendOptions,
-  SendOutcome,
-  StatusEvent,
-} from "./types.ts";
+export type * from "./types.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const DISCONNECT_TEXT = encoder.encode("DISCONNECT");
 
 /** Why a client stops: its owner closed it, or something ended it. */
 interface Stop {
@@ -69,8 +58,6 @@ interface Stop {
  */
 export class RelayClient implements AsyncDisposable {
   readonly #session: Session;
-  readonly #maxMessageBytes: number;
-  readonly #onProgress: ((progress: HandshakeProgress) => void) | undefined;
   readonly #inbox: Inbox;
   readonly #outbox: Outbox;
   readonly #ledger: SentLedger;
@@ -88,110 +75,59 @@ export class RelayClient implements AsyncDisposable {
   #unlinkSignal: (() => void) | undefined;
 
   private constructor(options: RelayClientOptions) {
-    const log = guardedSink(options.log ?? silentLog);
-    const now = options.now ?? Date.now;
-    const profile = options.profile ?? "hybrid";
-    const session = this.#session = new Session({
-      transport: options.transport,
-      targets: [options.target, ...options.fallbackTargets ?? []],
-      profile,
-      mtu: options.mtu ?? 1200,
-      log,
-      drops: new DropCounter(log, now),
-      now,
-      rsaKey: options.rsaKey,
-    });
-    this.#maxMessageBytes = options.maxMessageBytes ?? 32 * 1024;
-    this.#onProgress = options.onProgress;
+    const session = this.#session = new Session(options);
+    const config = session.config;
     this.#inbox = new Inbox(
-      options.eventBufferSize ?? 10_000,
+      config.eventBufferSize,
       session.closedSignal,
       () => session.counters.eventsDropped++,
     );
     if (options.onEvent) this.#inbox.listen(options.onEvent);
-    const limits = {
-      maxMessages: options.maxOutboxMessages ?? 256,
-      maxBytes: options.maxOutboxBytes ?? 1024 * 1024,
-    };
-    this.#ledger = new SentLedger(limits, now);
-    this.#outbox = new Outbox(limits, {
+    this.#ledger = new SentLedger(config, session.now);
+    this.#outbox = new Outbox(session, this.#ledger, {
       canSend: () => this.#canSend,
-      closed: () => session.closed,
-      transmit: (data) => this.#transmit(data),
-      report: (data, reason) => this.#reportUndelivered(data, reason),
-      onError: (error) => this.#internalError(error),
+      remember: () =>
+        session.profile === "hybrid" && this.#liveness.watch.answering,
+      emit: (event) => this.#inbox.emit(event),
     });
-    const tokenMaxAgeSeconds = options.tokenMaxAgeSeconds ?? 60;
-    if (profile === "hybrid" && (options.group ?? true)) {
-      const group = this.#group = new GroupReceiver({
-        marker: session.marker,
-        tokenMaxAgeSeconds,
-        drops: session.drops,
-        now,
-        ownAddress: () => session.ownAddress,
-        onMessage: (sender, data) => this.#deliver(sender, data),
-        askAgain: () => void this.#liveness.askGroupKeyAgain(),
-        onDownstream: (address) => this.#downstream?.join(address),
-      });
-      this.#downstream = new DownstreamSocket({
-        bind: options.bindDownstream,
-        receive: (datagram) =>
-          session.ready
-            ? group.onDownstreamDatagram(
-              datagram.data,
-              datagram.from,
-              session.isServer(datagram.from),
-            )
-            : Promise.resolve(session.drops.count("group_message_unexpected")),
-        drops: session.drops,
-        log,
-      });
+    if (config.group) {
+      ({ group: this.#group, downstream: this.#downstream } = groupFanout(
+        session,
+        options.bindDownstream,
+        (sender, data) => this.#deliver(sender, data),
+        () => void this.#liveness.askGroupKeyAgain(),
+      ));
     }
-    const retryInitialMs = options.retryInitialMs ?? 1000;
-    const retryAttempts = options.retryAttempts ?? 5;
-    const progress = (p: HandshakeProgress) => this.#progress(p);
+    const progress = (p: HandshakeProgress) => {
+      try {
+        options.onProgress?.(p);
+      } catch {
+        // A failing listener must not break the key exchange.
+      }
+    };
     this.#liveness = new Liveness(session, {
-      keepaliveMs: options.keepaliveMs ?? 10_000,
-      probeTimeoutMs: options.probeTimeoutMs ?? 2000,
-      retryAttempts,
-      retryInitialMs,
       outbox: this.#outbox,
       ledger: this.#ledger,
       progress,
       reconnect: (reason) => this.#reconnect(reason),
     });
     this.#keys = new KeyExchange(session, {
-      policy: {
-        pinned: options.fingerprint,
-        verifyKey: options.fingerprint ? undefined : options.verifyKey,
-      },
-      attempts: retryAttempts,
-      initialMs: retryInitialMs,
-      maxMs: options.retryMaxMs ?? 30_000,
-      tokenMaxAgeSeconds,
-      fernetBackend: options.fernetBackend,
-      groupCapable: this.#group !== undefined,
       progress,
       onServerChanged: () => this.#liveness.watch.serverChanged(),
       onRegistering: () => this.#group?.reset(),
       onRegistered: () => this.#registered(),
     });
-    this.#receiver = new StreamReceiver(
-      session,
-      this.#keys,
-      this.#liveness,
-      this.#group,
-      {
-        deliver: (sender, data) => this.#deliver(sender, data),
-        emit: (event) => this.#inbox.emit(event),
-        onKicked: (reason) => {
-          log({ level: "warn", event: "kicked", reason });
-          this.#inbox.emit({ type: "kicked", reason });
-          this.#reconnect(`kicked by the server: ${reason}`);
-        },
-        onBanned: (seconds, reason) => this.#banned(seconds, reason),
+    this.#receiver = new StreamReceiver(session, this.#keys, this.#liveness, {
+      group: this.#group,
+      deliver: (sender, data) => this.#deliver(sender, data),
+      emit: (event) => this.#inbox.emit(event),
+      onKicked: (reason) => {
+        session.log({ level: "warn", event: "kicked", reason });
+        this.#inbox.emit({ type: "kicked", reason });
+        this.#reconnect(`kicked by the server: ${reason}`);
       },
-    );
+      onBanned: (seconds, reason) => this.#banned(seconds, reason),
+    });
   }
 
   /**
@@ -215,7 +151,7 @@ export class RelayClient implements AsyncDisposable {
     try {
       if (session.profile === "rsa" && !session.rsaKey) {
         session.rsaKey = await RsaPrivateKey.generate(
-          options.rsaKeyBits ?? 2048,
+          session.config.rsaKeyBits,
         );
       }
       await client.#keys.runAnyTarget();
@@ -347,9 +283,9 @@ export class RelayClient implements AsyncDisposable {
     const data = typeof message === "string"
       ? encoder.encode(message)
       : message;
-    if (data.length > this.#maxMessageBytes) {
+    if (data.length > this.#session.config.maxMessageBytes) {
       throw new RangeError(
-        `Cannot send a message of ${data.length} bytes: the limit is ${this.#maxMessageBytes} bytes`,
+        `Cannot send a message of ${data.length} bytes: the limit is ${this.#session.config.maxMessageBytes} bytes`,
       );
     }
     if (this.#session.closed) {
@@ -363,7 +299,7 @@ export class RelayClient implements AsyncDisposable {
     const { signal, timeoutMs } = options;
     if (signal?.aborted) throw sendCancelled("aborted");
     if (!this.#outbox.mustQueue) {
-      await this.#transmit(data);
+      await this.#outbox.transmit(data);
       return "sent";
     }
     if (signal === undefined && timeoutMs === undefined) {
@@ -442,7 +378,7 @@ export class RelayClient implements AsyncDisposable {
     session.log({ level: "info", event: "reconnecting", reason });
     // Sent since the server last answered: they may not have arrived.
     for (const data of this.#ledger.takeUnanswered()) {
-      this.#reportUndelivered(data, "unconfirmed");
+      this.#outbox.report(data, "unconfirmed");
     }
     this.#reconnecting = this.#keys.runUntilRegistered().then(
       (refused) => refused && this.#gaveUp(refused),
@@ -493,51 +429,18 @@ export class RelayClient implements AsyncDisposable {
     // The message being sent when close() came goes out before the
     // DISCONNECT; the rest of the outbox is reported below.
     await this.#outbox.settled();
-    if (goodbye && wasReady) {
-      const value = session.profile === "hybrid"
-        ? await session.guard!.seal(DISCONNECT_TEXT, session.now())
-        : new Uint8Array(0);
-      await session.sendStream(
-        encodeRecords([{ type: RecordType.DISCONNECT, value }]),
-      );
+    try {
+      if (goodbye && wasReady) await session.sendDisconnect();
+      await this.#reconnecting?.catch(() => {});
+      this.#outbox.drain();
+      await session.sendsSettled();
+      session.transport.close();
+      await this.#receiving;
+      await this.#downstream?.close();
+      this.#group?.reset();
+    } finally {
+      this.#stopped.resolve(this.#stoppedWith);
     }
-    await this.#reconnecting?.catch(() => {});
-    this.#outbox.drain();
-    await session.sendsSettled();
-    session.transport.close();
-    await this.#receiving;
-    await this.#downstream?.close();
-    this.#group?.reset();
-    this.#stopped.resolve(this.#stoppedWith);
-  }
-
-  /** Reports a message that will not be sent: an `undelivered` event, a log record and a count. */
-  #reportUndelivered(data: Uint8Array, reason: UndeliveredReason): void {
-    this.#session.counters.undelivered++;
-    this.#session.log({
-      level: "warn",
-      event: "undelivered",
-      reason,
-      bytes: data.length,
-    });
-    this.#inbox.emit({
-      type: "undelivered",
-      reason,
-      text: decoder.decode(data),
-      data,
-    });
-  }
-
-  /** Seals a message under the current key (or RSA-encrypts it) and sends it to the server. */
-  async #transmit(data: Uint8Array): Promise<void> {
-    const session = this.#session;
-    const stream = await session.messageStream(data);
-    session.counters.messagesSent++;
-    this.#ledger.messageSent(
-      data,
-      session.profile === "hybrid" && this.#liveness.watch.answering,
-    );
-    await session.sendStream(stream);
   }
 
   #deliver(from: string, data: Uint8Array): void {
@@ -560,21 +463,5 @@ export class RelayClient implements AsyncDisposable {
       reason: `receiving failed: ${failure.message}`,
     });
     void this.#stop({ goodbye: false, error: failure });
-  }
-
-  #progress(progress: HandshakeProgress): void {
-    try {
-      this.#onProgress?.(progress);
-    } catch {
-      // A failing listener must not break the key exchange.
-    }
-  }
-
-  #internalError(error: unknown): void {
-    this.#session.log({
-      level: "error",
-      event: "internal_error",
-      error: String((error as Error)?.stack ?? error),
-    });
   }
 }

@@ -2,128 +2,31 @@
  * The key exchange of protocol.md section 4 as a state machine with retries:
  * `idle`, then `key` (key requests until a server key the client accepts
  * answers), then `register` (the client key until a WELCOME verifies), back
- * to `idle`. The decisions are pure functions (which key answer to take,
- * what the key request and registration hold, when a cookie is too old, what
- * to say when nobody answers); {@linkcode KeyExchange} drives them with the
- * client's transport and timers, over the targets in turn, and as the
+ * to `idle`. The decisions are the pure functions of handshake_rules.ts;
+ * {@linkcode KeyExchange} drives them with the client's transport and timers, over the targets in turn, and as the
  * background re-registration loop of a running client.
  *
  * @module
  */
 import { HandshakeError, ServerKeyError } from "../../errors.ts";
-import { type FernetBackend, FernetKey } from "../../crypto/fernet.ts";
-import type { RsaPublicKey } from "../../crypto/rsa.ts";
+import { FernetKey } from "../../crypto/fernet.ts";
 import { sha256 } from "../../crypto/sha256.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
+import { formatAddress, type PeerAddress } from "../../wire/address.ts";
+import { encodeRecords } from "../../wire/tlv.ts";
 import {
-  formatAddress,
-  isMulticastIPv4,
-  type PeerAddress,
-} from "../../wire/address.ts";
-import {
-  encodeRecords,
-  RecordType,
-  TLV_HEADER_SIZE,
-  type TlvRecord,
-} from "../../wire/tlv.ts";
-import { Awaited, type Session } from "./session.ts";
+  COOKIE_REUSE_MS,
+  judgeKeyAnswer,
+  type KeyAnswer,
+  keyRequestDatagram,
+  noKeyAnswerError,
+  noWelcomeError,
+  registrationRecords,
+} from "./handshake_rules.ts";
+import { Awaited, type ClientConfig, type Session } from "./session.ts";
 import type { HandshakeProgress } from "./types.ts";
 
-/** A cookie older than this is not reused for a registration (protocol.md section 4). */
-export const COOKIE_REUSE_MS = 50_000;
-
 const encoder = new TextEncoder();
-
-/** A server's answer to a key request. */
-export interface KeyAnswer {
-  readonly cookie: Uint8Array;
-  readonly serverKey: RsaPublicKey;
-  readonly from: PeerAddress;
-}
-
-/** What to do with a key answer: take it, drop it and wait on, or fail the step now. */
-export type KeyVerdict =
-  | { readonly action: "accept" }
-  | { readonly action: "skip"; readonly refusal: string }
-  | { readonly action: "refuse"; readonly refusal: string };
-
-/** How the client judges server keys. */
-export interface KeyPolicy {
-  /** Pinned fingerprint `SHA256:...`. */
-  readonly pinned: string | undefined;
-  /** Checks a key the pin did not decide; returns the refusal, or undefined. */
-  readonly verifyKey:
-    | ((server: string, fingerprint: string) => string | undefined)
-    | undefined;
-}
-
-/**
- * Judges a key answer (pure): accepted, or refused with a one-line reason.
- * A refused answer from the unicast target itself fails the step at once
- * (nothing else will answer for it); under multicast another member of the
- * group may still answer with the pinned key, so it is skipped.
- */
-export function judgeKeyAnswer(
-  answer: KeyAnswer,
-  target: PeerAddress,
-  policy: KeyPolicy,
-): KeyVerdict {
-  const fingerprint = answer.serverKey.fingerprint;
-  const from = formatAddress(answer.from);
-  let refusal: string | undefined;
-  if (policy.pinned === undefined) {
-    refusal = policy.verifyKey?.(from, fingerprint);
-  } else if (fingerprint !== policy.pinned) {
-    refusal =
-      `The server at ${from} answered with key ${fingerprint}, which does not match the pinned fingerprint ${policy.pinned}: check --fingerprint, or whether something else answers on that address`;
-  }
-  if (refusal === undefined) return { action: "accept" };
-  const fromTarget = !isMulticastIPv4(target.hostname) &&
-    from === formatAddress(target);
-  return { action: fromTarget ? "refuse" : "skip", refusal };
-}
-
-/** The key request (pure): one KEY_REQUEST record padded to the MTU. */
-export function keyRequestDatagram(mtu: number): Uint8Array {
-  const request = new Uint8Array(Math.max(mtu, TLV_HEADER_SIZE));
-  request.set(
-    encodeRecords([{
-      type: RecordType.KEY_REQUEST,
-      value: new Uint8Array(request.length - TLV_HEADER_SIZE),
-    }]),
-  );
-  return request;
-}
-
-/** The error when no key answer came (pure). */
-export function noKeyAnswerError(
-  target: PeerAddress,
-  attempts: number,
-  initialMs: number,
-): HandshakeError {
-  const total = Number((initialMs * (2 ** attempts - 1) / 1000).toFixed(1));
-  return new HandshakeError(
-    `No answer to the key request sent to ${
-      formatAddress(target)
-    } after ${attempts} tries over ${total} s: check that the server runs, and --server/--group/--port (use --server HOST:PORT where multicast does not route)`,
-  );
-}
-
-/** The error when the server sent its key but no WELCOME verified (pure). */
-export function noWelcomeError(
-  server: string,
-  attempts: number,
-  refusedFull: string | undefined,
-): HandshakeError {
-  if (refusedFull !== undefined) {
-    return new HandshakeError(
-      `The server at ${server} is full (NOTICE 4: "${refusedFull}"): it has as many members as it takes in all, or from this client's IP address; try again later, or ask its operator to raise its member limits`,
-    );
-  }
-  return new HandshakeError(
-    `The server at ${server} sent its key but no valid WELCOME after ${attempts} tries: check that client and server clocks agree within 60 s and that the server is not full or rate-limiting this address`,
-  );
-}
 
 /** Where the key exchange is. */
 type Phase =
@@ -139,21 +42,13 @@ type Phase =
     refusedFull: string | undefined;
   };
 
-/** What {@linkcode KeyExchange} needs besides the session. */
-export interface KeyExchangeOptions {
-  readonly policy: KeyPolicy;
-  readonly attempts: number;
-  readonly initialMs: number;
-  readonly maxMs: number;
-  readonly tokenMaxAgeSeconds: number;
-  readonly fernetBackend: FernetBackend | undefined;
-  /** Whether the registration asks for group fan-out. */
-  readonly groupCapable: boolean;
+/** What {@linkcode KeyExchange} tells its client. */
+export interface KeyExchangeHooks {
   /** Announces a try. */
   readonly progress: (progress: HandshakeProgress) => void;
   /** The server key is not the last one (or this is the first). */
   readonly onServerChanged: () => void;
-  /** A registration is about to be sent: the group key starts afresh. */
+  /** A registration asking for group fan-out is about to be sent: the group key starts afresh. */
   readonly onRegistering: () => void;
   /** A WELCOME confirmed the registration; session.guard and address are set. */
   readonly onRegistered: () => void;
@@ -162,7 +57,8 @@ export interface KeyExchangeOptions {
 /** Drives the key exchange; see the module comment. */
 export class KeyExchange {
   readonly #session: Session;
-  readonly #options: KeyExchangeOptions;
+  readonly #config: ClientConfig;
+  readonly #hooks: KeyExchangeHooks;
   #phase: Phase = { step: "idle" };
   /**
    * The key of the last registration sent and not yet confirmed by a
@@ -177,11 +73,12 @@ export class KeyExchange {
 
   /**
    * @param session the client's shared state
-   * @param options policy, retries and hooks
+   * @param hooks what it tells the client
    */
-  constructor(session: Session, options: KeyExchangeOptions) {
+  constructor(session: Session, hooks: KeyExchangeHooks) {
     this.#session = session;
-    this.#options = options;
+    this.#config = session.config;
+    this.#hooks = hooks;
   }
 
   /** Whether a key answer is awaited now. */
@@ -206,7 +103,7 @@ export class KeyExchange {
     const verdict = judgeKeyAnswer(
       answer,
       this.#session.target,
-      this.#options.policy,
+      this.#config,
     );
     if (verdict.action === "accept") return this.#phase.answer.settle(answer);
     this.#mismatched = verdict.refusal;
@@ -255,7 +152,7 @@ export class KeyExchange {
    */
   async runUntilRegistered(): Promise<ServerKeyError | undefined> {
     const session = this.#session;
-    let delay = this.#options.initialMs;
+    let delay = this.#config.retryInitialMs;
     /** Key exchanges in a row that met only refused server keys. */
     let refused = 0;
     while (!session.closed) {
@@ -278,7 +175,7 @@ export class KeyExchange {
           if (session.target !== session.targets[0]) continue;
         }
         await session.sleep(delay);
-        delay = Math.min(delay * 2, this.#options.maxMs);
+        delay = Math.min(delay * 2, this.#config.retryMaxMs);
       }
     }
     return undefined;
@@ -294,13 +191,17 @@ export class KeyExchange {
   async run(): Promise<void> {
     this.#mismatched = undefined;
     try {
-      for (let restarts = 0; restarts <= this.#options.attempts; restarts++) {
+      for (
+        let restarts = 0;
+        restarts <= this.#config.retryAttempts;
+        restarts++
+      ) {
         const answer = await this.#askKey();
         if (await this.#register(answer)) return;
       }
       throw noWelcomeError(
         this.#session.serverAddress,
-        this.#options.attempts,
+        this.#config.retryAttempts,
         undefined,
       );
     } finally {
@@ -311,11 +212,11 @@ export class KeyExchange {
   /** Step `key`: the accepted answer. */
   async #askKey(): Promise<KeyAnswer> {
     const session = this.#session;
-    const { attempts, initialMs } = this.#options;
+    const { retryAttempts: attempts, retryInitialMs: initialMs } = this.#config;
     let delay = initialMs;
     for (let i = 0; i < attempts; i++) {
       this.#throwIfClosed();
-      this.#options.progress({
+      this.#hooks.progress({
         step: "key",
         server: formatAddress(session.target),
         attempt: i + 1,
@@ -328,7 +229,7 @@ export class KeyExchange {
       );
       this.#phase = { step: "key", answer };
       void session.sendDatagram(
-        keyRequestDatagram(session.mtu),
+        keyRequestDatagram(session.config.mtu),
         session.target,
       );
       const result = await answer.promise;
@@ -347,7 +248,7 @@ export class KeyExchange {
     const session = this.#session;
     const previous = session.serverKey?.fingerprint;
     const fingerprint = answer.serverKey.fingerprint;
-    if (fingerprint !== previous) this.#options.onServerChanged();
+    if (fingerprint !== previous) this.#hooks.onServerChanged();
     if (previous !== undefined && fingerprint !== previous) {
       // Nothing pinned it: a pin or a known-servers record refuses a change.
       const server = formatAddress(answer.from);
@@ -372,7 +273,7 @@ export class KeyExchange {
    */
   async #register(answer: KeyAnswer): Promise<boolean> {
     const session = this.#session;
-    const { attempts, initialMs } = this.#options;
+    const { retryAttempts: attempts, retryInitialMs: initialMs } = this.#config;
     const cookieReceivedAt = session.now();
     const { guard, stream } = await this.#registration(answer);
     const phase = {
@@ -387,7 +288,7 @@ export class KeyExchange {
       this.#throwIfClosed();
       // The cookie is too old to register with: start again from step 1.
       if (session.now() - cookieReceivedAt > COOKIE_REUSE_MS) return false;
-      this.#options.progress({
+      this.#hooks.progress({
         step: "register",
         server: session.serverAddress,
         fingerprint: answer.serverKey.fingerprint,
@@ -403,7 +304,7 @@ export class KeyExchange {
         this.#unconfirmed = undefined;
         session.address = address;
         this.#phase = { step: "idle" };
-        this.#options.onRegistered();
+        this.#hooks.onRegistered();
         return true;
       }
       delay *= 2;
@@ -413,56 +314,42 @@ export class KeyExchange {
   }
 
   /**
-   * The registration stream: cookie, key record, proof under the current key
-   * (a rekey), GROUP_CAPABLE. Encrypted once, resent as the same bytes on
-   * every try: the server takes a cookie for one key record only (section 10).
+   * The registration stream and the key it offers. Encrypted once, resent as
+   * the same bytes on every try: the server takes a cookie for one key
+   * record only (section 10).
    */
   async #registration(
     answer: KeyAnswer,
   ): Promise<{ guard: TokenGuard | undefined; stream: Uint8Array }> {
     const session = this.#session;
-    let value: Uint8Array;
+    let keyValue: Uint8Array;
     let guard: TokenGuard | undefined;
     if (session.profile === "hybrid") {
       guard = this.#unconfirmed ??= new TokenGuard(
-        await FernetKey.generate(this.#options.fernetBackend),
+        await FernetKey.generate(this.#config.fernetBackend),
         session.marker,
-        this.#options.tokenMaxAgeSeconds,
+        this.#config.tokenMaxAgeSeconds,
       );
-      value = await answer.serverKey.encrypt(encoder.encode(guard.key.text));
+      keyValue = await answer.serverKey.encrypt(encoder.encode(guard.key.text));
     } else {
-      value = encoder.encode(session.rsaKey!.publicKey.pem);
+      keyValue = encoder.encode(session.rsaKey!.publicKey.pem);
     }
-    const records: TlvRecord[] = [
-      { type: RecordType.COOKIE, value: answer.cookie },
-      {
-        type: session.profile === "hybrid"
-          ? RecordType.SYMMETRIC_KEY
-          : RecordType.CLIENT_PUBLIC_KEY,
-        value,
-      },
-    ];
-    if (session.guard) {
-      // The server may still hold this client under its current key (a
-      // spoofed NOTICE 1, a lost keep-alive): prove that key, so the
-      // server takes the new one as a rekey (protocol.md section 10).
-      records.push({
-        type: RecordType.KEY_PROOF,
-        value: await session.guard.seal(
-          sha256(value).subarray(0, 16),
-          session.now(),
-        ),
-      });
-    }
-    if (this.#options.groupCapable) {
-      // Section 9: after the key record (and its proof). A new
-      // registration starts from no group key.
-      records.push({
-        type: RecordType.GROUP_CAPABLE,
-        value: new Uint8Array(0),
-      });
-      this.#options.onRegistering();
-    }
+    // The server may still hold this client under its current key (a
+    // spoofed NOTICE 1, a lost keep-alive): prove that key, so the server
+    // takes the new one as a rekey (protocol.md section 10).
+    const proof = await session.guard?.seal(
+      sha256(keyValue).subarray(0, 16),
+      session.now(),
+    );
+    const groupCapable = this.#config.group;
+    // A new registration starts from no group key.
+    if (groupCapable) this.#hooks.onRegistering();
+    const records = registrationRecords(answer.cookie, {
+      profile: session.profile,
+      keyValue,
+      proof,
+      groupCapable,
+    });
     return { guard, stream: encodeRecords(records) };
   }
 

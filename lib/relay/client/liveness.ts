@@ -17,12 +17,8 @@ import type { HandshakeProgress } from "./types.ts";
 const RSA_KEEPALIVE = new Uint8Array(4);
 const EMPTY = new Uint8Array(0);
 
-/** What {@linkcode Liveness} needs besides the session. */
-export interface LivenessOptions {
-  readonly keepaliveMs: number;
-  readonly probeTimeoutMs: number;
-  readonly retryAttempts: number;
-  readonly retryInitialMs: number;
+/** What {@linkcode Liveness} works with besides the session. */
+export interface LivenessParts {
   readonly outbox: Outbox;
   readonly ledger: SentLedger;
   /** Announces a try of {@linkcode Liveness.confirm}. */
@@ -36,7 +32,7 @@ export class Liveness {
   /** What the keep-alive answers say about the server. */
   readonly watch = new KeepaliveWatch();
   readonly #session: Session;
-  readonly #options: LivenessOptions;
+  readonly #options: LivenessParts;
   #interval: ReturnType<typeof setInterval> | undefined;
   #probeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Called at every authenticated keep-alive answer ({@linkcode confirm}). */
@@ -44,9 +40,9 @@ export class Liveness {
 
   /**
    * @param session the client's shared state
-   * @param options timings and hooks
+   * @param options the outbox, the ledger and hooks
    */
-  constructor(session: Session, options: LivenessOptions) {
+  constructor(session: Session, options: LivenessParts) {
     this.#session = session;
     this.#options = options;
   }
@@ -55,7 +51,7 @@ export class Liveness {
   start(): void {
     this.#interval ??= setInterval(
       () => void this.#tick(),
-      this.#options.keepaliveMs,
+      this.#session.config.keepaliveMs,
     );
   }
 
@@ -153,7 +149,7 @@ export class Liveness {
         // unanswered is the last to be tried again.
         session.nextTarget(reason);
         this.#options.reconnect(reason);
-      }, this.#options.probeTimeoutMs);
+      }, session.config.probeTimeoutMs);
       this.watch.probeSent();
       void this.keepaliveNow();
     };
@@ -193,14 +189,15 @@ export class Liveness {
    */
   async confirm(): Promise<boolean> {
     const session = this.#session;
-    const { outbox, ledger, retryAttempts } = this.#options;
+    const { outbox, ledger } = this.#options;
+    const { retryAttempts, retryInitialMs } = session.config;
     if (session.profile !== "hybrid") return false;
     const registration = session.counters.registrations;
     const unchanged = () =>
       session.ready && session.counters.registrations === registration;
     /** The answer count that proves a keep-alive sent after the messages was answered. */
     let target: number | undefined;
-    let delay = this.#options.retryInitialMs;
+    let delay = retryInitialMs;
     for (let i = 0; i < retryAttempts; i++) {
       // Messages held in the outbox (a probe is out) go first: the
       // keep-alive must follow them.

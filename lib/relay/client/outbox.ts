@@ -13,16 +13,28 @@ import {
   UndeliveredError,
   type UndeliveredReason,
 } from "../../errors.ts";
+import type { ClientConfig, Session } from "./session.ts";
+import type { ClientEvent } from "./types.ts";
 
 /** A keep-alive unanswered for this long was lost, or its answer was. */
 const KEEPALIVE_ANSWER_WINDOW_MS = 10_000;
 /** Keep-alives remembered while their answers are awaited. */
 const MAX_KEEPALIVES_OUT = 64;
 
+const decoder = new TextDecoder();
+
 /** Bounds of the outbox and of the ledger. */
-export interface OutboxLimits {
+interface OutboxLimits {
   readonly maxMessages: number;
   readonly maxBytes: number;
+}
+
+/** The bounds a client's options set. */
+function outboxLimits(config: ClientConfig): OutboxLimits {
+  return {
+    maxMessages: config.maxOutboxMessages,
+    maxBytes: config.maxOutboxBytes,
+  };
 }
 
 /** A message waiting in the outbox, and the send() that waits for it, if one does. */
@@ -53,18 +65,16 @@ export function sendCancelled(
 export interface OutboxHooks {
   /** Whether messages go out now. */
   readonly canSend: () => boolean;
-  /** Whether the client closed. */
-  readonly closed: () => boolean;
-  /** Seals and sends one message. */
-  readonly transmit: (data: Uint8Array) => Promise<void>;
-  /** Reports a message that will not be sent. */
-  readonly report: (data: Uint8Array, reason: UndeliveredReason) => void;
-  /** Logs an unexpected failure of a send. */
-  readonly onError: (error: unknown) => void;
+  /** Whether a message sent now is kept until a later keep-alive is answered. */
+  readonly remember: () => boolean;
+  /** Emits an `undelivered` event. */
+  readonly emit: (event: ClientEvent) => void;
 }
 
 /** Messages sent while the client cannot send, oldest first; see the module comment. */
 export class Outbox {
+  readonly #session: Session;
+  readonly #ledger: SentLedger;
   readonly #limits: OutboxLimits;
   readonly #hooks: OutboxHooks;
   readonly #queue: Outgoing[] = [];
@@ -73,12 +83,41 @@ export class Outbox {
   #flushing: Promise<void> | undefined;
 
   /**
-   * @param limits messages and bytes held at most
+   * @param session the client's shared state
+   * @param ledger where sent messages are recorded
    * @param hooks what the outbox needs from its client
    */
-  constructor(limits: OutboxLimits, hooks: OutboxHooks) {
-    this.#limits = limits;
+  constructor(session: Session, ledger: SentLedger, hooks: OutboxHooks) {
+    this.#session = session;
+    this.#ledger = ledger;
+    this.#limits = outboxLimits(session.config);
     this.#hooks = hooks;
+  }
+
+  /** Seals a message under the current key (or RSA-encrypts it) and sends it to the server. */
+  async transmit(data: Uint8Array): Promise<void> {
+    const session = this.#session;
+    const stream = await session.messageStream(data);
+    session.counters.messagesSent++;
+    this.#ledger.messageSent(data, this.#hooks.remember());
+    await session.sendStream(stream);
+  }
+
+  /** Reports a message that will not be sent: an `undelivered` event, a log record and a count. */
+  report(data: Uint8Array, reason: UndeliveredReason): void {
+    this.#session.counters.undelivered++;
+    this.#session.log({
+      level: "warn",
+      event: "undelivered",
+      reason,
+      bytes: data.length,
+    });
+    this.#hooks.emit({
+      type: "undelivered",
+      reason,
+      text: decoder.decode(data),
+      data,
+    });
   }
 
   /** Messages waiting now. */
@@ -151,7 +190,7 @@ export class Outbox {
       this.#queue.length >= this.#limits.maxMessages ||
       this.#bytes + data.length > this.#limits.maxBytes
     ) {
-      this.#hooks.report(data, "outbox_full");
+      this.report(data, "outbox_full");
       throw new UndeliveredError(
         "outbox_full",
         `Cannot send the message: the client is not registered with the server and its outbox already holds ${this.#queue.length} messages (${this.#bytes} bytes; the limits are ${this.#limits.maxMessages} messages and ${this.#limits.maxBytes} bytes): send it again once the client is registered (the "ready" event), or raise maxOutboxMessages/maxOutboxBytes`,
@@ -172,10 +211,10 @@ export class Outbox {
     this.#flushing = (async () => {
       while (
         this.#queue.length > 0 && this.#hooks.canSend() &&
-        !this.#hooks.closed()
+        !this.#session.closed
       ) {
         const next = this.#queue[0];
-        await this.#hooks.transmit(next.data);
+        await this.transmit(next.data);
         this.#queue.shift();
         this.#bytes -= next.data.length;
         next.waiter?.resolve();
@@ -187,14 +226,18 @@ export class Outbox {
       // The message stays first in the outbox: tried again at the next
       // registration or keep-alive answer, or reported at close.
       this.#flushing = undefined;
-      this.#hooks.onError(error);
+      this.#session.log({
+        level: "error",
+        event: "internal_error",
+        error: String((error as Error)?.stack ?? error),
+      });
     });
   }
 
   /** Reports every waiting message undelivered (`closed`) and empties the outbox. */
   drain(): void {
     for (const { data, waiter } of this.#queue.splice(0)) {
-      this.#hooks.report(data, "closed");
+      this.report(data, "closed");
       waiter?.reject(
         new UndeliveredError(
           "closed",
@@ -228,11 +271,11 @@ export class SentLedger {
   #answersSeen = 0;
 
   /**
-   * @param limits bounds of the messages remembered
+   * @param config the client's options (the outbox's bounds apply)
    * @param now clock in milliseconds
    */
-  constructor(limits: OutboxLimits, now: () => number) {
-    this.#limits = limits;
+  constructor(config: ClientConfig, now: () => number) {
+    this.#limits = outboxLimits(config);
     this.#now = now;
   }
 

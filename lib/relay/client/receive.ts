@@ -7,9 +7,7 @@
  *
  * @module
  */
-import { REMOVAL_NOTICE_LABEL } from "../../crypto/derive_key.ts";
 import { RsaDecryptError, RsaPublicKey } from "../../crypto/rsa.ts";
-import type { TokenGuard } from "../../crypto/token_guard.ts";
 import { Reassembler } from "../../core/reassembler.ts";
 import {
   decodeAddress,
@@ -17,18 +15,12 @@ import {
   isMulticastIPv4,
   type PeerAddress,
 } from "../../wire/address.ts";
-import {
-  decodeNotice,
-  decodeRemoval,
-  isRemovalCode,
-  NoticeCode,
-  parseRemovalText,
-  type RemovalNotice,
-} from "../../wire/notice.ts";
+import { decodeNotice, isRemovalCode, NoticeCode } from "../../wire/notice.ts";
 import { decodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
 import type { GroupReceiver } from "./group_receiver.ts";
 import type { KeyExchange } from "./handshake.ts";
 import type { Liveness } from "./liveness.ts";
+import { RemovalNotices } from "./removal.ts";
 import type { Session } from "./session.ts";
 import type { ClientEvent } from "./types.ts";
 
@@ -36,6 +28,8 @@ const decoder = new TextDecoder();
 
 /** What a {@linkcode StreamReceiver} hands on to its client. */
 export interface ReceiverHooks {
+  /** Group fan-out, when the client asks for it. */
+  readonly group: GroupReceiver | undefined;
   /** A message to deliver. */
   readonly deliver: (sender: string, data: Uint8Array) => void;
   /** A status event to emit. */
@@ -54,32 +48,27 @@ export class StreamReceiver {
   readonly #group: GroupReceiver | undefined;
   readonly #hooks: ReceiverHooks;
   readonly #reassembler: Reassembler;
-  /**
-   * The guard of removal notices (PROTOCOL.md section 7.1) per key, derived
-   * once so that its replay window holds for that key.
-   */
-  readonly #removalGuards = new WeakMap<TokenGuard, Promise<TokenGuard>>();
+  readonly #removals: RemovalNotices;
 
   /**
    * @param session the client's shared state
    * @param keys the key exchange (key answers and WELCOMEs go there)
    * @param liveness keep-alive answers and loss hints go there
-   * @param group group fan-out, when the client asks for it
-   * @param hooks what is handed on to the client
+   * @param hooks group fan-out, and what is handed on to the client
    */
   constructor(
     session: Session,
     keys: KeyExchange,
     liveness: Liveness,
-    group: GroupReceiver | undefined,
     hooks: ReceiverHooks,
   ) {
     this.#session = session;
     this.#keys = keys;
     this.#liveness = liveness;
-    this.#group = group;
+    this.#group = hooks.group;
     this.#hooks = hooks;
     this.#reassembler = new Reassembler({}, session.now);
+    this.#removals = new RemovalNotices(session);
   }
 
   /**
@@ -415,46 +404,10 @@ export class StreamReceiver {
     }
   }
 
-  /**
-   * NOTICE 6 (KICKED) or 7 (BANNED), PROTOCOL.md section 7. A hybrid client
-   * acts only on a body that opens under the key derived from its own for
-   * removal notices (every token check; a relayed message under its own key
-   * does not open) and names the same code; anything else is ignored and
-   * counted (`removal_notice_*`), so nobody but the server can make it leave. An
-   * RSA-profile client has no key to check with and takes the plain text.
-   */
+  /** A verified NOTICE 6 (KICKED) or 7 (BANNED), see removal.ts. */
   async #onRemoval(code: number, body: Uint8Array): Promise<void> {
-    const session = this.#session;
-    let notice: RemovalNotice;
-    try {
-      if (session.profile === "hybrid") {
-        const guard = session.guard;
-        if (!guard) return session.drops.count("removal_notice_unexpected");
-        let removal = this.#removalGuards.get(guard);
-        if (!removal) {
-          removal = guard.derive(REMOVAL_NOTICE_LABEL);
-          this.#removalGuards.set(guard, removal);
-        }
-        const opened = await (await removal).open(body, session.now());
-        if (!opened.ok) {
-          const reason = `removal_notice_${opened.reason}`;
-          return session.drops.drop(reason, session.serverAddress);
-        }
-        notice = decodeRemoval(opened.plaintext);
-        if (notice.code !== code) {
-          const reason = "removal_notice_code_mismatch";
-          return session.drops.drop(reason, session.serverAddress);
-        }
-      } else {
-        notice = parseRemovalText(code, decoder.decode(body));
-      }
-    } catch {
-      return session.drops.drop(
-        "removal_notice_malformed",
-        session.serverAddress,
-      );
-    }
-    if (session.closed) return;
+    const notice = await this.#removals.open(code, body);
+    if (notice === undefined || this.#session.closed) return;
     if (notice.code === NoticeCode.KICKED) {
       return this.#hooks.onKicked(notice.reason);
     }

@@ -12,14 +12,17 @@ import type { RsaPrivateKey, RsaPublicKey } from "../../crypto/rsa.ts";
 import { IvMarker } from "../../crypto/iv_mark.ts";
 import { randomMsgId } from "../../crypto/msg_id.ts";
 import type { TokenGuard } from "../../crypto/token_guard.ts";
-import type { DropCounter } from "../../core/drops.ts";
+import { DropCounter, guardedSink } from "../../core/drops.ts";
+import type { FernetBackend } from "../../crypto/fernet.ts";
 import { formatAddress, type PeerAddress } from "../../wire/address.ts";
 import { fragmentStream } from "../../wire/fragment.ts";
 import { encodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import type { LogSink } from "../log.ts";
+import { type LogSink, silentLog } from "../log.ts";
 import type { MemberProfile } from "../types.ts";
-import type { ClientState } from "./types.ts";
+import type { ClientState, RelayClientOptions } from "./types.ts";
+
+const DISCONNECT_TEXT = new TextEncoder().encode("DISCONNECT");
 
 /** The transitions a client may make; `closed` is final. */
 const TRANSITIONS: Readonly<Record<ClientState, readonly ClientState[]>> = {
@@ -39,25 +42,62 @@ export interface SessionCounters {
   undelivered: number;
 }
 
-/** What a {@linkcode Session} is made of. */
-export interface SessionOptions {
-  readonly transport: DatagramTransport;
-  readonly targets: readonly PeerAddress[];
-  readonly profile: MemberProfile;
+/** A client's options with their defaults filled in. */
+export interface ClientConfig {
   readonly mtu: number;
-  readonly log: LogSink;
-  readonly drops: DropCounter;
-  readonly now: () => number;
-  readonly rsaKey: RsaPrivateKey | undefined;
+  readonly keepaliveMs: number;
+  readonly probeTimeoutMs: number;
+  readonly retryInitialMs: number;
+  readonly retryAttempts: number;
+  readonly retryMaxMs: number;
+  readonly rsaKeyBits: number;
+  readonly maxMessageBytes: number;
+  readonly maxOutboxMessages: number;
+  readonly maxOutboxBytes: number;
+  readonly tokenMaxAgeSeconds: number;
+  readonly eventBufferSize: number;
+  readonly fernetBackend: FernetBackend | undefined;
+  /** Pinned server key fingerprint. */
+  readonly pinned: string | undefined;
+  /** Checks a key the pin did not decide (only without a pin). */
+  readonly verifyKey:
+    | ((server: string, fingerprint: string) => string | undefined)
+    | undefined;
+  /** Whether the client asks for group fan-out. */
+  readonly group: boolean;
+}
+
+/** The defaults of a client's options (documented on {@linkcode RelayClientOptions}). */
+export function clientConfig(options: RelayClientOptions): ClientConfig {
+  const profile = options.profile ?? "hybrid";
+  return {
+    mtu: options.mtu ?? 1200,
+    keepaliveMs: options.keepaliveMs ?? 10_000,
+    probeTimeoutMs: options.probeTimeoutMs ?? 2000,
+    retryInitialMs: options.retryInitialMs ?? 1000,
+    retryAttempts: options.retryAttempts ?? 5,
+    retryMaxMs: options.retryMaxMs ?? 30_000,
+    rsaKeyBits: options.rsaKeyBits ?? 2048,
+    maxMessageBytes: options.maxMessageBytes ?? 32 * 1024,
+    maxOutboxMessages: options.maxOutboxMessages ?? 256,
+    maxOutboxBytes: options.maxOutboxBytes ?? 1024 * 1024,
+    tokenMaxAgeSeconds: options.tokenMaxAgeSeconds ?? 60,
+    eventBufferSize: options.eventBufferSize ?? 10_000,
+    fernetBackend: options.fernetBackend,
+    pinned: options.fingerprint,
+    verifyKey: options.fingerprint ? undefined : options.verifyKey,
+    group: profile === "hybrid" && (options.group ?? true),
+  };
 }
 
 /** The shared state of one client; see the module comment. */
 export class Session {
+  /** The options, defaults filled in. */
+  readonly config: ClientConfig;
   readonly transport: DatagramTransport;
   /** `target`, then the fallback targets: where the client registers, in turn. */
   readonly targets: readonly PeerAddress[];
   readonly profile: MemberProfile;
-  readonly mtu: number;
   readonly log: LogSink;
   readonly drops: DropCounter;
   readonly now: () => number;
@@ -88,16 +128,16 @@ export class Session {
   /** The RSA profile's own key. */
   rsaKey: RsaPrivateKey | undefined;
 
-  /** @param options what the session is made of */
-  constructor(options: SessionOptions) {
+  /** @param options the client's options */
+  constructor(options: RelayClientOptions) {
+    this.config = clientConfig(options);
     this.transport = options.transport;
-    this.targets = options.targets;
-    this.target = options.targets[0];
-    this.profile = options.profile;
-    this.mtu = options.mtu;
-    this.log = options.log;
-    this.drops = options.drops;
-    this.now = options.now;
+    this.targets = [options.target, ...options.fallbackTargets ?? []];
+    this.target = this.targets[0];
+    this.profile = options.profile ?? "hybrid";
+    this.log = guardedSink(options.log ?? silentLog);
+    this.now = options.now ?? Date.now;
+    this.drops = new DropCounter(this.log, this.now);
     this.rsaKey = options.rsaKey;
   }
 
@@ -182,6 +222,16 @@ export class Session {
     return encodeRecords(records);
   }
 
+  /** Sends the DISCONNECT that leaves the group (authenticated under the current key, hybrid). */
+  async sendDisconnect(): Promise<void> {
+    const value = this.profile === "hybrid"
+      ? await this.guard!.seal(DISCONNECT_TEXT, this.now())
+      : new Uint8Array(0);
+    await this.sendStream(
+      encodeRecords([{ type: RecordType.DISCONNECT, value }]),
+    );
+  }
+
   /**
    * Sends a stream (fragmented past the MTU) by unicast to the server that
    * answered the key request: once a client has that answer, nothing it sends
@@ -190,9 +240,9 @@ export class Session {
    */
   async sendStream(stream: Uint8Array): Promise<void> {
     const to = this.server ?? this.target;
-    const datagrams = stream.length <= this.mtu
+    const datagrams = stream.length <= this.config.mtu
       ? [stream]
-      : fragmentStream(stream, this.mtu, randomMsgId());
+      : fragmentStream(stream, this.config.mtu, randomMsgId());
     await Promise.all(datagrams.map((d) => this.sendDatagram(d, to)));
   }
 
