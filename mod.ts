@@ -39,12 +39,15 @@
  */
 
 export {
+  ClientClosedError,
   ConfigError,
   HandshakeError,
   InvalidKeyError,
   InvalidTokenError,
   type InvalidTokenReason,
   MalformedDatagramError,
+  SendCancelledError,
+  type SendCancelReason,
   ServerKeyError,
   UndeliveredError,
   type UndeliveredReason,
@@ -82,11 +85,15 @@ export {
 } from "./lib/core/load.ts";
 export {
   type ClientEvent,
+  type ClientState,
   type ClientStats,
   type HandshakeProgress,
+  type MessageEvent,
   RelayClient,
   type RelayClientOptions,
+  type SendOptions,
   type SendOutcome,
+  type StatusEvent,
 } from "./lib/relay/client/client.ts";
 // Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
 // `groupBatchMs` (server) and `group`, `bindDownstream` (client).
