@@ -9,11 +9,7 @@
  *
  * @module
  */
-import {
-  ClientClosedError,
-  HandshakeError,
-  type ServerKeyError,
-} from "../../errors.ts";
+import { ClientClosedError, HandshakeError } from "../../errors.ts";
 import { RsaPrivateKey } from "../../crypto/rsa.ts";
 import type { MemberProfile } from "../types.ts";
 import {
@@ -139,7 +135,7 @@ export class RelayClient implements AsyncDisposable {
     const client = new RelayClient(options);
     const session = client.#session;
     client.#receiving = client.#receiver.receiveAll((error) =>
-      client.#receiveFailed(error)
+      client.#fail(`receiving failed: ${error.message}`, error)
     );
     const signal = options.signal;
     // During the key exchange: no DISCONNECT (not registered), and connect
@@ -380,19 +376,20 @@ export class RelayClient implements AsyncDisposable {
     for (const data of this.#ledger.takeUnanswered()) {
       this.#outbox.report(data, "unconfirmed");
     }
-    this.#reconnecting = this.#keys.runUntilRegistered().then(
-      (refused) => refused && this.#gaveUp(refused),
-    ).finally(() => this.#reconnecting = undefined);
+    this.#reconnecting = this.#keys.runUntilRegistered().then((refused) => {
+      if (!refused) return;
+      session.log({ level: "info", event: "gave_up", error: refused.message });
+      this.#fail(refused.message, refused);
+    }).finally(() => this.#reconnecting = undefined);
   }
 
-  /** Every relay answered with a key this client refuses: one clear error, then the client closes. */
-  #gaveUp(error: ServerKeyError): void {
-    this.#session.log({
-      level: "info",
-      event: "gave_up",
-      error: error.message,
-    });
-    this.#inbox.emit({ type: "failed", reason: error.message });
+  /**
+   * Something ended the client (every relay answered with a key it refuses,
+   * or receiving failed): a `failed` event, then it stops without DISCONNECT
+   * and {@linkcode closed} resolves with `error`.
+   */
+  #fail(reason: string, error: Error): void {
+    this.#inbox.emit({ type: "failed", reason });
     void this.#stop({ goodbye: false, error });
   }
 
@@ -451,17 +448,5 @@ export class RelayClient implements AsyncDisposable {
       text: decoder.decode(data),
       data,
     });
-  }
-
-  /**
-   * A receive error other than the one a deliberate close causes ends the
-   * client: a `failed` event, and {@linkcode closed} resolves with the error.
-   */
-  #receiveFailed(failure: Error): void {
-    this.#inbox.emit({
-      type: "failed",
-      reason: `receiving failed: ${failure.message}`,
-    });
-    void this.#stop({ goodbye: false, error: failure });
   }
 }
