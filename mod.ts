@@ -40,12 +40,15 @@
  */
 
 export {
+  ClientClosedError,
   ConfigError,
   HandshakeError,
   InvalidKeyError,
   InvalidTokenError,
   type InvalidTokenReason,
   MalformedDatagramError,
+  SendCancelledError,
+  type SendCancelReason,
   ServerKeyError,
   UndeliveredError,
   type UndeliveredReason,
@@ -83,11 +86,15 @@ export {
 } from "./lib/core/load.ts";
 export {
   type ClientEvent,
+  type ClientState,
   type ClientStats,
   type HandshakeProgress,
+  type MessageEvent,
   RelayClient,
   type RelayClientOptions,
+  type SendOptions,
   type SendOutcome,
+  type StatusEvent,
 } from "./lib/relay/client/client.ts";
 // Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
 // `groupBatchMs` (server) and `group`, `bindDownstream` (client).

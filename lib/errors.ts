@@ -131,3 +131,41 @@ export class UndeliveredError extends Error {
     this.reason = reason;
   }
 }
+
+/**
+ * A call on a relay client that has stopped: closed by its owner, banned by
+ * the server, or stopped by a failure (the message says which).
+ */
+export class ClientClosedError extends Error {
+  /**
+   * Creates the error.
+   * @param message why the client is closed, e.g. "The client is closed: banned by the server for 600 s: spamming"
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "ClientClosedError";
+  }
+}
+
+/** Why a send gave up on a message: its signal aborted, or its time ran out. */
+export type SendCancelReason = "aborted" | "timeout";
+
+/**
+ * A message `RelayClient.send` gave up on while it waited in the outbox (the
+ * client was not registered): its signal aborted or its `timeoutMs` passed.
+ * The message was not sent and will not be.
+ */
+export class SendCancelledError extends Error {
+  /** Whether the signal aborted or the time ran out. */
+  readonly reason: SendCancelReason;
+  /**
+   * Creates the error.
+   * @param reason whether the signal aborted or the time ran out
+   * @param message what happened and what to do
+   */
+  constructor(reason: SendCancelReason, message: string) {
+    super(message);
+    this.name = "SendCancelledError";
+    this.reason = reason;
+  }
+}

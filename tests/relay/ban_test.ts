@@ -10,7 +10,7 @@
  * `from`, and members can have IPs of their own.
  */
 import assert from "node:assert/strict";
-import { HandshakeError } from "../../lib/errors.ts";
+import { ClientClosedError, HandshakeError } from "../../lib/errors.ts";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { IvMarker } from "../../lib/crypto/iv_mark.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
@@ -168,6 +168,10 @@ Deno.test("ban of a member's address: it is removed and told, its client closes;
     /closed: banned by the server for 600 s: spamming/,
   );
   assert.equal(a.client.ready, false);
+  // It stopped because of the ban: closed() says so (and its socket is shut).
+  const stoppedWith = await a.client.closed();
+  assert.ok(stoppedWith instanceof ClientClosedError);
+  assert.match(stoppedWith.message, /banned by the server for 600 s/);
   assert.equal(
     a.tap.sent.count((d) => hasRecord(d.data, RecordType.DISCONNECT)),
     0,

@@ -22,6 +22,7 @@ import type { Datagram, DatagramTransport } from "../../runtime/transport.ts";
 import type { DropCounter } from "../../core/drops.ts";
 import type { LogSink } from "../log.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
+import type { Session } from "./session.ts";
 
 /** How long a replaced epoch key still opens messages (section 9: 10 s). */
 export const PREVIOUS_EPOCH_KEY_MS = 10_000;
@@ -378,4 +379,41 @@ export class DownstreamSocket {
     this.#transport?.close();
     await this.#receiving;
   }
+}
+
+/**
+ * The group receiver and downstream socket of a client that asks for
+ * fan-out, wired to its session: group messages count only while it is
+ * registered.
+ */
+export function groupFanout(
+  session: Session,
+  bind: DownstreamSocketOptions["bind"],
+  onMessage: (sender: string, data: Uint8Array) => void,
+  askAgain: () => void,
+): { group: GroupReceiver; downstream: DownstreamSocket } {
+  const group: GroupReceiver = new GroupReceiver({
+    marker: session.marker,
+    tokenMaxAgeSeconds: session.config.tokenMaxAgeSeconds,
+    drops: session.drops,
+    now: session.now,
+    ownAddress: () => session.ownAddress,
+    onMessage,
+    askAgain,
+    onDownstream: (address) => downstream.join(address),
+  });
+  const downstream: DownstreamSocket = new DownstreamSocket({
+    bind,
+    receive: (datagram) =>
+      session.ready
+        ? group.onDownstreamDatagram(
+          datagram.data,
+          datagram.from,
+          session.isServer(datagram.from),
+        )
+        : Promise.resolve(session.drops.count("group_message_unexpected")),
+    drops: session.drops,
+    log: session.log,
+  });
+  return { group, downstream };
 }
