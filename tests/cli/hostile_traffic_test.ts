@@ -42,6 +42,8 @@ import {
   LOOPBACK_SERVER,
   startServer,
 } from "./_process.ts";
+import { mulberry32 } from "../_support/prng.ts";
+import { Recorder } from "../_support/recorder.ts";
 
 const CAN_RUN = (await Promise.all(
   (["run", "read", "net"] as const).map((name) =>
@@ -97,18 +99,6 @@ const PLAN = {
 } as const;
 type Kind = keyof typeof PLAN;
 const STORM_SIZE = Object.values(PLAN).reduce((n, k) => n + k, 0);
-
-/** mulberry32: a small seeded PRNG, so a failing storm can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A transport that counts (and keeps) what it sends to the server. */
 class TapTransport implements DatagramTransport {
@@ -200,7 +190,7 @@ Deno.test({
   ignore: !CAN_RUN,
   async fn() {
     const seed = Date.now() >>> 0;
-    const random = prng(seed);
+    const random = mulberry32(seed);
     const int = (n: number) => Math.floor(random() * n);
     const bytes = (n: number) => {
       const b = new Uint8Array(n);
@@ -226,31 +216,18 @@ Deno.test({
     let control: ControlClient | undefined;
     try {
       control = await ControlClient.connectServer(server.control);
-      const events = { a: [] as ClientEvent[], b: [] as ClientEvent[] };
-      const waiters = new Set<() => void>();
-      const until = (ready: () => boolean, what: string) =>
-        new Promise<void>((resolve, reject) => {
-          if (ready()) return resolve();
-          const check = () => {
-            if (!ready()) return;
-            clearTimeout(timer);
-            waiters.delete(check);
-            resolve();
-          };
-          const timer = setTimeout(() => {
-            waiters.delete(check);
-            reject(new Error(`Gave up waiting for ${what} ${context}`));
-          }, 20_000);
-          waiters.add(check);
-        });
-      const onEvent = (list: ClientEvent[]) => (event: ClientEvent) => {
-        list.push(event);
-        for (const check of [...waiters]) check();
+      const waits = { timeoutMs: 20_000 };
+      const events = {
+        a: new Recorder<ClientEvent>(`A's events ${context}`, waits),
+        b: new Recorder<ClientEvent>(`B's events ${context}`, waits),
       };
-      const texts = (list: ClientEvent[]) =>
-        list.flatMap((e) => e.type === "message" ? [e.text] : []);
-      const receivedText = (list: ClientEvent[], text: string) =>
-        until(() => texts(list).includes(text), `"${text}"`);
+      const texts = (list: Recorder<ClientEvent>) =>
+        list.items.flatMap((e) => e.type === "message" ? [e.text] : []);
+      const receivedText = (list: Recorder<ClientEvent>, text: string) =>
+        list.waitFor(
+          (e) => e.type === "message" && e.text === text,
+          `"${text}"`,
+        );
 
       const aTransport = new TapTransport(
         await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
@@ -264,13 +241,13 @@ Deno.test({
       const a = await RelayClient.connect({
         ...common,
         transport: aTransport,
-        onEvent: onEvent(events.a),
+        onEvent: (event) => events.a.push(event),
       });
       clients.push(a);
       const b = await RelayClient.connect({
         ...common,
         transport: bTransport,
-        onEvent: onEvent(events.b),
+        onEvent: (event) => events.b.push(event),
       });
       clients.push(b);
       await a.send("before the storm");
