@@ -316,3 +316,74 @@ Deno.test("basic server: the global RSA budget caps a junk flood from many sourc
   assert.equal(stats.dropped.rate_limited, undefined);
   assert.equal(messages.length, 0);
 });
+
+Deno.test("the basic server bounds RSA work per source: past the rate, datagrams are dropped undecrypted", async () => {
+  const frozen = Date.now();
+  const log = new Recorder<LogRecord>("basic log");
+  const server = BasicServer.start({
+    transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+    privateKey: serverKey,
+    messagesPerSecond: 2, // burst 4
+    now: () => frozen, // no token refills while the test sends
+    log: (r) => log.push(r),
+  });
+  const raw = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const acks: Uint8Array[] = [];
+  const reading = (async () => {
+    for await (const d of raw) acks.push(d.data);
+  })();
+  try {
+    let decrypted = 0;
+    const fourDecrypted = new Promise<void>((resolve) =>
+      server.onMessage(() => {
+        if (++decrypted === 4) resolve();
+      })
+    );
+    const ciphertext = await serverKey.publicKey.encrypt(encoder.encode("x"));
+    for (let i = 0; i < 20; i++) {
+      await raw.send(ciphertext, server.localAddress);
+    }
+    await raw.send(encoder.encode("REQ_PUB_KEY\n"), server.localAddress); // sentinel
+    await log.waitFor(
+      (r) => r.event === "drop" && r.reason === "short_key_request",
+      "the sentinel",
+    );
+    assert.equal(server.stats().dropped.rate_limited, 16);
+    await fourDecrypted;
+    assert.equal(server.stats().rsaDecryptions, 4);
+  } finally {
+    raw.close();
+    await reading;
+    await server.close();
+  }
+  assert.ok(acks.length <= 4);
+});
+
+Deno.test("a basic client closed with a send in flight leaves no timer and no unhandled rejection", async () => {
+  // A server that answers the key request but never ACKs.
+  const server = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const d of server) {
+      if (new TextDecoder().decode(d.data.subarray(0, 11)) === "REQ_PUB_KEY") {
+        await server.send(encoder.encode(serverKey.publicKey.pem), d.from);
+      }
+    }
+  })();
+  try {
+    const client = await BasicClient.connect({
+      transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+      server: server.localAddress,
+      ackTimeoutMs: 60_000,
+      retryInitialMs: 200,
+    });
+    const rejected = assert.rejects(client.send("hello"), /closed/);
+    await client.close();
+    await rejected;
+    // The ACK timer is gone (the ops sanitizer would report it), and a
+    // second send fails at once.
+    await assert.rejects(client.send("again"), /closed/);
+  } finally {
+    server.close();
+    await serving;
+  }
+});

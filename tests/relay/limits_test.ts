@@ -379,6 +379,37 @@ Deno.test("maxMessageBytes: a larger message gets NOTICE 2 and is not relayed; o
   });
 });
 
+Deno.test("maxClients: a newcomer refused with NOTICE 4 joins with the same registration once a slot frees", async () => {
+  await withHarness({ maxClients: 1 }, async (h) => {
+    const first = await h.connect();
+    const notices = new Recorder<ClientEvent>("newcomer events", WAITS);
+    const joining = RelayClient.connect({
+      transport: h.network.bind("127.0.0.1"),
+      target: SERVER_ADDRESS,
+      // Retries enough for any machine's pace: the test ends them by
+      // freeing the slot, not by a deadline.
+      retryInitialMs: 200,
+      retryMaxMs: 400,
+      retryAttempts: 50,
+      onEvent: (e) => notices.push(e),
+    });
+    await notices.waitFor(
+      (e) => e.type === "notice" && e.code === NoticeCode.SERVER_FULL,
+      "NOTICE 4",
+    );
+    await first.client.close();
+    const newcomer = await joining;
+    try {
+      assert.deepEqual(h.server.members().map((m) => m.address), [
+        newcomer.address,
+      ]);
+      assert.equal(h.server.stats().dropped.registration_replayed, undefined);
+    } finally {
+      await newcomer.close();
+    }
+  });
+});
+
 Deno.test("message rate: past the burst the sender gets NOTICE 3, the others receive exactly what was relayed", async () => {
   const clock = frozenClock();
   await withHarness({
