@@ -40,6 +40,19 @@ export { Recorder, WAIT_TIMEOUT_MS } from "../_support/recorder.ts";
 /** Loopback only. */
 export const LOOPBACK = "127.0.0.1";
 
+/**
+ * Client retries for a test: quick, and enough of them (about 20 s in all)
+ * that a key exchange ends with its answer, not with a deadline: on a busy
+ * machine the server's RSA threads (lowest priority) can be seconds late.
+ * The registrations a client repeats meanwhile are counted by the server;
+ * see {@linkcode registrationRetries}.
+ */
+export const PATIENT_RETRIES = {
+  retryInitialMs: 100,
+  retryMaxMs: 400,
+  retryAttempts: 50,
+} as const;
+
 /** A datagram a {@linkcode TapTransport} sent, with its destination. */
 export interface SentDatagram {
   readonly data: Uint8Array;
@@ -363,8 +376,9 @@ export class Harness implements AsyncDisposable {
   }
 
   /**
-   * Connects a client (fresh UDP socket on 127.0.0.1 unless given) with short
-   * retries; its events are recorded from the first one on.
+   * Connects a client (fresh UDP socket on 127.0.0.1 unless given) with
+   * {@linkcode PATIENT_RETRIES} unless given; its events are recorded from
+   * the first one on.
    */
   async connect(
     name: string,
@@ -380,8 +394,7 @@ export class Harness implements AsyncDisposable {
     const events = new Recorder<ClientEvent>(`${name} events`);
     const log = new Recorder<LogRecord>(`${name} log`);
     const client = await RelayClient.connect({
-      retryInitialMs: 100,
-      retryMaxMs: 400,
+      ...PATIENT_RETRIES,
       ...rest,
       transport: tap,
       target: to,

@@ -14,6 +14,7 @@ import {
   type ClientHandle,
   Harness,
   recordsOf,
+  registrationRetries,
   type SentDatagram,
   sizedText,
 } from "./_harness.ts";
@@ -86,7 +87,9 @@ Deno.test("RSA and hybrid members in one group: short and multi-block fragmented
     assert.equal(received.filter((m) => m.from === x.address).length, 0);
   }
   assert.equal(server.stats().messagesRelayed, 6);
-  assert.deepEqual(server.stats().dropped, {});
+  // Nothing dropped, but for the registrations a member sent again because
+  // its WELCOME was late (the server's RSA threads yield to a busy machine).
+  assert.deepEqual(server.stats().dropped, registrationRetries(all));
 
   // On the wire: b registered with CLIENT_PUBLIC_KEY and sent RSA_BLOCKs
   // (16 for the long message, inside fragments)...
