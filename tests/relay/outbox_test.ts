@@ -20,6 +20,7 @@ import {
   sizedText,
   WAIT_TIMEOUT_MS,
 } from "./_harness.ts";
+import { withTimeout } from "../_support/recorder.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 
@@ -31,18 +32,11 @@ async function send(
   c: ClientHandle,
   message: string | Uint8Array,
 ): Promise<string> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`send() by ${c.name} did not return`)),
-      WAIT_TIMEOUT_MS,
-    );
-  });
-  try {
-    return await Promise.race([c.client.send(message), late]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return withTimeout(
+    c.client.send(message),
+    `send() by ${c.name} to return`,
+    WAIT_TIMEOUT_MS,
+  );
 }
 
 type Undelivered = Extract<ClientEvent, { type: "undelivered" }>;
