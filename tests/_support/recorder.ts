@@ -167,15 +167,19 @@ export class Recorder<T> {
   ): Promise<T> {
     let found: T | undefined;
     let index = from;
-    await this.until(() => {
-      for (; index < this.items.length; index++) {
-        if (predicate(this.items[index]!)) {
-          found = this.items[index];
-          return true;
+    await this.until(
+      () => {
+        for (; index < this.items.length; index++) {
+          if (predicate(this.items[index]!)) {
+            found = this.items[index];
+            return true;
+          }
         }
-      }
-      return false;
-    }, what, timeoutMs);
+        return false;
+      },
+      what,
+      timeoutMs,
+    );
     return found as T;
   }
 
@@ -188,12 +192,16 @@ export class Recorder<T> {
   ): Promise<T[]> {
     let seen = 0;
     let index = from;
-    await this.until(() => {
-      for (; index < this.items.length; index++) {
-        if (predicate(this.items[index]!)) seen++;
-      }
-      return seen >= n;
-    }, `${n} x ${what}`, timeoutMs);
+    await this.until(
+      () => {
+        for (; index < this.items.length; index++) {
+          if (predicate(this.items[index]!)) seen++;
+        }
+        return seen >= n;
+      },
+      `${n} x ${what}`,
+      timeoutMs,
+    );
     return this.filter(predicate, from);
   }
 

@@ -21,11 +21,7 @@
 import assert from "node:assert/strict";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { UdpTransport } from "../../lib/runtime/udp.ts";
-import type {
-  Datagram,
-  DatagramTransport,
-} from "../../lib/runtime/transport.ts";
-import { parseAddress, type PeerAddress } from "../../lib/wire/address.ts";
+import { parseAddress } from "../../lib/wire/address.ts";
 import { encodeFragment } from "../../lib/wire/fragment.ts";
 import {
   decodeRecords,
@@ -43,6 +39,7 @@ import {
   startServer,
 } from "./_process.ts";
 import { mulberry32 } from "../_support/prng.ts";
+import { TapTransport } from "../relay/_harness.ts";
 import { Recorder } from "../_support/recorder.ts";
 
 const CAN_RUN = (await Promise.all(
@@ -99,34 +96,6 @@ const PLAN = {
 } as const;
 type Kind = keyof typeof PLAN;
 const STORM_SIZE = Object.values(PLAN).reduce((n, k) => n + k, 0);
-
-/** A transport that counts (and keeps) what it sends to the server. */
-class TapTransport implements DatagramTransport {
-  readonly sent: Uint8Array[] = [];
-  constructor(
-    readonly inner: UdpTransport,
-    readonly onSent: () => void,
-  ) {}
-  get localAddress(): PeerAddress {
-    return this.inner.localAddress;
-  }
-  [Symbol.asyncIterator](): AsyncIterator<Datagram> {
-    return this.inner[Symbol.asyncIterator]();
-  }
-  async send(data: Uint8Array, to: PeerAddress): Promise<void> {
-    this.sent.push(data.slice());
-    await this.inner.send(data, to);
-    this.onSent();
-  }
-  /** Sends raw bytes from the same socket, not kept. */
-  async raw(data: Uint8Array, to: PeerAddress): Promise<void> {
-    await this.inner.send(data, to);
-    this.onSent();
-  }
-  close(): void {
-    this.inner.close();
-  }
-}
 
 /**
  * Reads a /proc file. Deno refuses /proc reads without --allow-all, so `cat`
@@ -208,8 +177,13 @@ Deno.test({
     server.proc.status.then(() => alive = false);
     const target = parseAddress(server.udp);
     assert.equal(target.hostname, "127.0.0.1");
-    let sentToServer = 0;
-    const counted = () => sentToServer++;
+    // Datagrams sent to the server: the members' (recorded by their taps)
+    // and the raw ones.
+    let rawSent = 0;
+    const sentToServer = () =>
+      aTransport.sent.mark() + bTransport.sent.mark() + rawSent;
+    let aTransport!: TapTransport;
+    let bTransport!: TapTransport;
 
     const storm: UdpTransport[] = [];
     const clients: RelayClient[] = [];
@@ -229,14 +203,8 @@ Deno.test({
           `"${text}"`,
         );
 
-      const aTransport = new TapTransport(
-        await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
-        counted,
-      );
-      const bTransport = new TapTransport(
-        await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
-        counted,
-      );
+      aTransport = await TapTransport.bind("A");
+      bTransport = await TapTransport.bind("B");
       const common = { target, keepaliveMs: 3_600_000 }; // no keep-alive during the test
       const a = await RelayClient.connect({
         ...common,
@@ -294,7 +262,7 @@ Deno.test({
       // the shuffle: the per-source byte cap is certain to be hit.
       const bytesSocket = (i: number) => 15 + ((i >> 5) % 5);
       const strangerKey = await FernetKey.generate();
-      const aCaptured = [...aTransport.sent];
+      const aCaptured = aTransport.sent.items.map((d) => d.data);
       assert.ok(
         aCaptured.some((d) =>
           decodeRecords(d).some((r) => r.type === RecordType.SYMMETRIC_KEY)
@@ -460,7 +428,7 @@ Deno.test({
 
       const before = await stats(control);
       const dropsBefore = await kernelDrops(target.port);
-      const sentBefore = sentToServer;
+      const sentBefore = sentToServer();
 
       // Sent in concurrent batches. After each batch (of at most 128
       // datagrams or 192 KiB) a "tick" message between A and B must arrive: the server
@@ -496,7 +464,10 @@ Deno.test({
       // First A's captured datagrams (key request, registration, message),
       // replayed in order from A's own socket while the IP still has
       // handshake tokens; more replays are mixed into the storm.
-      for (const datagram of aCaptured) await aTransport.raw(datagram, target);
+      for (const datagram of aCaptured) {
+        await aTransport.sendRaw(datagram, target);
+        rawSent++;
+      }
       await tickRound();
       let i = 0;
       while (i < total) {
@@ -510,11 +481,10 @@ Deno.test({
         await Promise.all(
           batch.map(async ([socket, datagram]) => {
             try {
-              if (socket === "A") await aTransport.raw(datagram, target);
-              else {
-                await storm[socket].send(datagram, target);
-                counted();
-              }
+              await (socket === "A"
+                ? aTransport.sendRaw(datagram, target)
+                : storm[socket].send(datagram, target));
+              rawSent++;
             } catch {
               sendFailures++;
             }
@@ -551,7 +521,7 @@ Deno.test({
       // dropped by the kernel (receive buffer full), which /proc/net/udp
       // counts per socket. Nothing else reached the port meanwhile (no
       // keep-alives), so read + kernel drops = sent, exactly.
-      const sent = sentToServer - sentBefore;
+      const sent = sentToServer() - sentBefore;
       const read = after.datagramsIn - before.datagramsIn;
       const dropsAfter = await kernelDrops(target.port);
       const summary = {

@@ -55,6 +55,7 @@ import {
 import { RSA2048_PRIVATE_PEM } from "../fixtures/rsa_fixtures.ts";
 import { ControlClient } from "../cli/_process.ts";
 import { Recorder } from "../_support/recorder.ts";
+import { frozenClock } from "../_support/stubs.ts";
 
 /** Only a hung test ever reaches this: it bounds waits, it measures nothing. */
 const WAITS = { timeoutMs: 10_000 };
@@ -150,7 +151,14 @@ const isDrop = (reason: string, source?: string) => (r: LogRecord) =>
   r.event === "drop" && r.reason === reason &&
   (source === undefined || r.source === source);
 
-class Harness {
+/**
+ * One server at a fixed address of a {@linkcode MemoryNetwork}, and members
+ * and probes on any source address (spoofed ones included) whose every
+ * datagram is recorded synchronously. Not the shared harness of _harness.ts:
+ * these tests need the server's address fixed and the probes' traffic
+ * delivered without a socket; waits use the shared Recorder.
+ */
+class SpoofableRelay {
   readonly network = new MemoryNetwork();
   readonly log = new Recorder<LogRecord>("server log", WAITS);
   readonly server: RelayServer;
@@ -239,23 +247,17 @@ class Harness {
   }
 }
 
-/** Runs `fn` with a harness and always closes it. */
+/** Runs `fn` with a {@linkcode SpoofableRelay} and always closes it. */
 async function withHarness(
   options: Partial<RelayServerOptions>,
-  fn: (h: Harness) => Promise<void>,
+  fn: (h: SpoofableRelay) => Promise<void>,
 ): Promise<void> {
-  const h = new Harness(options);
+  const h = new SpoofableRelay(options);
   try {
     await fn(h);
   } finally {
     await h.close();
   }
-}
-
-/** A clock that moves only when the test moves it. */
-function frozenClock(): { now: () => number; advance: (ms: number) => void } {
-  let t = Date.now();
-  return { now: () => t, advance: (ms) => t += ms };
 }
 
 const messagesOf = (m: Member, since = 0) =>
@@ -1139,7 +1141,7 @@ Deno.test("a replayed old registration does not roll a member back to its previo
  * the server's address, and the answer to the client's probe lost on the way
  * (what a spoofed NOTICE 1 on a lossy path does).
  */
-async function reRegister(h: Harness, m: Member): Promise<void> {
+async function reRegister(h: SpoofableRelay, m: Member): Promise<void> {
   const since = m.events.mark();
   m.lose.keepaliveAnswers = true;
   try {
@@ -1160,7 +1162,7 @@ async function reRegister(h: Harness, m: Member): Promise<void> {
  * A fresh cookie for `m`'s address, as the strongest sniffer gets it: a key
  * request spoofed as `m`, and the answer read where it reaches `m`.
  */
-async function spoofedCookie(h: Harness, m: Member): Promise<Uint8Array> {
+async function spoofedCookie(h: SpoofableRelay, m: Member): Promise<Uint8Array> {
   const since = m.inbound.mark();
   h.network.deliver(
     paddedKeyRequest(),

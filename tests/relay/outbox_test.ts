@@ -28,7 +28,7 @@ const serverKey = await RsaPrivateKey.generate(2048);
  * `a.client.send(message)`, failing the test when it does not settle in
  * time (a send that waits for the server instead of queueing).
  */
-async function send(
+function send(
   c: ClientHandle,
   message: string | Uint8Array,
 ): Promise<string> {
