@@ -1162,7 +1162,10 @@ async function reRegister(h: SpoofableRelay, m: Member): Promise<void> {
  * A fresh cookie for `m`'s address, as the strongest sniffer gets it: a key
  * request spoofed as `m`, and the answer read where it reaches `m`.
  */
-async function spoofedCookie(h: SpoofableRelay, m: Member): Promise<Uint8Array> {
+async function spoofedCookie(
+  h: SpoofableRelay,
+  m: Member,
+): Promise<Uint8Array> {
   const since = m.inbound.mark();
   h.network.deliver(
     paddedKeyRequest(),
