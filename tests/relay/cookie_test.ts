@@ -10,7 +10,10 @@ import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
 import { UdpTransport } from "../../lib/runtime/udp.ts";
-import { RelayClient } from "../../lib/relay/client/client.ts";
+import {
+  type HandshakeProgress,
+  RelayClient,
+} from "../../lib/relay/client/client.ts";
 import { decodeAddress, formatAddress } from "../../lib/wire/address.ts";
 import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
 import { fetchCookie, Harness, recordValue } from "./_harness.ts";
@@ -182,14 +185,18 @@ Deno.test("a client whose cookies keep going stale gives up after its attempts i
       value: encoder.encode(serverKey.publicKey.pem),
     },
   ]);
+  let registrations = 0;
   const serving = (async () => {
     for await (const d of fakeServer) {
       if (recordValue(d.data, RecordType.KEY_REQUEST) !== undefined) {
         await fakeServer.send(answer, d.from);
+      } else if (recordValue(d.data, RecordType.COOKIE) !== undefined) {
+        registrations++;
       }
     }
   })();
   let clock = 0;
+  const progress: HandshakeProgress[] = [];
   const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
   try {
     await assert.rejects(
@@ -197,14 +204,28 @@ Deno.test("a client whose cookies keep going stale gives up after its attempts i
         transport,
         target: fakeServer.localAddress,
         retryAttempts: 7,
-        retryInitialMs: 20,
+        // The fake server answers at once; these tries (25 s in all) only
+        // bound a round whose answer a busy machine delays.
+        retryInitialMs: 200,
         // Every reading of the clock is a minute later: each cookie is stale.
         now: () => (clock += 60_000),
+        onProgress: (p) => progress.push(p),
       }),
-      HandshakeError,
+      (error: unknown) =>
+        error instanceof HandshakeError &&
+        /sent its key but no valid WELCOME after 7 tries/.test(error.message),
     );
   } finally {
     fakeServer.close();
     await serving;
   }
+  // Each stale cookie started the key exchange over, 7 times at most (8
+  // rounds of key requests); no stale cookie was ever sent.
+  assert.equal(
+    progress.filter((p) => p.step === "key" && p.attempt === 1)
+      .length,
+    8,
+  );
+  assert.equal(progress.filter((p) => p.step === "register").length, 0);
+  assert.equal(registrations, 0);
 });
