@@ -1,10 +1,11 @@
 /**
  * Shared helpers of the end-to-end tests: the {@linkcode Recorder} of
- * tests/_support/recorder.ts (re-exported) records client events, log records
- * and datagrams so a test awaits them, a {@linkcode TapTransport} that records the datagrams a socket receives and
- * sends and can send raw bytes from the same socket, and a
- * {@linkcode Harness} that starts servers and clients on 127.0.0.1 and
- * closes everything it started.
+ * tests/_support/recorder.ts (re-exported) keeps client events, log records
+ * and datagrams so a test awaits them; a {@linkcode TapTransport} records
+ * the datagrams a socket receives and sends and can send raw bytes from the
+ * same socket; a {@linkcode Harness} starts servers and clients on 127.0.0.1
+ * (clients with {@linkcode PATIENT_RETRIES}) and closes everything it
+ * started.
  *
  * Traffic goes to 127.0.0.1 only: never to a multicast group.
  *
