@@ -37,7 +37,7 @@ import {
   runTraffic,
 } from "./_loadgen.ts";
 import { loadAverage, machineBusySeconds, processCpuSeconds } from "./_proc.ts";
-import { NatsServer, natsUnavailable } from "../tests/_nats.ts";
+import { NatsServer, natsUnavailable } from "../tests/_support/nats.ts";
 import {
   ControlClient,
   LOOPBACK_SERVER,

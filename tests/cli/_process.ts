@@ -1,6 +1,7 @@
 /**
  * Helpers for the CLI tests: spawn `server.ts` / `client.ts` (or any
- * command), read their stdout line by line, wait for a line matching a
+ * command), read their stdout line by line into a {@linkcode LineLog} (the
+ * shared Recorder of tests/_support/recorder.ts), wait for a line matching a
  * predicate (with a safety timeout that only bounds a hung test, never
  * measures anything), and talk to a TCP control port.
  *
@@ -15,6 +16,9 @@ import {
   RSA2048_FINGERPRINT,
   RSA2048_PRIVATE_PEM,
 } from "../fixtures/rsa_fixtures.ts";
+import { Recorder, withTimeout } from "../_support/recorder.ts";
+
+export { withTimeout } from "../_support/recorder.ts";
 
 /** The fingerprint of {@linkcode writeFixtureKey}'s key, as the server prints it. */
 export const FIXTURE_FINGERPRINT: string = RSA2048_FINGERPRINT;
@@ -116,83 +120,18 @@ export function jsonWith(fields: JsonLine): (line: string) => boolean {
 }
 
 /**
- * Races `promise` against a safety timer that rejects with `what`; the timer
- * is always cleared.
+ * Lines received so far (a {@linkcode Recorder} of strings), awaited by
+ * predicate. Shared by the stdout of a process and a control connection.
  */
-export async function withTimeout<T>(
-  promise: Promise<T>,
-  what: string,
-  ms = SAFETY_MS,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-interface Waiter {
-  readonly predicate: (line: string) => boolean;
-  readonly resolve: (line: string) => void;
-  readonly reject: (error: Error) => void;
-  readonly what: string;
-}
-
-/**
- * Lines received so far, and waiters for lines still to come. Shared by the
- * stdout of a process and a control connection.
- */
-export class LineLog {
-  /** Every line received, in order. */
-  readonly lines: string[] = [];
-  readonly #name: string;
-  readonly #waiters = new Set<Waiter>();
-  #ended: string | undefined;
-
+export class LineLog extends Recorder<string> {
   /** @param name what the lines come from, for error messages */
   constructor(name: string) {
-    this.#name = name;
+    super(name, { timeoutMs: SAFETY_MS, tail: 20 });
   }
 
-  /** The index the next line will get: pass it as `since` to wait only for later lines. */
-  mark(): number {
-    return this.lines.length;
-  }
-
-  /** Whether the source has ended (EOF). */
-  get ended(): boolean {
-    return this.#ended !== undefined;
-  }
-
-  /** Adds a line and wakes the waiters it satisfies. */
-  push(line: string): void {
-    this.lines.push(line);
-    for (const waiter of [...this.#waiters]) {
-      if (waiter.predicate(line)) {
-        this.#waiters.delete(waiter);
-        waiter.resolve(line);
-      }
-    }
-  }
-
-  /** Marks the end of the lines: waiters still waiting fail at once. */
-  end(reason: string): void {
-    this.#ended ??= reason;
-    for (const waiter of this.#waiters) {
-      waiter.reject(
-        new Error(
-          `${this.#name} ended (${reason}) before ${waiter.what}; its lines:\n${this.#tail()}`,
-        ),
-      );
-    }
-    this.#waiters.clear();
+  /** Every line received, in order. */
+  get lines(): string[] {
+    return this.items;
   }
 
   /**
@@ -205,28 +144,7 @@ export class LineLog {
     since = 0,
     ms = SAFETY_MS,
   ): Promise<string> {
-    const found = this.lines.slice(since).find(predicate);
-    if (found !== undefined) return Promise.resolve(found);
-    if (this.#ended !== undefined) {
-      return Promise.reject(
-        new Error(
-          `${this.#name} ended (${this.#ended}) before ${what}; its lines:\n${this.#tail()}`,
-        ),
-      );
-    }
-    let waiter!: Waiter;
-    const promise = new Promise<string>((resolve, reject) => {
-      waiter = { predicate, resolve, reject, what };
-    });
-    this.#waiters.add(waiter);
-    return withTimeout(promise, `${what} from ${this.#name}`, ms).catch(
-      (error) => {
-        this.#waiters.delete(waiter);
-        throw new Error(
-          `${(error as Error).message}; its lines:\n${this.#tail()}`,
-        );
-      },
-    );
+    return this.waitFor(predicate, what, { from: since, timeoutMs: ms });
   }
 
   /** Like {@linkcode waitLine} for a JSON line with the given fields; returns it parsed. */
@@ -242,11 +160,6 @@ export class LineLog {
       ms,
     );
     return parseJson(line)!;
-  }
-
-  #tail(): string {
-    return this.lines.slice(-20).map((l) => `  | ${l}`).join("\n") ||
-      "  (none)";
   }
 }
 
@@ -596,6 +509,7 @@ export class ControlClient implements AsyncDisposable {
     const conn = await withTimeout(
       Deno.connect({ hostname: host, port, transport: "tcp" }),
       `a TCP connection to ${address}`,
+      SAFETY_MS,
     );
     return new ControlClient(conn, `control ${address}`);
   }
@@ -654,7 +568,11 @@ export class ControlClient implements AsyncDisposable {
 
   /** Resolves when the other side has closed the connection (EOF). */
   async closedByPeer(): Promise<void> {
-    await withTimeout(this.#reading, `${this.#name} to be closed by the peer`);
+    await withTimeout(
+      this.#reading,
+      `${this.#name} to be closed by the peer`,
+      SAFETY_MS,
+    );
   }
 
   /** Closes the connection and waits for the reader. Safe to call twice. */

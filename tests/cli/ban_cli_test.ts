@@ -90,8 +90,9 @@ Deno.test({
         since,
       );
       const status = await text.exited("the banned client to exit");
-      assert.equal(status.code, BANNED_EXIT_STATUS, text.stderr);
-      assert.equal(BANNED_EXIT_STATUS, 3);
+      // Exit status 3 means banned (client --help): a contract, so the
+      // number itself is checked.
+      assert.equal(status.code, 3, text.stderr);
       assert.ok(
         !text.stdout.lines.slice(since).some((l) =>
           l.startsWith("* registered")

@@ -27,7 +27,7 @@ import {
   withTempDir,
   writeFixtureKey,
 } from "./_process.ts";
-import { NatsServer, natsUnavailable } from "../_nats.ts";
+import { NatsServer, natsUnavailable } from "../_support/nats.ts";
 
 if (!CAN_RUN) {
   console.log(`federation_process_test.ts: ignored: ${NO_RUN_REASON}`);

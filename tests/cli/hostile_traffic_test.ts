@@ -21,11 +21,7 @@
 import assert from "node:assert/strict";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { UdpTransport } from "../../lib/runtime/udp.ts";
-import type {
-  Datagram,
-  DatagramTransport,
-} from "../../lib/runtime/transport.ts";
-import { parseAddress, type PeerAddress } from "../../lib/wire/address.ts";
+import { parseAddress } from "../../lib/wire/address.ts";
 import { encodeFragment } from "../../lib/wire/fragment.ts";
 import {
   decodeRecords,
@@ -42,6 +38,9 @@ import {
   LOOPBACK_SERVER,
   startServer,
 } from "./_process.ts";
+import { mulberry32 } from "../_support/prng.ts";
+import { TapTransport } from "../relay/_harness.ts";
+import { Recorder } from "../_support/recorder.ts";
 
 const CAN_RUN = (await Promise.all(
   (["run", "read", "net"] as const).map((name) =>
@@ -97,46 +96,6 @@ const PLAN = {
 } as const;
 type Kind = keyof typeof PLAN;
 const STORM_SIZE = Object.values(PLAN).reduce((n, k) => n + k, 0);
-
-/** mulberry32: a small seeded PRNG, so a failing storm can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** A transport that counts (and keeps) what it sends to the server. */
-class TapTransport implements DatagramTransport {
-  readonly sent: Uint8Array[] = [];
-  constructor(
-    readonly inner: UdpTransport,
-    readonly onSent: () => void,
-  ) {}
-  get localAddress(): PeerAddress {
-    return this.inner.localAddress;
-  }
-  [Symbol.asyncIterator](): AsyncIterator<Datagram> {
-    return this.inner[Symbol.asyncIterator]();
-  }
-  async send(data: Uint8Array, to: PeerAddress): Promise<void> {
-    this.sent.push(data.slice());
-    await this.inner.send(data, to);
-    this.onSent();
-  }
-  /** Sends raw bytes from the same socket, not kept. */
-  async raw(data: Uint8Array, to: PeerAddress): Promise<void> {
-    await this.inner.send(data, to);
-    this.onSent();
-  }
-  close(): void {
-    this.inner.close();
-  }
-}
 
 /**
  * Reads a /proc file. Deno refuses /proc reads without --allow-all, so `cat`
@@ -200,7 +159,7 @@ Deno.test({
   ignore: !CAN_RUN,
   async fn() {
     const seed = Date.now() >>> 0;
-    const random = prng(seed);
+    const random = mulberry32(seed);
     const int = (n: number) => Math.floor(random() * n);
     const bytes = (n: number) => {
       const b = new Uint8Array(n);
@@ -218,59 +177,45 @@ Deno.test({
     server.proc.status.then(() => alive = false);
     const target = parseAddress(server.udp);
     assert.equal(target.hostname, "127.0.0.1");
-    let sentToServer = 0;
-    const counted = () => sentToServer++;
+    // Datagrams sent to the server: the members' (recorded by their taps)
+    // and the raw ones.
+    let rawSent = 0;
+    const sentToServer = () =>
+      aTransport.sent.mark() + bTransport.sent.mark() + rawSent;
+    let aTransport!: TapTransport;
+    let bTransport!: TapTransport;
 
     const storm: UdpTransport[] = [];
     const clients: RelayClient[] = [];
     let control: ControlClient | undefined;
     try {
       control = await ControlClient.connectServer(server.control);
-      const events = { a: [] as ClientEvent[], b: [] as ClientEvent[] };
-      const waiters = new Set<() => void>();
-      const until = (ready: () => boolean, what: string) =>
-        new Promise<void>((resolve, reject) => {
-          if (ready()) return resolve();
-          const check = () => {
-            if (!ready()) return;
-            clearTimeout(timer);
-            waiters.delete(check);
-            resolve();
-          };
-          const timer = setTimeout(() => {
-            waiters.delete(check);
-            reject(new Error(`Gave up waiting for ${what} ${context}`));
-          }, 20_000);
-          waiters.add(check);
-        });
-      const onEvent = (list: ClientEvent[]) => (event: ClientEvent) => {
-        list.push(event);
-        for (const check of [...waiters]) check();
+      const waits = { timeoutMs: 20_000 };
+      const events = {
+        a: new Recorder<ClientEvent>(`A's events ${context}`, waits),
+        b: new Recorder<ClientEvent>(`B's events ${context}`, waits),
       };
-      const texts = (list: ClientEvent[]) =>
-        list.flatMap((e) => e.type === "message" ? [e.text] : []);
-      const receivedText = (list: ClientEvent[], text: string) =>
-        until(() => texts(list).includes(text), `"${text}"`);
+      const texts = (list: Recorder<ClientEvent>) =>
+        list.items.flatMap((e) => e.type === "message" ? [e.text] : []);
+      const receivedText = (list: Recorder<ClientEvent>, text: string) =>
+        list.waitFor(
+          (e) => e.type === "message" && e.text === text,
+          `"${text}"`,
+        );
 
-      const aTransport = new TapTransport(
-        await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
-        counted,
-      );
-      const bTransport = new TapTransport(
-        await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
-        counted,
-      );
+      aTransport = await TapTransport.bind("A");
+      bTransport = await TapTransport.bind("B");
       const common = { target, keepaliveMs: 3_600_000 }; // no keep-alive during the test
       const a = await RelayClient.connect({
         ...common,
         transport: aTransport,
-        onEvent: onEvent(events.a),
+        onEvent: (event) => events.a.push(event),
       });
       clients.push(a);
       const b = await RelayClient.connect({
         ...common,
         transport: bTransport,
-        onEvent: onEvent(events.b),
+        onEvent: (event) => events.b.push(event),
       });
       clients.push(b);
       await a.send("before the storm");
@@ -317,7 +262,7 @@ Deno.test({
       // the shuffle: the per-source byte cap is certain to be hit.
       const bytesSocket = (i: number) => 15 + ((i >> 5) % 5);
       const strangerKey = await FernetKey.generate();
-      const aCaptured = [...aTransport.sent];
+      const aCaptured = aTransport.sent.items.map((d) => d.data);
       assert.ok(
         aCaptured.some((d) =>
           decodeRecords(d).some((r) => r.type === RecordType.SYMMETRIC_KEY)
@@ -483,7 +428,7 @@ Deno.test({
 
       const before = await stats(control);
       const dropsBefore = await kernelDrops(target.port);
-      const sentBefore = sentToServer;
+      const sentBefore = sentToServer();
 
       // Sent in concurrent batches. After each batch (of at most 128
       // datagrams or 192 KiB) a "tick" message between A and B must arrive: the server
@@ -519,7 +464,10 @@ Deno.test({
       // First A's captured datagrams (key request, registration, message),
       // replayed in order from A's own socket while the IP still has
       // handshake tokens; more replays are mixed into the storm.
-      for (const datagram of aCaptured) await aTransport.raw(datagram, target);
+      for (const datagram of aCaptured) {
+        await aTransport.sendRaw(datagram, target);
+        rawSent++;
+      }
       await tickRound();
       let i = 0;
       while (i < total) {
@@ -533,11 +481,10 @@ Deno.test({
         await Promise.all(
           batch.map(async ([socket, datagram]) => {
             try {
-              if (socket === "A") await aTransport.raw(datagram, target);
-              else {
-                await storm[socket].send(datagram, target);
-                counted();
-              }
+              await (socket === "A"
+                ? aTransport.sendRaw(datagram, target)
+                : storm[socket].send(datagram, target));
+              rawSent++;
             } catch {
               sendFailures++;
             }
@@ -574,7 +521,7 @@ Deno.test({
       // dropped by the kernel (receive buffer full), which /proc/net/udp
       // counts per socket. Nothing else reached the port meanwhile (no
       // keep-alives), so read + kernel drops = sent, exactly.
-      const sent = sentToServer - sentBefore;
+      const sent = sentToServer() - sentBefore;
       const read = after.datagramsIn - before.datagramsIn;
       const dropsAfter = await kernelDrops(target.port);
       const summary = {

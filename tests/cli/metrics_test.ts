@@ -17,6 +17,7 @@ import {
   killAll,
   LOOPBACK_SERVER,
   NO_RUN_REASON,
+  SAFETY_MS,
   startClient,
   startServer,
   withTimeout,
@@ -186,7 +187,11 @@ Deno.test({
       server.proc.signal("SIGTERM");
       assert.equal((await server.proc.exited()).code, 0, server.proc.stderr);
       await assert.rejects(
-        withTimeout(fetch(`${base}/healthz`), "a refused connection"),
+        withTimeout(
+          fetch(`${base}/healthz`),
+          "a refused connection",
+          SAFETY_MS,
+        ),
         TypeError,
       );
     } finally {

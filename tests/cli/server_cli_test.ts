@@ -523,10 +523,10 @@ Deno.test({
     ]);
     // 80 attackers (more than the 64 connections of the old cap), each
     // reconnecting as soon as its connection is closed, until the operator
-    // is done, 20 000 connections in all, or 30 s.
+    // is done or 20 000 connections in all (a count, not a time, so a slow
+    // machine cannot end the attack before the operator tries).
     const SLOTS = 80;
     const MAX_CONNECTIONS = 20_000;
-    const deadline = Date.now() + 30_000;
     let stopped = false;
     let connections = 0;
     const open = new Set<ControlClient>();
@@ -535,7 +535,7 @@ Deno.test({
     const slot = async () => {
       let first = true;
       while (
-        !stopped && connections < MAX_CONNECTIONS && Date.now() < deadline
+        !stopped && connections < MAX_CONNECTIONS
       ) {
         connections++;
         const c = await ControlClient.connect(server.control);
@@ -580,7 +580,7 @@ Deno.test({
       assert.equal(counters.authFailures, 0);
       assert.ok(counters.evicted > 0, "no attacker was made to give way");
       assert.ok(
-        during < MAX_CONNECTIONS && Date.now() < deadline,
+        during < MAX_CONNECTIONS,
         "the attack had ended before the operator got in",
       );
       console.log(

@@ -17,31 +17,10 @@ import {
   encodeRecords,
   RecordType,
 } from "../../lib/wire/tlv.ts";
+import { shuffled } from "../_support/prng.ts";
 
 function test(name: string, fn: () => void): void {
   Deno.test({ name, permissions: "none", fn });
-}
-
-/** mulberry32: a tiny seeded PRNG, so every shuffle here is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-  const random = rng(seed);
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
 }
 
 function permutations<T>(items: readonly T[]): T[][] {
@@ -193,7 +172,7 @@ test("add() reassembles interleaved streams of several sources in shuffled order
       }
     }
     const done = new Map<string, Uint8Array>();
-    for (const [source, f] of shuffle(feed, seed)) {
+    for (const [source, f] of shuffled(feed, seed)) {
       const out = r.add(source, f);
       if (out !== undefined) {
         const key = `${source}/${f.msgId}`;

@@ -1,10 +1,11 @@
 /**
- * Shared helpers of the end-to-end tests: recorders that let a test await an
- * event (with a safety timeout that fails the test with a clear message), a
- * {@linkcode TapTransport} that records the datagrams a socket receives and
- * sends and can send raw bytes from the same socket, and a
- * {@linkcode Harness} that starts servers and clients on 127.0.0.1 and
- * closes everything it started.
+ * Shared helpers of the end-to-end tests: the {@linkcode Recorder} of
+ * tests/_support/recorder.ts (re-exported) keeps client events, log records
+ * and datagrams so a test awaits them; a {@linkcode TapTransport} records
+ * the datagrams a socket receives and sends and can send raw bytes from the
+ * same socket; a {@linkcode Harness} starts servers and clients on 127.0.0.1
+ * (clients with {@linkcode PATIENT_RETRIES}) and closes everything it
+ * started.
  *
  * Traffic goes to 127.0.0.1 only: never to a multicast group.
  *
@@ -33,133 +34,25 @@ import {
   RecordType,
   type TlvRecord,
 } from "../../lib/wire/tlv.ts";
+import { Recorder } from "../_support/recorder.ts";
 
-/** How long a test waits for an expected event before it fails. */
-export const WAIT_TIMEOUT_MS = 5_000;
+export { Recorder, WAIT_TIMEOUT_MS } from "../_support/recorder.ts";
 
 /** Loopback only. */
 export const LOOPBACK = "127.0.0.1";
 
-interface Waiter<T> {
-  readonly predicate: (item: T) => boolean;
-  readonly resolve: (item: T) => void;
-}
-
 /**
- * An append-only list of observed items (events, datagrams, log records)
- * that a test can await: {@linkcode waitFor} resolves with the first item
- * (from a mark on) that matches, or rejects after a safety timeout.
+ * Client retries for a test: quick, and enough of them (about 20 s in all)
+ * that a key exchange ends with its answer, not with a deadline: on a busy
+ * machine the server's RSA threads (lowest priority) can be seconds late.
+ * The registrations a client repeats meanwhile are counted by the server;
+ * see {@linkcode registrationRetries}.
  */
-export class Recorder<T> {
-  readonly items: T[] = [];
-  readonly #waiters = new Set<Waiter<T>>();
-
-  /** @param name what is recorded, for timeout messages */
-  constructor(readonly name: string, readonly describe = describeItem) {}
-
-  /** Appends `item` and wakes the waiters it matches. */
-  push(item: T): void {
-    this.items.push(item);
-    for (const waiter of [...this.#waiters]) {
-      if (waiter.predicate(item)) {
-        this.#waiters.delete(waiter);
-        waiter.resolve(item);
-      }
-    }
-  }
-
-  /** The current length: pass it as `from` to wait only for later items. */
-  mark(): number {
-    return this.items.length;
-  }
-
-  /** Items (from index `from` on) that match. */
-  filter(predicate: (item: T) => boolean, from = 0): T[] {
-    return this.items.slice(from).filter(predicate);
-  }
-
-  /** How many items (from index `from` on) match. */
-  count(predicate: (item: T) => boolean, from = 0): number {
-    return this.filter(predicate, from).length;
-  }
-
-  /**
-   * Resolves with the first item at index `from` or later that matches,
-   * rejects when none arrives within `timeoutMs`.
-   */
-  waitFor(
-    predicate: (item: T) => boolean,
-    what: string,
-    { from = 0, timeoutMs = WAIT_TIMEOUT_MS }: {
-      from?: number;
-      timeoutMs?: number;
-    } = {},
-  ): Promise<T> {
-    const seen = this.items.slice(from).find(predicate);
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise<T>((resolve, reject) => {
-      const waiter: Waiter<T> = {
-        predicate,
-        resolve: (item) => {
-          clearTimeout(timer);
-          resolve(item);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        const recent = this.items.slice(-8).map(this.describe).join("; ");
-        reject(
-          new Error(
-            `Timed out after ${timeoutMs} ms waiting for ${what} in ${this.name} (${this.items.length} recorded; last: ${
-              recent || "none"
-            })`,
-          ),
-        );
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
-  }
-
-  /** Waits until `n` items (from `from` on) match; resolves with all matching ones. */
-  async waitForCount(
-    predicate: (item: T) => boolean,
-    n: number,
-    what: string,
-    { from = 0, timeoutMs = WAIT_TIMEOUT_MS }: {
-      from?: number;
-      timeoutMs?: number;
-    } = {},
-  ): Promise<T[]> {
-    let seen = this.count(predicate, from);
-    if (seen < n) {
-      await this.waitFor(
-        (item) => predicate(item) && ++seen >= n,
-        `${n} x ${what}`,
-        { from: this.items.length, timeoutMs },
-      );
-    }
-    return this.filter(predicate, from);
-  }
-}
-
-function describeItem(item: unknown): string {
-  if (item && typeof item === "object" && "data" in item && "from" in item) {
-    const d = item as { type?: string; data: Uint8Array; from: unknown };
-    const from = typeof d.from === "string"
-      ? d.from
-      : formatAddress(d.from as PeerAddress);
-    return `${d.type ?? "datagram"} ${d.data.length} B from ${from}`;
-  }
-  return JSON.stringify(
-    item,
-    (_k, v) =>
-      v instanceof Uint8Array
-        ? `<${v.length} B>`
-        : typeof v === "string" && v.length > 40
-        ? `${v.slice(0, 40)}...(${v.length})`
-        : v,
-  );
-}
+export const PATIENT_RETRIES = {
+  retryInitialMs: 100,
+  retryMaxMs: 400,
+  retryAttempts: 50,
+} as const;
 
 /** A datagram a {@linkcode TapTransport} sent, with its destination. */
 export interface SentDatagram {
@@ -484,8 +377,9 @@ export class Harness implements AsyncDisposable {
   }
 
   /**
-   * Connects a client (fresh UDP socket on 127.0.0.1 unless given) with short
-   * retries; its events are recorded from the first one on.
+   * Connects a client (fresh UDP socket on 127.0.0.1 unless given) with
+   * {@linkcode PATIENT_RETRIES} unless given; its events are recorded from
+   * the first one on.
    */
   async connect(
     name: string,
@@ -501,8 +395,7 @@ export class Harness implements AsyncDisposable {
     const events = new Recorder<ClientEvent>(`${name} events`);
     const log = new Recorder<LogRecord>(`${name} log`);
     const client = await RelayClient.connect({
-      retryInitialMs: 100,
-      retryMaxMs: 400,
+      ...PATIENT_RETRIES,
       ...rest,
       transport: tap,
       target: to,

@@ -8,7 +8,13 @@ import assert from "node:assert/strict";
 import { HandshakeError } from "../../lib/errors.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { decodeNotice, NOTICE_TEXT } from "../../lib/wire/notice.ts";
-import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
+import {
+  encodeRecords,
+  RecordType,
+  TLV_HEADER_SIZE,
+  type TlvRecord,
+} from "../../lib/wire/tlv.ts";
+import { keyAnswerSize } from "../../lib/relay/server/server.ts";
 import {
   Harness,
   hasRecord,
@@ -98,6 +104,10 @@ Deno.test("compat: a short key request is answered, and a client with a small MT
     (error: unknown) =>
       error instanceof HandshakeError && /No answer/.test(error.message),
   );
+  // Both requests reached the strict server before a later one from another
+  // socket (one receive queue, dropped as they are read): its answer is the
+  // barrier, whatever the client's retry pace.
+  await barrier(await h.socket("after the client"), strict.address);
   assert.equal(strict.server.stats().dropped.short_key_request, 2);
   // ...joins a compat server, and its messages (fragmented at 400) flow.
   const small = await h.connect("small", { server: compat, mtu: 400 });
@@ -165,4 +175,38 @@ Deno.test("NOTICE 1 to an unknown source is never larger than the datagram that 
   }
   assert.equal(server.stats().dropped.unknown_source, cases.length);
   assert.deepEqual(server.members(), []);
+});
+
+Deno.test("a datagram of several KEY_REQUEST records gets one answer, never more bytes than it had", async () => {
+  await using h = new Harness(serverKey);
+  const { server, waitDrop } = await h.startServer();
+  const raw = await h.socket("amplifier");
+  const answer = keyAnswerSize(serverKey);
+  // Ten KEY_REQUEST records whose datagram is exactly one answer long.
+  const records: TlvRecord[] = [];
+  const padding = Math.floor((answer - 10 * TLV_HEADER_SIZE) / 10);
+  for (let i = 0; i < 10; i++) {
+    records.push({
+      type: RecordType.KEY_REQUEST,
+      value: new Uint8Array(
+        i === 9 ? answer - 10 * TLV_HEADER_SIZE - 9 * padding : padding,
+      ),
+    });
+  }
+  const datagram = encodeRecords(records);
+  assert.equal(datagram.length, answer);
+  await raw.sendRaw(datagram, server.localAddress);
+  await raw.received.waitFor(
+    (d) => recordValue(d.data, RecordType.SERVER_PUBLIC_KEY) !== undefined,
+    "the key answer",
+  );
+  // Sentinel: its drop is logged once every earlier datagram was handled.
+  await raw.sendRaw(keyRequest(10), server.localAddress);
+  await waitDrop("short_key_request");
+  const answers = raw.received.items.filter((d) =>
+    recordValue(d.data, RecordType.SERVER_PUBLIC_KEY) !== undefined
+  );
+  assert.equal(answers.length, 1);
+  assert.ok(answers[0]!.data.length <= datagram.length);
+  assert.equal(server.stats().dropped.extra_key_request, 9);
 });

@@ -31,6 +31,7 @@ import {
   fetchCookie,
   Harness,
   hasRecord,
+  keyRequest,
   recordsOf,
   recordValue,
 } from "./_harness.ts";
@@ -469,8 +470,11 @@ Deno.test("a registration whose RSA work was under way when its address was bann
       hasRecord(d.data, RecordType.SYMMETRIC_KEY),
     "the registration at the server",
   );
-  // The server takes it in its own turn, after this one.
-  await new Promise((resolve) => setTimeout(resolve, 0));
+  // A sentinel from a fresh source, dispatched after the registration: once
+  // its drop is logged, the registration's handling reached its RSA work.
+  const sentinel = await h.socket("sentinel", network.bind("10.0.2.1"));
+  await sentinel.sendRaw(keyRequest(10), server.address);
+  await server.waitDrop("short_key_request");
   assert.equal(
     server.server.stats().rsaDecryptions,
     rsaBefore + 9,

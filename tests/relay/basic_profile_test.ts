@@ -19,49 +19,15 @@ import {
   type BasicServerOptions,
 } from "../../lib/relay/basic/server.ts";
 import type { LogRecord } from "../../lib/relay/log.ts";
+import {
+  Recorder,
+  WAIT_TIMEOUT_MS,
+  withTimeout,
+} from "../_support/recorder.ts";
 
 const serverKey = await RsaPrivateKey.generate(4096);
 const clientKey = await RsaPrivateKey.generate(2048);
 const encoder = new TextEncoder();
-
-/** A log sink whose records can be awaited. */
-function logCollector() {
-  const records: LogRecord[] = [];
-  const waiters: { match: (r: LogRecord) => boolean; resolve: () => void }[] =
-    [];
-  const sink = (record: LogRecord) => {
-    records.push(record);
-    for (const waiter of [...waiters]) {
-      if (waiter.match(record)) {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        waiter.resolve();
-      }
-    }
-  };
-  /** Resolves when a record matching `match` has been logged (fails after 5 s). */
-  const waitFor = (match: (r: LogRecord) => boolean): Promise<void> => {
-    if (records.some(match)) return Promise.resolve();
-    let timer: ReturnType<typeof setTimeout>;
-    return Promise.race([
-      new Promise<void>((resolve) =>
-        waiters.push({
-          match,
-          resolve: () => {
-            clearTimeout(timer);
-            resolve();
-          },
-        })
-      ),
-      new Promise<void>((_, reject) =>
-        timer = setTimeout(
-          () => reject(new Error("expected log record did not come")),
-          5000,
-        )
-      ),
-    ]);
-  };
-  return { records, sink, waitFor };
-}
 
 const dropOf = (reason: string) => (r: LogRecord) =>
   r.event === "drop" && r.reason === reason;
@@ -70,18 +36,19 @@ async function startServer(
   compat = false,
   options: Partial<BasicServerOptions> = {},
 ) {
-  const collector = logCollector();
-  const logs = collector.records;
+  const log = new Recorder<LogRecord>("basic server log");
   const messages: BasicServerEvent[] = [];
   const server = BasicServer.start({
     transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
     privateKey: serverKey,
     compat,
-    log: collector.sink,
+    log: (record) => log.push(record),
     onEvent: (event) => messages.push(event),
     ...options,
   });
-  return { server, logs, messages, waitForLog: collector.waitFor };
+  const waitForDrop = (reason: string) =>
+    log.waitFor(dropOf(reason), `a "${reason}" drop`);
+  return { server, logs: log.items, messages, waitForDrop };
 }
 
 /**
@@ -92,7 +59,7 @@ async function exchangeRaw(
   server: BasicServer,
   datagrams: Uint8Array[],
   expectReplies: number,
-  settled?: () => Promise<void>,
+  settled?: () => Promise<unknown>,
 ): Promise<Uint8Array[]> {
   const socket = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
   const replies: Uint8Array[] = [];
@@ -104,16 +71,13 @@ async function exchangeRaw(
     }
   })();
   for (const d of datagrams) await socket.send(d, server.localAddress);
-  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([
+    await withTimeout(
       expectReplies > 0 ? done : settled!(),
-      new Promise<void>((_, reject) =>
-        timer = setTimeout(() => reject(new Error("no reply in 5 s")), 5000)
-      ),
-    ]);
+      `${expectReplies} replies`,
+      WAIT_TIMEOUT_MS,
+    );
   } finally {
-    clearTimeout(timer);
     socket.close();
   }
   await done;
@@ -245,7 +209,7 @@ Deno.test("basic server answers only padded key requests unless compat", async (
         strict.server,
         [short],
         0,
-        () => strict.waitForLog(dropOf("short_key_request")),
+        () => strict.waitForDrop("short_key_request"),
       ),
       [],
     );
@@ -268,7 +232,7 @@ Deno.test("basic server answers only padded key requests unless compat", async (
 });
 
 Deno.test("basic server rejects bad PEM, wrong-size ciphertexts and inconsistent fragments with a log line", async () => {
-  const { server, logs, messages, waitForLog } = await startServer();
+  const { server, logs, messages, waitForDrop } = await startServer();
   try {
     const badPem = encoder.encode(
       "-----BEGIN PUBLIC KEY-----\nnot base64 at all!\n-----END PUBLIC KEY-----\n",
@@ -291,16 +255,17 @@ Deno.test("basic server rejects bad PEM, wrong-size ciphertexts and inconsistent
         ...inconsistent,
         tooShort,
         badNumber,
+        // Sentinel: its drop, like the malformed ones, is counted as it
+        // arrives, so once it is logged both malformed drops are counted.
+        encoder.encode("REQ_PUB_KEY\n"),
       ],
       0,
       async () => {
-        await waitForLog(dropOf("bad_client_key"));
-        await waitForLog(dropOf("undecryptable"));
-        await waitForLog(dropOf("inconsistent_fragment"));
-        await waitForLog(dropOf("malformed"));
-        while (server.stats().dropped.malformed !== 2) {
-          await new Promise((r) => setTimeout(r, 5));
-        }
+        await waitForDrop("bad_client_key");
+        await waitForDrop("undecryptable");
+        await waitForDrop("inconsistent_fragment");
+        await waitForDrop("malformed");
+        await waitForDrop("short_key_request");
       },
     );
     const dropped = server.stats().dropped;
@@ -410,4 +375,75 @@ Deno.test("basic server: the global RSA budget caps a junk flood from many sourc
   assert.equal(stats.dropped.rsa_global_rate, sources * 10 - 30);
   assert.equal(stats.dropped.rate_limited, undefined);
   assert.equal(messages.length, 0);
+});
+
+Deno.test("the basic server bounds RSA work per source: past the rate, datagrams are dropped undecrypted", async () => {
+  const frozen = Date.now();
+  const log = new Recorder<LogRecord>("basic log");
+  const server = BasicServer.start({
+    transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+    privateKey: serverKey,
+    messagesPerSecond: 2, // burst 4
+    now: () => frozen, // no token refills while the test sends
+    log: (r) => log.push(r),
+  });
+  const raw = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const acks: Uint8Array[] = [];
+  const reading = (async () => {
+    for await (const d of raw) acks.push(d.data);
+  })();
+  try {
+    let decrypted = 0;
+    const fourDecrypted = new Promise<void>((resolve) =>
+      server.onEvent((event) => {
+        if (event.type === "message" && ++decrypted === 4) resolve();
+      })
+    );
+    const ciphertext = await serverKey.publicKey.encrypt(encoder.encode("x"));
+    for (let i = 0; i < 20; i++) {
+      await raw.send(ciphertext, server.localAddress);
+    }
+    await raw.send(encoder.encode("REQ_PUB_KEY\n"), server.localAddress); // sentinel
+    await log.waitFor(
+      (r) => r.event === "drop" && r.reason === "short_key_request",
+      "the sentinel",
+    );
+    assert.equal(server.stats().dropped.rate_limited, 16);
+    await fourDecrypted;
+    assert.equal(server.stats().rsaDecryptions, 4);
+  } finally {
+    raw.close();
+    await reading;
+    await server.close();
+  }
+  assert.ok(acks.length <= 4);
+});
+
+Deno.test("a basic client closed with a send in flight leaves no timer and no unhandled rejection", async () => {
+  // A server that answers the key request but never ACKs.
+  const server = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const d of server) {
+      if (new TextDecoder().decode(d.data.subarray(0, 11)) === "REQ_PUB_KEY") {
+        await server.send(encoder.encode(serverKey.publicKey.pem), d.from);
+      }
+    }
+  })();
+  try {
+    const client = await BasicClient.connect({
+      transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
+      server: server.localAddress,
+      ackTimeoutMs: 60_000,
+      retryInitialMs: 200,
+    });
+    const rejected = assert.rejects(client.send("hello"), /closed/);
+    await client.close();
+    await rejected;
+    // The ACK timer is gone (the ops sanitizer would report it), and a
+    // second send fails at once.
+    await assert.rejects(client.send("again"), /closed/);
+  } finally {
+    server.close();
+    await serving;
+  }
 });

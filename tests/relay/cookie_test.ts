@@ -5,9 +5,15 @@
  * RSA decryption, and nobody is added.
  */
 import assert from "node:assert/strict";
+import { HandshakeError } from "../../lib/errors.ts";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
+import { UdpTransport } from "../../lib/runtime/udp.ts";
+import {
+  type HandshakeProgress,
+  RelayClient,
+} from "../../lib/relay/client/client.ts";
 import { decodeAddress, formatAddress } from "../../lib/wire/address.ts";
 import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
 import { fetchCookie, Harness, recordValue } from "./_harness.ts";
@@ -163,4 +169,63 @@ Deno.test("a cookie older than 60 s is refused without RSA work; a fresh one fro
     { nowSeconds: Math.floor((Date.now() + skewMs) / 1000) },
   );
   assert.deepEqual(decodeAddress(opened.plaintext), a.localAddress);
+});
+
+Deno.test("a client whose cookies keep going stale gives up after its attempts instead of looping", async () => {
+  // A server that answers every key request with a cookie and the real key,
+  // and never sends a WELCOME.
+  const fakeServer = await UdpTransport.bind({
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const answer = encodeRecords([
+    { type: RecordType.COOKIE, value: new Uint8Array(20) },
+    {
+      type: RecordType.SERVER_PUBLIC_KEY,
+      value: encoder.encode(serverKey.publicKey.pem),
+    },
+  ]);
+  let registrations = 0;
+  const serving = (async () => {
+    for await (const d of fakeServer) {
+      if (recordValue(d.data, RecordType.KEY_REQUEST) !== undefined) {
+        await fakeServer.send(answer, d.from);
+      } else if (recordValue(d.data, RecordType.COOKIE) !== undefined) {
+        registrations++;
+      }
+    }
+  })();
+  let clock = 0;
+  const progress: HandshakeProgress[] = [];
+  const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await assert.rejects(
+      RelayClient.connect({
+        transport,
+        target: fakeServer.localAddress,
+        retryAttempts: 7,
+        // The fake server answers at once; these tries (25 s in all) only
+        // bound a round whose answer a busy machine delays.
+        retryInitialMs: 200,
+        // Every reading of the clock is a minute later: each cookie is stale.
+        now: () => (clock += 60_000),
+        onProgress: (p) => progress.push(p),
+      }),
+      (error: unknown) =>
+        error instanceof HandshakeError &&
+        /sent its key but no valid WELCOME after 7 tries/.test(error.message),
+    );
+  } finally {
+    fakeServer.close();
+    await serving;
+  }
+  // Each stale cookie started the key exchange over, 7 times at most (8
+  // rounds of key requests); no stale cookie was ever sent.
+  assert.equal(
+    progress.filter((p) => p.step === "key" && p.attempt === 1)
+      .length,
+    8,
+  );
+  assert.equal(progress.filter((p) => p.step === "register").length, 0);
+  assert.equal(registrations, 0);
 });

@@ -18,7 +18,7 @@ import {
   type ServerHandle,
   WAIT_TIMEOUT_MS,
 } from "./_harness.ts";
-import { NatsServer, natsUnavailable } from "../_nats.ts";
+import { NatsServer, natsUnavailable } from "../_support/nats.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 const clusterKey = await FernetKey.generate();

@@ -10,9 +10,29 @@ import { HandshakeError } from "../../lib/errors.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
 import type { Datagram } from "../../lib/runtime/transport.ts";
-import { decodeAddress, formatAddress } from "../../lib/wire/address.ts";
-import { RecordType } from "../../lib/wire/tlv.ts";
-import { Harness, hasRecord, recordsOf } from "./_harness.ts";
+import { UdpTransport } from "../../lib/runtime/udp.ts";
+import {
+  decodeAddress,
+  encodeAddress,
+  formatAddress,
+} from "../../lib/wire/address.ts";
+import { NoticeCode, noticeRecord } from "../../lib/wire/notice.ts";
+import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
+import {
+  type ClientEvent,
+  RelayClient,
+} from "../../lib/relay/client/client.ts";
+import type { LogRecord } from "../../lib/relay/log.ts";
+import { keyAnswerSize, RelayServer } from "../../lib/relay/server/server.ts";
+import {
+  Harness,
+  hasRecord,
+  Recorder,
+  recordsOf,
+  recordValue,
+} from "./_harness.ts";
+
+const encoder = new TextEncoder();
 
 const [serverKey, otherKey] = await Promise.all([
   RsaPrivateKey.generate(2048),
@@ -93,8 +113,10 @@ Deno.test("pinned fingerprint: a mismatching pin rejects with HandshakeError and
   await assert.rejects(
     h.connect("pinned", {
       fingerprint: wrong,
-      retryAttempts: 2,
-      retryInitialMs: 50,
+      // No retry falls due while the test runs: the one key request below
+      // proves the mismatching answer alone ended the key exchange.
+      retryAttempts: 1,
+      retryInitialMs: 60_000,
       onEvent: (e) => events.push(e.type),
     }),
     (error: unknown) => {
@@ -197,4 +219,69 @@ Deno.test("a WELCOME answering the client's own retried registration is not coun
   await a.waitPresence("join", c.address);
   assert.deepEqual(a.client.stats().dropped, { unexpected_welcome: 1 });
   assert.equal(a.client.stats().registrations, 1);
+});
+
+Deno.test("a client waiting for a key ignores a stranger's presence, NOTICE and junk key", async () => {
+  await using h = new Harness(serverKey);
+  const fakeServer = await h.socket("silent server");
+  const stranger = await h.socket("stranger");
+  const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  const events: ClientEvent[] = [];
+  const log = new Recorder<LogRecord>("client log");
+  // The client waits for its key answer for as long as the test needs (its
+  // first retry is a minute away); the test ends the wait by aborting.
+  const abort = new AbortController();
+  const connecting = RelayClient.connect({
+    transport,
+    target: fakeServer.localAddress,
+    retryAttempts: 1,
+    retryInitialMs: 60_000,
+    signal: abort.signal,
+    onEvent: (e) => events.push(e),
+    log: (r) => log.push(r),
+  });
+  const rejected = assert.rejects(connecting, HandshakeError);
+  await fakeServer.received.waitFor(
+    (d) => recordValue(d.data, RecordType.KEY_REQUEST) !== undefined,
+    "the client's key request",
+  );
+  const notice = noticeRecord(
+    NoticeCode.SERVER_FULL,
+    200,
+    "fake\n[6.6.6.6:666] hi",
+  )!;
+  await stranger.sendRaw(
+    encodeRecords([
+      { type: RecordType.COOKIE, value: new Uint8Array(20) },
+      { type: RecordType.SERVER_PUBLIC_KEY, value: encoder.encode("junk") },
+      {
+        type: RecordType.NOTIFY_CONNECT,
+        value: encodeAddress({ hostname: "6.6.6.6", port: 666 }),
+      },
+      notice,
+    ]),
+    transport.localAddress,
+  );
+  await log.waitFor(
+    // Not from the unicast server it chose: not even parsed (section 10).
+    (r) => r.event === "drop" && r.reason === "key_answer_not_from_server",
+    "the stranger's key answer ignored",
+  );
+  abort.abort();
+  await rejected;
+  assert.deepEqual(events, []);
+});
+
+Deno.test("RelayServer refuses an MTU that cannot carry its key answer in one datagram", async () => {
+  const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+  try {
+    assert.throws(
+      () => RelayServer.start({ transport, privateKey: serverKey, mtu: 400 }),
+      (error: unknown) =>
+        error instanceof RangeError && /at least 479/.test(error.message),
+    );
+  } finally {
+    transport.close();
+  }
+  assert.equal(keyAnswerSize(serverKey), 479);
 });

@@ -54,71 +54,17 @@ import {
 } from "../../lib/relay/server/server.ts";
 import { RSA2048_PRIVATE_PEM } from "../fixtures/rsa_fixtures.ts";
 import { ControlClient } from "../cli/_process.ts";
+import { Recorder } from "../_support/recorder.ts";
+import { frozenClock } from "../_support/stubs.ts";
 
 /** Only a hung test ever reaches this: it bounds waits, it measures nothing. */
-const SAFETY_MS = 10_000;
+const WAITS = { timeoutMs: 10_000 };
 const SERVER_ADDRESS: PeerAddress = { hostname: "127.0.0.1", port: 5007 };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const serverKey = await RsaPrivateKey.fromPkcs8Pem(RSA2048_PRIVATE_PEM);
 
 // ------------------------------------------------------------ helpers
-
-/** Items observed so far, and a way to await a condition on them. */
-class Recorder<T> {
-  readonly items: T[] = [];
-  readonly #checks = new Set<() => void>();
-
-  push(item: T): void {
-    this.items.push(item);
-    for (const check of [...this.#checks]) check();
-  }
-
-  mark(): number {
-    return this.items.length;
-  }
-
-  filter(predicate: (item: T) => boolean, since = 0): T[] {
-    return this.items.slice(since).filter(predicate);
-  }
-
-  count(predicate: (item: T) => boolean, since = 0): number {
-    return this.filter(predicate, since).length;
-  }
-
-  /** Resolves once `ready()` holds, checked now and after every new item. */
-  until(ready: () => boolean, what: string): Promise<void> {
-    if (ready()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#checks.delete(check);
-      };
-      const check = () => {
-        if (ready()) {
-          done();
-          resolve();
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`Gave up waiting for ${what}`));
-      }, SAFETY_MS);
-      this.#checks.add(check);
-    });
-  }
-
-  /** The first item at or after `since` that matches, now or when it comes. */
-  async first(
-    predicate: (item: T) => boolean,
-    what: string,
-    since = 0,
-  ): Promise<T> {
-    const find = () => this.items.slice(since).find(predicate);
-    await this.until(() => find() !== undefined, what);
-    return find()!;
-  }
-}
 
 /** Records every datagram delivered to and sent by a memory transport, synchronously. */
 function tap(
@@ -129,8 +75,8 @@ function tap(
   outbound: Recorder<Uint8Array>;
   lose: { keepaliveAnswers: boolean };
 } {
-  const inbound = new Recorder<Uint8Array>();
-  const outbound = new Recorder<Uint8Array>();
+  const inbound = new Recorder<Uint8Array>("inbound", WAITS);
+  const outbound = new Recorder<Uint8Array>("outbound", WAITS);
   const lose = { keepaliveAnswers: false };
   const enqueue = transport.enqueue.bind(transport);
   transport.enqueue = (datagram: Datagram) => {
@@ -205,9 +151,16 @@ const isDrop = (reason: string, source?: string) => (r: LogRecord) =>
   r.event === "drop" && r.reason === reason &&
   (source === undefined || r.source === source);
 
-class Harness {
+/**
+ * One server at a fixed address of a {@linkcode MemoryNetwork}, and members
+ * and probes on any source address (spoofed ones included) whose every
+ * datagram is recorded synchronously. Not the shared harness of _harness.ts:
+ * these tests need the server's address fixed and the probes' traffic
+ * delivered without a socket; waits use the shared Recorder.
+ */
+class SpoofableRelay {
   readonly network = new MemoryNetwork();
-  readonly log = new Recorder<LogRecord>();
+  readonly log = new Recorder<LogRecord>("server log", WAITS);
   readonly server: RelayServer;
   readonly #clients: RelayClient[] = [];
   readonly #transports: MemoryTransport[] = [];
@@ -231,7 +184,7 @@ class Harness {
   ): Promise<Member> {
     const transport = this.network.bind(hostname);
     const { inbound, outbound, lose } = tap(transport);
-    const events = new Recorder<ClientEvent>();
+    const events = new Recorder<ClientEvent>("client events", WAITS);
     const client = await RelayClient.connect({
       transport,
       target: SERVER_ADDRESS,
@@ -280,10 +233,10 @@ class Harness {
     const [reason, datagram] = sentinel;
     const since = this.log.mark();
     await transport.send(datagram, SERVER_ADDRESS);
-    await this.log.first(
+    await this.log.waitFor(
       isDrop(reason, source),
       `the server to log ${reason} for the sentinel from ${source}`,
-      since,
+      { from: since },
     );
   }
 
@@ -294,23 +247,17 @@ class Harness {
   }
 }
 
-/** Runs `fn` with a harness and always closes it. */
+/** Runs `fn` with a {@linkcode SpoofableRelay} and always closes it. */
 async function withHarness(
   options: Partial<RelayServerOptions>,
-  fn: (h: Harness) => Promise<void>,
+  fn: (h: SpoofableRelay) => Promise<void>,
 ): Promise<void> {
-  const h = new Harness(options);
+  const h = new SpoofableRelay(options);
   try {
     await fn(h);
   } finally {
     await h.close();
   }
-}
-
-/** A clock that moves only when the test moves it. */
-function frozenClock(): { now: () => number; advance: (ms: number) => void } {
-  let t = Date.now();
-  return { now: () => t, advance: (ms) => t += ms };
 }
 
 const messagesOf = (m: Member, since = 0) =>
@@ -327,7 +274,7 @@ const noticesOf = (m: Member, since = 0) =>
 
 /** Waits until `m` has received a message with `text`. */
 async function received(m: Member, text: string): Promise<void> {
-  await m.events.first(
+  await m.events.waitFor(
     (e) => e.type === "message" && e.text === text,
     `${m.address} to receive ${JSON.stringify(text)}`,
   );
@@ -355,7 +302,7 @@ Deno.test("maxClients: the extra client gets NOTICE 4, is not registered, member
     const b = await h.connect();
     const cTransport = h.network.bind();
     const cAddress = formatAddress(cTransport.localAddress);
-    const cEvents = new Recorder<ClientEvent>();
+    const cEvents = new Recorder<ClientEvent>("C events", WAITS);
     await assert.rejects(
       RelayClient.connect({
         transport: cTransport,
@@ -414,7 +361,7 @@ Deno.test("maxMessageBytes: a larger message gets NOTICE 2 and is not relayed; o
     // The server handled A's datagrams in order: big and huge came first.
     assert.deepEqual(messagesOf(b).map((m) => m.text), [exact]);
 
-    const notice = await a.events.first(
+    const notice = await a.events.waitFor(
       (e) => e.type === "notice",
       "NOTICE 2 at the sender",
     );
@@ -431,6 +378,37 @@ Deno.test("maxMessageBytes: a larger message gets NOTICE 2 and is not relayed; o
     assert.equal(noticeDatagrams.length, 1, "one NOTICE per second per source");
     const causing = a.outbound.items[sentBefore];
     assert.ok(noticeDatagrams[0].length <= causing.length);
+  });
+});
+
+Deno.test("maxClients: a newcomer refused with NOTICE 4 joins with the same registration once a slot frees", async () => {
+  await withHarness({ maxClients: 1 }, async (h) => {
+    const first = await h.connect();
+    const notices = new Recorder<ClientEvent>("newcomer events", WAITS);
+    const joining = RelayClient.connect({
+      transport: h.network.bind("127.0.0.1"),
+      target: SERVER_ADDRESS,
+      // Retries enough for any machine's pace: the test ends them by
+      // freeing the slot, not by a deadline.
+      retryInitialMs: 200,
+      retryMaxMs: 400,
+      retryAttempts: 50,
+      onEvent: (e) => notices.push(e),
+    });
+    await notices.waitFor(
+      (e) => e.type === "notice" && e.code === NoticeCode.SERVER_FULL,
+      "NOTICE 4",
+    );
+    await first.client.close();
+    const newcomer = await joining;
+    try {
+      assert.deepEqual(h.server.members().map((m) => m.address), [
+        newcomer.address,
+      ]);
+      assert.equal(h.server.stats().dropped.registration_replayed, undefined);
+    } finally {
+      await newcomer.close();
+    }
   });
 });
 
@@ -571,7 +549,7 @@ Deno.test("global handshake budget: key requests from many addresses leave half 
         value: await serverKey.publicKey.encrypt(encoder.encode(key.text)),
       },
     ]));
-    await h.log.first(
+    await h.log.waitFor(
       (r) => r.event === "join" && r.client === answered[0].source,
       "the validated registration to join",
     );
@@ -589,7 +567,7 @@ Deno.test("maxPendingHandshakes: a burst of valid-cookie registrations is cut wi
       const keys: FernetKey[] = [];
       for (const p of probes) {
         await p.send(paddedKeyRequest());
-        const answer = await p.inbound.first(() => true, "the key answer");
+        const answer = await p.inbound.waitFor(() => true, "the key answer");
         const { cookie, pem } = cookieAnswer(answer);
         const serverPublic = await RsaPublicKey.fromPem(pem);
         const key = await FernetKey.generate();
@@ -625,7 +603,9 @@ Deno.test("maxPendingHandshakes: a burst of valid-cookie registrations is cut wi
         decodeRecords(d).some((r) => r.type === RecordType.WELCOME);
       for (const [i, p] of probes.entries()) {
         if (!registered.has(p.source)) continue;
-        await p.inbound.first(isWelcome, `WELCOME to ${p.source}`, marks[i]);
+        await p.inbound.waitFor(isWelcome, `WELCOME to ${p.source}`, {
+          from: marks[i],
+        });
       }
       for (const [i, p] of probes.entries()) {
         const welcomed = p.inbound.count(isWelcome, marks[i]);
@@ -647,7 +627,7 @@ Deno.test("maxPendingHandshakes: a burst of valid-cookie registrations is cut wi
       );
       for (const [i, p] of probes.entries()) {
         if (!registered.has(p.source)) continue;
-        const relay = await p.inbound.first(
+        const relay = await p.inbound.waitFor(
           (d) => decodeRecords(d).some((r) => r.type === RecordType.SENDER),
           `the relay to ${p.source}`,
         );
@@ -817,7 +797,7 @@ Deno.test("unregistered sources: fragment floods stay within the stranger caps; 
 
 /** Records each connection the control server has accepted (and authenticated), as an awaitable event. */
 function connectionCounter() {
-  const connected = new Recorder<string>();
+  const connected = new Recorder<string>("control connections", WAITS);
   return {
     connected,
     onConnect: (c: { remote: string }) => connected.push(c.remote),
@@ -1161,7 +1141,7 @@ Deno.test("a replayed old registration does not roll a member back to its previo
  * the server's address, and the answer to the client's probe lost on the way
  * (what a spoofed NOTICE 1 on a lossy path does).
  */
-async function reRegister(h: Harness, m: Member): Promise<void> {
+async function reRegister(h: SpoofableRelay, m: Member): Promise<void> {
   const since = m.events.mark();
   m.lose.keepaliveAnswers = true;
   try {
@@ -1170,7 +1150,9 @@ async function reRegister(h: Harness, m: Member): Promise<void> {
       SERVER_ADDRESS,
       m.transport.localAddress,
     );
-    await m.events.first((e) => e.type === "ready", "registered again", since);
+    await m.events.waitFor((e) => e.type === "ready", "registered again", {
+      from: since,
+    });
   } finally {
     m.lose.keepaliveAnswers = false;
   }
@@ -1180,17 +1162,20 @@ async function reRegister(h: Harness, m: Member): Promise<void> {
  * A fresh cookie for `m`'s address, as the strongest sniffer gets it: a key
  * request spoofed as `m`, and the answer read where it reaches `m`.
  */
-async function spoofedCookie(h: Harness, m: Member): Promise<Uint8Array> {
+async function spoofedCookie(
+  h: SpoofableRelay,
+  m: Member,
+): Promise<Uint8Array> {
   const since = m.inbound.mark();
   h.network.deliver(
     paddedKeyRequest(),
     m.transport.localAddress,
     SERVER_ADDRESS,
   );
-  const answer = await m.inbound.first(
+  const answer = await m.inbound.waitFor(
     (d) => hasType(d, RecordType.SERVER_PUBLIC_KEY),
     "the key answer to the spoofed request",
-    since,
+    { from: since },
   );
   return cookieAnswer(answer).cookie;
 }
@@ -1290,7 +1275,7 @@ Deno.test("a client's own rekey carries KEY_PROOF and is accepted", async () => 
 
 Deno.test("client: a key answer from anyone but its unicast server is ignored, and nothing is registered with it", async () => {
   const network = new MemoryNetwork();
-  const log = new Recorder<LogRecord>();
+  const log = new Recorder<LogRecord>("server log", WAITS);
   const transport = network.bind("127.0.0.1");
   const impostor = network.bind("127.0.0.1");
   // The chosen server (SERVER_ADDRESS) never answers; the impostor answers
@@ -1338,7 +1323,7 @@ Deno.test("maxClientsPerIp: one host's extra addresses get NOTICE 4 (shown to th
     await h.connect({}, "10.0.0.5");
     await h.connect({}, "10.0.0.5");
     const transport = h.network.bind("10.0.0.5");
-    const events = new Recorder<ClientEvent>();
+    const events = new Recorder<ClientEvent>("client events", WAITS);
     const abort = new AbortController();
     const refused = assert.rejects(
       RelayClient.connect({
@@ -1350,7 +1335,7 @@ Deno.test("maxClientsPerIp: one host's extra addresses get NOTICE 4 (shown to th
       HandshakeError,
     );
     // The client reports NOTICE 4; closing it ends its retries.
-    await events.first(
+    await events.waitFor(
       (e) => e.type === "notice" && e.code === NoticeCode.SERVER_FULL,
       "NOTICE 4 reported to the client",
     );

@@ -20,6 +20,7 @@ import {
   sizedText,
   WAIT_TIMEOUT_MS,
 } from "./_harness.ts";
+import { withTimeout } from "../_support/recorder.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 
@@ -27,22 +28,15 @@ const serverKey = await RsaPrivateKey.generate(2048);
  * `a.client.send(message)`, failing the test when it does not settle in
  * time (a send that waits for the server instead of queueing).
  */
-async function send(
+function send(
   c: ClientHandle,
   message: string | Uint8Array,
 ): Promise<string> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`send() by ${c.name} did not return`)),
-      WAIT_TIMEOUT_MS,
-    );
-  });
-  try {
-    return await Promise.race([c.client.send(message), late]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return withTimeout(
+    c.client.send(message),
+    `send() by ${c.name} to return`,
+    WAIT_TIMEOUT_MS,
+  );
 }
 
 type Undelivered = Extract<ClientEvent, { type: "undelivered" }>;

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
-import { LoadMeter, type LoadProbe } from "../../lib/core/load.ts";
+import { LoadMeter } from "../../lib/core/load.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
 import {
   fetchCookie,
@@ -21,19 +21,10 @@ import {
   recordValue,
   type TapTransport,
 } from "./_harness.ts";
+import { StubLoad } from "../_support/stubs.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 const encoder = new TextEncoder();
-
-/** A load probe the test sets by hand. */
-class StubLoad implements LoadProbe {
-  overloaded = false;
-  utilization = 0;
-  waits = 0;
-  waited(): void {
-    this.waits++;
-  }
-}
 
 Deno.test("while overloaded, key requests and registrations are shed (no answer, no RSA) and members keep relaying; afterwards clients register", async () => {
   const load = new StubLoad();

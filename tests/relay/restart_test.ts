@@ -165,10 +165,12 @@ Deno.test("crash restart: no NOTICE 5; the new server answers a keep-alive with 
 Deno.test("late restart: the new server comes up after a whole reconnect attempt failed; the client keeps retrying and rejoins", async () => {
   await using h = new Harness(firstKey);
   const first = await h.startServer();
-  // 7 tries from 20 ms: a whole key exchange gives up after about 2.5 s, and
-  // its WELCOME windows outlast RSA work on a busy machine (the RSA threads
-  // run at the lowest priority, so a CPU hog delays them most).
-  const retry = { retryAttempts: 7, retryInitialMs: 20, retryMaxMs: 100 };
+  // 7 tries from 100 ms to 1 s apart: a whole key exchange gives up after
+  // about 4.5 s, time for a WELCOME even from RSA threads slowed by a busy
+  // machine (they run at the lowest priority). The waits below are for
+  // events, with a safety bound that leaves room for that pace.
+  const retry = { retryAttempts: 7, retryInitialMs: 100, retryMaxMs: 1_000 };
+  const slow = { timeoutMs: 30_000 };
   const a = await h.connect("a", retry);
   const b = await h.connect("b", retry);
   await bothWays(a, b, "before");
@@ -179,15 +181,21 @@ Deno.test("late restart: the new server comes up after a whole reconnect attempt
   await a.log.waitFor(
     (r) => r.event === "reconnect_failed",
     "a's failed reconnect",
+    slow,
   );
   await b.log.waitFor(
     (r) => r.event === "reconnect_failed",
     "b's failed reconnect",
+    slow,
   );
 
   const second = await h.startServer({ port: first.port });
-  await a.waitEvent("ready", marks[0]);
-  await b.waitEvent("ready", marks[1]);
+  for (const [i, c] of [a, b].entries()) {
+    await c.events.waitFor((e) => e.type === "ready", `${c.name} ready`, {
+      from: marks[i],
+      ...slow,
+    });
+  }
   assert.deepEqual(lifecycle(a, marks[0]!), [
     "notice 5",
     "reconnecting",

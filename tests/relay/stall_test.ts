@@ -12,26 +12,11 @@
 import assert from "node:assert/strict";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
-import type { LoadProbe } from "../../lib/core/load.ts";
 import { type ClientHandle, Harness } from "./_harness.ts";
+import { frozenClock, StubLoad } from "../_support/stubs.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);
 const TIMEOUT_MS = 5_000;
-
-/** A clock that moves only when the test moves it. */
-function frozenClock(): { now: () => number; advance: (ms: number) => void } {
-  let t = Date.now();
-  return { now: () => t, advance: (ms) => t += ms };
-}
-
-/** A load probe the test sets. */
-class StubLoad implements LoadProbe {
-  overloaded = false;
-  waited(): void {}
-  get utilization(): number {
-    return this.overloaded ? 1 : 0;
-  }
-}
 
 function present(server: { members(): { address: string }[] }): string[] {
   return server.members().map((m) => m.address).sort();

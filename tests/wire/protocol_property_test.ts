@@ -26,6 +26,7 @@ import {
   RecordType,
   type TlvRecord,
 } from "../../lib/wire/tlv.ts";
+import { mulberry32, shuffleInPlace } from "../_support/prng.ts";
 
 const RUNS = 300;
 /** Bounded runs; a property that somehow runs away fails instead of hanging CI. */
@@ -591,26 +592,6 @@ test("Reassembler matches a naive model and never exceeds its bounds, whatever i
   for (const [name, n] of seen) assert.ok(n > 0, `no run exercised ${name}`);
 });
 
-/** mulberry32: a seeded PRNG, so fast-check drives shuffles through one seed it can shrink. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffleInPlace<T>(items: T[], random: () => number): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j], items[i]];
-  }
-  return items;
-}
-
 /** Streams of 0..1500 bytes (not biased towards tiny ones, so most need fragmenting). */
 const streamInputs = fc.array(
   fc.record({
@@ -629,7 +610,7 @@ test("Reassembler returns exactly the original streams of fragmentStream(), in a
       fc.integer({ min: 0, max: 0xffffffff }),
       fc.integer({ min: 0, max: 30 }),
       (inputs, mtu, seed, duplicates) => {
-        const random = rng(seed);
+        const random = mulberry32(seed);
         const r = new Reassembler({}, () => 0);
         const originals = new Map<string, Uint8Array>();
         const feed: [string, Fragment][] = [];

@@ -1,9 +1,14 @@
 /**
  * A real `nats-server` for tests, on 127.0.0.1 with a free port (the server
- * picks it: `-p -1`), restartable on the same port. Tests that need it are
+ * picks it: `-p -1`), restartable on the same port. It runs as a
+ * {@linkcode Proc} of tests/cli/_process.ts, so it is ready when its
+ * "Listening" line has come (awaited, never timed). Tests that need it are
  * skipped with a printed reason where `nats-server` is not installed
  * (`.ci/run` installs it).
+ *
+ * @module
  */
+import { Proc } from "../cli/_process.ts";
 
 /** Why NATS tests cannot run here, or undefined when `nats-server` is installed. */
 export const natsUnavailable: string | undefined = await (async () => {
@@ -27,16 +32,18 @@ if (natsUnavailable) {
 
 const LISTENING = /Listening for client connections on 127\.0\.0\.1:(\d+)/;
 
+/** Only a hung nats-server ever reaches this. */
+const START_SAFETY_MS = 10_000;
+
 /** One running nats-server process. */
 export class NatsServer implements AsyncDisposable {
-  #process: Deno.ChildProcess | undefined;
-  #drained: Promise<void> = Promise.resolve();
+  #proc: Proc | undefined;
 
   private constructor(readonly port: number) {}
 
   /** The process id of the running nats-server, or undefined once stopped. */
   get pid(): number | undefined {
-    return this.#process?.pid;
+    return this.#proc?.pid;
   }
 
   /** The URL clients connect to. */
@@ -46,33 +53,29 @@ export class NatsServer implements AsyncDisposable {
 
   /** Starts a nats-server on 127.0.0.1 (a free port unless `port` is given). */
   static async start(port = -1): Promise<NatsServer> {
-    const { process, port: bound, drained } = await spawn(port);
+    const { proc, port: bound } = await spawn(port);
     const server = new NatsServer(bound);
-    server.#process = process;
-    server.#drained = drained;
+    server.#proc = proc;
     return server;
   }
 
   /** Stops the server (SIGTERM) and waits for it to exit. Safe to call twice. */
   async stop(): Promise<void> {
-    const process = this.#process;
-    if (!process) return;
-    this.#process = undefined;
+    const proc = this.#proc;
+    if (!proc) return;
+    this.#proc = undefined;
+    proc.signal("SIGTERM");
     try {
-      process.kill("SIGTERM");
-    } catch {
-      // already gone
+      await proc.exited("nats-server to stop");
+    } finally {
+      await proc.kill();
     }
-    await process.status;
-    await this.#drained;
   }
 
   /** Starts it again on the same port. */
   async restart(): Promise<void> {
     await this.stop();
-    const { process, drained } = await spawn(this.port);
-    this.#process = process;
-    this.#drained = drained;
+    this.#proc = (await spawn(this.port)).proc;
   }
 
   /** Same as {@linkcode stop}. */
@@ -81,46 +84,20 @@ export class NatsServer implements AsyncDisposable {
   }
 }
 
-async function spawn(
-  port: number,
-): Promise<
-  { process: Deno.ChildProcess; port: number; drained: Promise<void> }
-> {
-  const process = new Deno.Command("nats-server", {
-    args: ["-a", "127.0.0.1", "-p", String(port)],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const lines = process.stderr.pipeThrough(new TextDecoderStream())
-    .getReader();
-  let text = "";
-  const deadline = setTimeout(() => {
-    try {
-      process.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }, 10_000);
+async function spawn(port: number): Promise<{ proc: Proc; port: number }> {
+  const proc = Proc.spawn("nats-server", ["-a", "127.0.0.1", "-p", `${port}`], {
+    name: "nats-server",
+  });
   try {
-    while (true) {
-      const { value, done } = await lines.read();
-      if (done) {
-        throw new Error(`nats-server exited before listening:\n${text}`);
-      }
-      text += value;
-      const match = text.match(LISTENING);
-      if (match) {
-        // Keep reading so the process never blocks on a full pipe.
-        const drained = (async () => {
-          while (!(await lines.read()).done) { /* discard */ }
-        })();
-        return { process, port: Number(match[1]), drained };
-      }
-    }
+    const line = await proc.stderrLines.waitLine(
+      (l) => LISTENING.test(l),
+      "the line that it listens",
+      0,
+      START_SAFETY_MS,
+    );
+    return { proc, port: Number(LISTENING.exec(line)![1]) };
   } catch (error) {
-    await process.status;
+    await proc.kill();
     throw error;
-  } finally {
-    clearTimeout(deadline);
   }
 }
