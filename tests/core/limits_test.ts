@@ -119,9 +119,18 @@ test("DropCounter counts every drop and logs each (reason, source) once per inte
   ]);
 });
 
-test("guardedSink() swallows a throwing sink", () => {
-  const sink = guardedSink(() => {
+test("guardedSink() swallows a throwing sink, and passes every record on to it", () => {
+  const seen: LogRecord[] = [];
+  const sink = guardedSink((record) => {
+    seen.push(record);
     throw new Error("disk full");
   });
-  sink({ level: "info", event: "x" }); // does not throw
+  const records: LogRecord[] = [
+    { level: "info", event: "x" },
+    { level: "warn", event: "y" },
+  ];
+  for (const record of records) {
+    assert.doesNotThrow(() => sink(record));
+  }
+  assert.deepEqual(seen, records);
 });

@@ -45,10 +45,22 @@ async function rejects(
 }
 
 Deno.test({
-  name: "the default backend is node",
+  name:
+    "a key made without naming a backend uses the node backend (synchronous encryption available)",
   permissions: "none",
-  fn() {
-    assert.equal(DEFAULT_FERNET_BACKEND, "node");
+  async fn() {
+    for (
+      const key of [
+        await FernetKey.generate(),
+        await FernetKey.fromText(generate[0].secret),
+      ]
+    ) {
+      assert.equal(key.backend, DEFAULT_FERNET_BACKEND);
+      assert.equal(key.backend, "node");
+      assert.equal(key.canRunSync, true);
+      const token = key.encryptSync(encoder.encode("x"));
+      assert.equal(decoder.decode(key.decryptSync(token).plaintext), "x");
+    }
   },
 });
 
