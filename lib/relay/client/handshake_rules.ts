@@ -20,6 +20,7 @@ import {
   type TlvRecord,
 } from "../../wire/tlv.ts";
 import type { MemberProfile } from "../types.ts";
+import type { HandshakeProgress } from "./types.ts";
 
 /** A cookie older than this is not reused for a registration (protocol.md section 4). */
 export const COOKIE_REUSE_MS = 50_000;
@@ -113,6 +114,19 @@ export function noWelcomeError(
   return new HandshakeError(
     `The server at ${server} sent its key but no valid WELCOME after ${attempts} tries: check that client and server clocks agree within 60 s and that the server is not full or rate-limiting this address`,
   );
+}
+
+/** `listener` made safe to call: one that throws does not break the key exchange. */
+export function guardedProgress(
+  listener: ((progress: HandshakeProgress) => void) | undefined,
+): (progress: HandshakeProgress) => void {
+  return (progress) => {
+    try {
+      listener?.(progress);
+    } catch {
+      // A failing listener must not break the key exchange.
+    }
+  };
 }
 
 /** What a registration holds besides the cookie. */

@@ -37,7 +37,6 @@ export interface SessionCounters {
   messagesSent: number;
   messagesReceived: number;
   registrations: number;
-  eventsDropped: number;
   keepaliveAnswers: number;
   undelivered: number;
 }
@@ -107,7 +106,6 @@ export class Session {
     messagesSent: 0,
     messagesReceived: 0,
     registrations: 0,
-    eventsDropped: 0,
     keepaliveAnswers: 0,
     undelivered: 0,
   };
