@@ -11,7 +11,11 @@ import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
 import type { Datagram } from "../../lib/runtime/transport.ts";
 import { decodeAddress, formatAddress } from "../../lib/wire/address.ts";
-import { RecordType } from "../../lib/wire/tlv.ts";
+import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
+import {
+  keyRequestDatagram,
+  registrationRecords,
+} from "../../lib/relay/client/handshake_rules.ts";
 import { Harness, hasRecord, recordsOf } from "./_harness.ts";
 
 const [serverKey, otherKey] = await Promise.all([
@@ -197,4 +201,53 @@ Deno.test("a WELCOME answering the client's own retried registration is not coun
   await a.waitPresence("join", c.address);
   assert.deepEqual(a.client.stats().dropped, { unexpected_welcome: 1 });
   assert.equal(a.client.stats().registrations, 1);
+});
+
+/** Bytes from hex, spaces ignored. */
+function hex(text: string): Uint8Array {
+  const digits = text.replaceAll(" ", "");
+  return Uint8Array.from(
+    { length: digits.length / 2 },
+    (_, i) => parseInt(digits.slice(2 * i, 2 * i + 2), 16),
+  );
+}
+
+Deno.test("the client's key request and registration streams, byte for byte", () => {
+  // One KEY_REQUEST (type 7) of zeros filling the MTU; at least its header.
+  assert.deepEqual(keyRequestDatagram(12), hex("0007 0008 0000000000000000"));
+  assert.deepEqual(keyRequestDatagram(1), hex("0007 0000"));
+  const cookie = hex("c0c1c2");
+  const keyValue = hex("4b45");
+  // Hybrid, a rekey, asking for group fan-out: COOKIE (17), SYMMETRIC_KEY
+  // (13), KEY_PROOF (21), GROUP_CAPABLE (18).
+  const rekey = registrationRecords(cookie, {
+    profile: "hybrid",
+    keyValue,
+    proof: hex("50"),
+    groupCapable: true,
+  });
+  assert.deepEqual(
+    encodeRecords(rekey),
+    hex("0011 0003 c0c1c2  000d 0002 4b45  0015 0001 50  0012 0000"),
+  );
+  // Hybrid, first registration, no group fan-out: COOKIE, SYMMETRIC_KEY.
+  assert.deepEqual(
+    encodeRecords(registrationRecords(cookie, {
+      profile: "hybrid",
+      keyValue,
+      proof: undefined,
+      groupCapable: false,
+    })),
+    hex("0011 0003 c0c1c2  000d 0002 4b45"),
+  );
+  // RSA profile: COOKIE, CLIENT_PUBLIC_KEY (4).
+  assert.deepEqual(
+    encodeRecords(registrationRecords(cookie, {
+      profile: "rsa",
+      keyValue,
+      proof: undefined,
+      groupCapable: false,
+    })),
+    hex("0011 0003 c0c1c2  0004 0002 4b45"),
+  );
 });
