@@ -1,9 +1,10 @@
 /**
- * One way to receive what a relay endpoint observes, shared by its two
- * shapes: listeners (`onEvent`) called synchronously for every event, and
- * async-iterable readers (`events()`), each with a bounded queue that drops
- * its oldest events when the reader falls behind. The shape of
- * `RelayClient.onEvent` and `RelayClient.events`, for the basic profile.
+ * One way to receive what a relay endpoint observes, shared by the relay
+ * client and the basic server: listeners (`onEvent`) called synchronously
+ * for every event, and async-iterable readers (`events()`, all events or
+ * those a filter lets through), each with a bounded queue that drops its
+ * oldest events when the reader falls behind, ending when the endpoint
+ * stops or the reader's signal aborts.
  *
  * @module
  */
@@ -17,12 +18,27 @@ export interface EventStreamOptions {
 }
 
 /** Events waiting for one `events()` reader. */
-interface Inbox<T> {
+interface ReaderQueue<T> {
   readonly queue: T[];
   wake: (() => void) | undefined;
 }
 
-/** Delivers events to listeners and to async-iterable readers. */
+/**
+ * Delivers events to listeners and to async-iterable readers.
+ *
+ * @example
+ * ```ts
+ * import { EventStream } from "./event_stream.ts";
+ * const stopped = new AbortController();
+ * const stream = new EventStream<number>({ bufferSize: 2, stopped: stopped.signal });
+ * const odd = stream.events(undefined, (n): n is number => n % 2 === 1);
+ * for (const n of [1, 2, 3, 5]) stream.emit(n);
+ * stopped.abort();
+ * const read: number[] = [];
+ * for await (const n of odd) read.push(n);
+ * if (read.join() !== "3,5" || stream.dropped !== 1) throw new Error();
+ * ```
+ */
 export class EventStream<T> {
   readonly #listeners = new Set<(event: T) => void>();
   readonly #bufferSize: number;
@@ -60,17 +76,27 @@ export class EventStream<T> {
    * call and the first read. A reader that falls more than `bufferSize`
    * events behind loses the oldest ones (counted in {@linkcode dropped}).
    */
-  events(signal?: AbortSignal): AsyncGenerator<T> {
-    const inbox: Inbox<T> = { queue: [], wake: undefined };
+  events(signal?: AbortSignal): AsyncGenerator<T>;
+  /** Only the events `accept` lets through (the others are neither queued nor counted), as above. */
+  events<S extends T>(
+    signal: AbortSignal | undefined,
+    accept: (event: T) => event is S,
+  ): AsyncGenerator<S>;
+  events(
+    signal?: AbortSignal,
+    accept?: (event: T) => boolean,
+  ): AsyncGenerator<T> {
+    const reader: ReaderQueue<T> = { queue: [], wake: undefined };
     const unsubscribe = this.onEvent((event) => {
-      if (inbox.queue.length >= this.#bufferSize) {
-        inbox.queue.shift();
+      if (accept && !accept(event)) return;
+      if (reader.queue.length >= this.#bufferSize) {
+        reader.queue.shift();
         this.#dropped++;
       }
-      inbox.queue.push(event);
-      inbox.wake?.();
+      reader.queue.push(event);
+      reader.wake?.();
     });
-    return this.#drain(inbox, unsubscribe, signal);
+    return this.#drain(reader, unsubscribe, signal);
   }
 
   /** Hands `event` to every listener and reader; a listener that throws is ignored. */
@@ -85,22 +111,22 @@ export class EventStream<T> {
   }
 
   async *#drain(
-    inbox: Inbox<T>,
+    reader: ReaderQueue<T>,
     unsubscribe: () => void,
     signal: AbortSignal | undefined,
   ): AsyncGenerator<T> {
-    const stop = () => inbox.wake?.();
+    const stop = () => reader.wake?.();
     signal?.addEventListener("abort", stop);
     this.#stopped.addEventListener("abort", stop);
     try {
       while (true) {
-        if (inbox.queue.length > 0) {
-          yield inbox.queue.shift()!;
+        if (reader.queue.length > 0) {
+          yield reader.queue.shift()!;
           continue;
         }
         if (signal?.aborted || this.#stopped.aborted) return;
-        await new Promise<void>((resolve) => inbox.wake = resolve);
-        inbox.wake = undefined;
+        await new Promise<void>((resolve) => reader.wake = resolve);
+        reader.wake = undefined;
       }
     } finally {
       unsubscribe();

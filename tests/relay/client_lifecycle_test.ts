@@ -123,6 +123,24 @@ Deno.test("state and closed(): connecting ends ready; close() resolves closed() 
   }
 });
 
+Deno.test("an eventBufferSize that is not a positive whole number: connect() rejects with a RangeError and closes the transport", async () => {
+  const network = new MemoryNetwork();
+  const { server, options } = start(network);
+  try {
+    const transport = network.bind();
+    await assert.rejects(
+      () => RelayClient.connect(options(transport, { eventBufferSize: 0 })),
+      RangeError,
+    );
+    await assert.rejects(
+      () => transport.send(new Uint8Array(1), server.localAddress),
+      Deno.errors.BadResource,
+    );
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("a receive error ends the client visibly: a failed status event, state closed, closed() resolves with the error", async () => {
   const network = new MemoryNetwork();
   const { server, options } = start(network);

@@ -33,6 +33,10 @@ import {
 } from "./_harness.ts";
 
 const encoder = new TextEncoder();
+import {
+  keyRequestDatagram,
+  registrationRecords,
+} from "../../lib/relay/client/handshake_rules.ts";
 
 const [serverKey, otherKey] = await Promise.all([
   RsaPrivateKey.generate(2048),
@@ -284,4 +288,53 @@ Deno.test("RelayServer refuses an MTU that cannot carry its key answer in one da
     transport.close();
   }
   assert.equal(keyAnswerSize(serverKey), 479);
+});
+
+/** Bytes from hex, spaces ignored. */
+function hex(text: string): Uint8Array {
+  const digits = text.replaceAll(" ", "");
+  return Uint8Array.from(
+    { length: digits.length / 2 },
+    (_, i) => parseInt(digits.slice(2 * i, 2 * i + 2), 16),
+  );
+}
+
+Deno.test("the client's key request and registration streams, byte for byte", () => {
+  // One KEY_REQUEST (type 7) of zeros filling the MTU; at least its header.
+  assert.deepEqual(keyRequestDatagram(12), hex("0007 0008 0000000000000000"));
+  assert.deepEqual(keyRequestDatagram(1), hex("0007 0000"));
+  const cookie = hex("c0c1c2");
+  const keyValue = hex("4b45");
+  // Hybrid, a rekey, asking for group fan-out: COOKIE (17), SYMMETRIC_KEY
+  // (13), KEY_PROOF (21), GROUP_CAPABLE (18).
+  const rekey = registrationRecords(cookie, {
+    profile: "hybrid",
+    keyValue,
+    proof: hex("50"),
+    groupCapable: true,
+  });
+  assert.deepEqual(
+    encodeRecords(rekey),
+    hex("0011 0003 c0c1c2  000d 0002 4b45  0015 0001 50  0012 0000"),
+  );
+  // Hybrid, first registration, no group fan-out: COOKIE, SYMMETRIC_KEY.
+  assert.deepEqual(
+    encodeRecords(registrationRecords(cookie, {
+      profile: "hybrid",
+      keyValue,
+      proof: undefined,
+      groupCapable: false,
+    })),
+    hex("0011 0003 c0c1c2  000d 0002 4b45"),
+  );
+  // RSA profile: COOKIE, CLIENT_PUBLIC_KEY (4).
+  assert.deepEqual(
+    encodeRecords(registrationRecords(cookie, {
+      profile: "rsa",
+      keyValue,
+      proof: undefined,
+      groupCapable: false,
+    })),
+    hex("0011 0003 c0c1c2  0004 0002 4b45"),
+  );
 });

@@ -4,13 +4,14 @@
  * its parts, with one explicit state (`connecting`, `ready`, `reconnecting`,
  * `closed`) whose transitions it makes. The parts: the key exchange
  * (handshake.ts), keep-alives and probes (liveness.ts), what it receives
- * (receive.ts), its outbox (outbox.ts), its event fan-out (inbox.ts) and
- * the shared state (session.ts).
+ * (receive.ts), its outbox (outbox.ts), its events (../event_stream.ts)
+ * and the shared state (session.ts).
  *
  * @module
  */
 import { ClientClosedError, HandshakeError } from "../../errors.ts";
 import { RsaPrivateKey } from "../../crypto/rsa.ts";
+import { EventStream } from "../event_stream.ts";
 import type { MemberProfile } from "../types.ts";
 import {
   type DownstreamSocket,
@@ -18,16 +19,15 @@ import {
   type GroupReceiver,
 } from "./group_receiver.ts";
 import { KeyExchange } from "./handshake.ts";
-import { Inbox } from "./inbox.ts";
+import { guardedProgress } from "./handshake_rules.ts";
 import { Liveness } from "./liveness.ts";
-import { Outbox, sendCancelled, SentLedger } from "./outbox.ts";
+import { clientClosed, Outbox, sendCancelled, SentLedger } from "./outbox.ts";
 import { StreamReceiver } from "./receive.ts";
 import { Session } from "./session.ts";
 import type {
   ClientEvent,
   ClientState,
   ClientStats,
-  HandshakeProgress,
   MessageEvent,
   RelayClientOptions,
   SendOptions,
@@ -54,7 +54,7 @@ interface Stop {
  */
 export class RelayClient implements AsyncDisposable {
   readonly #session: Session;
-  readonly #inbox: Inbox;
+  readonly #events: EventStream<ClientEvent>;
   readonly #outbox: Outbox;
   readonly #ledger: SentLedger;
   readonly #keys: KeyExchange;
@@ -73,18 +73,17 @@ export class RelayClient implements AsyncDisposable {
   private constructor(options: RelayClientOptions) {
     const session = this.#session = new Session(options);
     const config = session.config;
-    this.#inbox = new Inbox(
-      config.eventBufferSize,
-      session.closedSignal,
-      () => session.counters.eventsDropped++,
-    );
-    if (options.onEvent) this.#inbox.listen(options.onEvent);
+    this.#events = new EventStream({
+      bufferSize: config.eventBufferSize,
+      stopped: session.closedSignal,
+    });
+    if (options.onEvent) this.#events.onEvent(options.onEvent);
     this.#ledger = new SentLedger(config, session.now);
     this.#outbox = new Outbox(session, this.#ledger, {
       canSend: () => this.#canSend,
       remember: () =>
         session.profile === "hybrid" && this.#liveness.watch.answering,
-      emit: (event) => this.#inbox.emit(event),
+      emit: (event) => this.#events.emit(event),
     });
     if (config.group) {
       ({ group: this.#group, downstream: this.#downstream } = groupFanout(
@@ -94,13 +93,7 @@ export class RelayClient implements AsyncDisposable {
         () => void this.#liveness.askGroupKeyAgain(),
       ));
     }
-    const progress = (p: HandshakeProgress) => {
-      try {
-        options.onProgress?.(p);
-      } catch {
-        // A failing listener must not break the key exchange.
-      }
-    };
+    const progress = guardedProgress(options.onProgress);
     this.#liveness = new Liveness(session, {
       outbox: this.#outbox,
       ledger: this.#ledger,
@@ -116,10 +109,10 @@ export class RelayClient implements AsyncDisposable {
     this.#receiver = new StreamReceiver(session, this.#keys, this.#liveness, {
       group: this.#group,
       deliver: (sender, data) => this.#deliver(sender, data),
-      emit: (event) => this.#inbox.emit(event),
+      emit: (event) => this.#events.emit(event),
       onKicked: (reason) => {
         session.log({ level: "warn", event: "kicked", reason });
-        this.#inbox.emit({ type: "kicked", reason });
+        this.#events.emit({ type: "kicked", reason });
         this.#reconnect(`kicked by the server: ${reason}`);
       },
       onBanned: (seconds, reason) => this.#banned(seconds, reason),
@@ -130,9 +123,16 @@ export class RelayClient implements AsyncDisposable {
    * Joins the group: runs the key exchange (with retries) and starts the
    * keep-alives. On failure the transport is closed.
    * @throws {HandshakeError} when the server does not answer, its key does not match the pinned fingerprint, or its WELCOME does not verify
+   * @throws {RangeError} when `eventBufferSize` is not a positive whole number
    */
   static async connect(options: RelayClientOptions): Promise<RelayClient> {
-    const client = new RelayClient(options);
+    let client: RelayClient;
+    try {
+      client = new RelayClient(options);
+    } catch (error) {
+      options.transport.close();
+      throw error;
+    }
     const session = client.#session;
     client.#receiving = client.#receiver.receiveAll((error) =>
       client.#fail(`receiving failed: ${error.message}`, error)
@@ -203,6 +203,7 @@ export class RelayClient implements AsyncDisposable {
   stats(): ClientStats {
     return {
       ...this.#session.counters,
+      eventsDropped: this.#events.dropped,
       outbox: this.#outbox.size,
       dropped: this.#session.drops.snapshot(),
       ...(this.#group ? { group: this.#group.stats() } : {}),
@@ -214,7 +215,7 @@ export class RelayClient implements AsyncDisposable {
    * The listener must not throw or block.
    */
   onEvent(listener: (event: ClientEvent) => void): () => void {
-    return this.#inbox.listen(listener);
+    return this.#events.onEvent(listener);
   }
 
   /**
@@ -225,14 +226,14 @@ export class RelayClient implements AsyncDisposable {
    * `stats().eventsDropped`).
    */
   events(signal?: AbortSignal): AsyncGenerator<ClientEvent> {
-    return this.#inbox.iterate((_): _ is ClientEvent => true, signal);
+    return this.#events.events(signal);
   }
 
   /** Received messages only, as {@linkcode events} yields them. */
   messages(signal?: AbortSignal): AsyncGenerator<MessageEvent> {
-    return this.#inbox.iterate(
-      (event): event is MessageEvent => event.type === "message",
+    return this.#events.events(
       signal,
+      (event): event is MessageEvent => event.type === "message",
     );
   }
 
@@ -242,9 +243,9 @@ export class RelayClient implements AsyncDisposable {
    * them.
    */
   statusEvents(signal?: AbortSignal): AsyncGenerator<StatusEvent> {
-    return this.#inbox.iterate(
-      (event): event is StatusEvent => event.type !== "message",
+    return this.#events.events(
       signal,
+      (event): event is StatusEvent => event.type !== "message",
     );
   }
 
@@ -284,14 +285,7 @@ export class RelayClient implements AsyncDisposable {
         `Cannot send a message of ${data.length} bytes: the limit is ${this.#session.config.maxMessageBytes} bytes`,
       );
     }
-    if (this.#session.closed) {
-      const why = this.#stoppedWith?.message;
-      throw new ClientClosedError(
-        why === undefined
-          ? "The client is closed"
-          : `The client is closed: ${why}`,
-      );
-    }
+    if (this.#session.closed) throw clientClosed(this.#stoppedWith?.message);
     const { signal, timeoutMs } = options;
     if (signal?.aborted) throw sendCancelled("aborted");
     if (!this.#outbox.mustQueue) {
@@ -353,7 +347,7 @@ export class RelayClient implements AsyncDisposable {
       fingerprint: this.serverFingerprint,
     };
     session.log({ level: "info", event: "registered", ...ready });
-    this.#inbox.emit({ type: "ready", ...ready });
+    this.#events.emit({ type: "ready", ...ready });
     this.#outbox.flush();
     // With other relays to move to, one keep-alive at once: its answer
     // tells a 1.1 server from a v1 one before the first interval, so a
@@ -370,7 +364,7 @@ export class RelayClient implements AsyncDisposable {
     if (this.#reconnecting || !session.transition("reconnecting")) return;
     this.#liveness.clearProbe();
     session.members.clear();
-    this.#inbox.emit({ type: "reconnecting", reason });
+    this.#events.emit({ type: "reconnecting", reason });
     session.log({ level: "info", event: "reconnecting", reason });
     // Sent since the server last answered: they may not have arrived.
     for (const data of this.#ledger.takeUnanswered()) {
@@ -389,7 +383,7 @@ export class RelayClient implements AsyncDisposable {
    * and {@linkcode closed} resolves with `error`.
    */
   #fail(reason: string, error: Error): void {
-    this.#inbox.emit({ type: "failed", reason });
+    this.#events.emit({ type: "failed", reason });
     void this.#stop({ goodbye: false, error });
   }
 
@@ -401,7 +395,7 @@ export class RelayClient implements AsyncDisposable {
     this.#session.log({ level: "warn", event: "banned", seconds, reason });
     this.#stoppedWith = new ClientClosedError(why);
     this.#session.transition("closed");
-    this.#inbox.emit({ type: "banned", seconds, reason });
+    this.#events.emit({ type: "banned", seconds, reason });
     void this.#stop({ goodbye: false, error: this.#stoppedWith });
   }
 
@@ -442,7 +436,7 @@ export class RelayClient implements AsyncDisposable {
 
   #deliver(from: string, data: Uint8Array): void {
     this.#session.counters.messagesReceived++;
-    this.#inbox.emit({
+    this.#events.emit({
       type: "message",
       from,
       text: decoder.decode(data),

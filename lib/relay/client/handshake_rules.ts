@@ -13,6 +13,8 @@ import {
   isMulticastIPv4,
   type PeerAddress,
 } from "../../wire/address.ts";
+import { encodeToServer } from "../../wire/message_codec.ts";
+import type { ToServerMessage } from "../../wire/messages.ts";
 import {
   encodeRecords,
   RecordType,
@@ -20,6 +22,7 @@ import {
   type TlvRecord,
 } from "../../wire/tlv.ts";
 import type { MemberProfile } from "../types.ts";
+import type { HandshakeProgress } from "./types.ts";
 
 /** A cookie older than this is not reused for a registration (protocol.md section 4). */
 export const COOKIE_REUSE_MS = 50_000;
@@ -77,10 +80,10 @@ export function judgeKeyAnswer(
 export function keyRequestDatagram(mtu: number): Uint8Array {
   const request = new Uint8Array(Math.max(mtu, TLV_HEADER_SIZE));
   request.set(
-    encodeRecords([{
-      type: RecordType.KEY_REQUEST,
+    encodeRecords(encodeToServer([{
+      kind: "key_request",
       value: new Uint8Array(request.length - TLV_HEADER_SIZE),
-    }]),
+    }])),
   );
   return request;
 }
@@ -115,6 +118,19 @@ export function noWelcomeError(
   );
 }
 
+/** `listener` made safe to call: one that throws does not break the key exchange. */
+export function guardedProgress(
+  listener: ((progress: HandshakeProgress) => void) | undefined,
+): (progress: HandshakeProgress) => void {
+  return (progress) => {
+    try {
+      listener?.(progress);
+    } catch {
+      // A failing listener must not break the key exchange.
+    }
+  };
+}
+
 /** What a registration holds besides the cookie. */
 export interface RegistrationParts {
   readonly profile: MemberProfile;
@@ -127,28 +143,27 @@ export interface RegistrationParts {
 }
 
 /**
- * The registration's records (pure): cookie, key record, the proof of the
- * current key (protocol.md section 10), then GROUP_CAPABLE (section 9: after
- * the key record and its proof).
+ * The registration's records (pure, by lib/wire's `encodeToServer`):
+ * cookie, key record, the proof of the current key (protocol.md section 10),
+ * then GROUP_CAPABLE (section 9: after the key record and its proof).
  */
 export function registrationRecords(
   cookie: Uint8Array,
   parts: RegistrationParts,
 ): TlvRecord[] {
-  const records: TlvRecord[] = [
-    { type: RecordType.COOKIE, value: cookie },
-    {
+  const messages: ToServerMessage[] = [{
+    kind: "registration",
+    cookie,
+    keyRecord: {
       type: parts.profile === "hybrid"
         ? RecordType.SYMMETRIC_KEY
         : RecordType.CLIENT_PUBLIC_KEY,
       value: parts.keyValue,
     },
-  ];
-  if (parts.proof) {
-    records.push({ type: RecordType.KEY_PROOF, value: parts.proof });
-  }
+    ...(parts.proof && { proof: parts.proof }),
+  }];
   if (parts.groupCapable) {
-    records.push({ type: RecordType.GROUP_CAPABLE, value: new Uint8Array(0) });
+    messages.push({ kind: "group_capable", value: new Uint8Array(0) });
   }
-  return records;
+  return encodeToServer(messages);
 }

@@ -9,7 +9,8 @@
  * @module
  */
 import { KeepaliveWatch } from "../../core/keepalive_watch.ts";
-import { encodeRecords, RecordType } from "../../wire/tlv.ts";
+import { encodeToServer } from "../../wire/message_codec.ts";
+import { encodeRecords } from "../../wire/tlv.ts";
 import type { Outbox, SentLedger } from "./outbox.ts";
 import { Awaited, type Session } from "./session.ts";
 import type { HandshakeProgress } from "./types.ts";
@@ -104,7 +105,7 @@ export class Liveness {
       : RSA_KEEPALIVE;
     if (!session.ready) return;
     await session.sendStream(
-      encodeRecords([{ type: RecordType.KEEPALIVE, value }]),
+      encodeRecords(encodeToServer([{ kind: "keepalive", value }])),
     );
   }
 
@@ -119,10 +120,10 @@ export class Liveness {
     const keepalive = await session.guard.seal(EMPTY, session.now());
     session.log({ level: "info", event: "group_key_asked_again" });
     await session.sendStream(
-      encodeRecords([
-        { type: RecordType.KEEPALIVE, value: keepalive },
-        { type: RecordType.GROUP_CAPABLE, value: new Uint8Array(0) },
-      ]),
+      encodeRecords(encodeToServer([
+        { kind: "keepalive", value: keepalive },
+        { kind: "group_capable", value: new Uint8Array(0) },
+      ])),
     );
   }
 

@@ -8,6 +8,7 @@
  * @module
  */
 import {
+  ClientClosedError,
   SendCancelledError,
   type SendCancelReason,
   UndeliveredError,
@@ -58,6 +59,13 @@ export function sendCancelled(
     reason === "aborted"
       ? "The send was aborted before the message went out: the client was not registered with the server, and the message was dropped from its outbox"
       : `The message was not sent within ${timeoutMs} ms: the client was not registered with the server, and the message was dropped from its outbox; send it again once the client is registered (the "ready" event)`,
+  );
+}
+
+/** The error of a send on a closed client; `why`: what ended it, if something did. */
+export function clientClosed(why: string | undefined): ClientClosedError {
+  return new ClientClosedError(
+    why === undefined ? "The client is closed" : `The client is closed: ${why}`,
   );
 }
 

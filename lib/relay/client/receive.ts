@@ -1,9 +1,10 @@
 /**
  * What a relay client does with a datagram: who may send what (only a key
  * answer from anyone but the server, and only while one is awaited), the
- * one dispatch over a stream's records ({@linkcode StreamReceiver.dispatch}),
- * and the checks of each record: server key, WELCOME, presence, relayed
- * messages (Fernet and RSA), GROUP_KEY, notices and removal notices.
+ * one dispatch over the messages of a stream from the server as lib/wire's
+ * `decodeToClient` reads them ({@linkcode StreamReceiver.dispatch}), and the
+ * checks of each: server key, WELCOME, presence, relayed messages (Fernet
+ * and RSA), GROUP_KEY, notices and removal notices.
  *
  * @module
  */
@@ -16,6 +17,8 @@ import {
   type PeerAddress,
 } from "../../wire/address.ts";
 import { decodeNotice, isRemovalCode, NoticeCode } from "../../wire/notice.ts";
+import { decodeToClient } from "../../wire/message_codec.ts";
+import { inStreamOrder, type Presence } from "../../wire/messages.ts";
 import { decodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
 import type { GroupReceiver } from "./group_receiver.ts";
 import type { KeyExchange } from "./handshake.ts";
@@ -25,6 +28,13 @@ import type { Session } from "./session.ts";
 import type { ClientEvent } from "./types.ts";
 
 const decoder = new TextDecoder();
+
+/** The sender of a relayed message, as the client names members. */
+function senderOf(
+  message: { readonly sender?: PeerAddress },
+): string | undefined {
+  return message.sender && formatAddress(message.sender);
+}
 
 /** What a {@linkcode StreamReceiver} hands on to its client. */
 export interface ReceiverHooks {
@@ -109,6 +119,9 @@ export class StreamReceiver {
       // only from the chosen server when it is a unicast address (section
       // 10), and only its COOKIE and SERVER_PUBLIC_KEY records are looked at:
       // presence, notices and fragments from a stranger are never processed.
+      // Read from the records, not decoded: the first COOKIE anywhere goes
+      // with the first key (the decoder's "last COOKIE before the key" is
+      // the same for the one key answer a server sends, COOKIE then key).
       const key = records.find((r) => r.type === RecordType.SERVER_PUBLIC_KEY);
       const fromTarget = isMulticastIPv4(session.target.hostname) ||
         formatAddress(session.target) === source;
@@ -133,22 +146,30 @@ export class StreamReceiver {
     }
   }
 
-  /** The one dispatch over the records of a stream from the server. */
+  /**
+   * The one dispatch over a stream from the server: its messages and
+   * problems as `decodeToClient` reads them, in stream order (an RSA message
+   * last, from the stream's last sender).
+   */
   async dispatch(
     records: readonly TlvRecord[],
     from: PeerAddress,
   ): Promise<void> {
     const session = this.#session;
     const source = formatAddress(from);
-    let cookie: Uint8Array | undefined;
-    let sender: string | undefined;
     /** Whether this stream held the WELCOME: its members were there before. */
     let welcomed = false;
-    const rsaBlocks: Uint8Array[] = [];
-    for (const record of records) {
-      switch (record.type) {
-        case RecordType.FRAGMENT: {
-          const outcome = this.#reassembler.addRecord(source, record.value);
+    for (const step of inStreamOrder(decodeToClient(records))) {
+      switch (step.kind) {
+        case "problem":
+          if (step.reason === "malformed_sender") {
+            session.drops.drop("malformed_sender", source);
+          } else if (step.reason === "malformed_presence") {
+            session.drops.drop("malformed_presence", session.serverAddress);
+          } else session.drops.count("unexpected_type");
+          break;
+        case "fragment": {
+          const outcome = this.#reassembler.addRecord(source, step.value);
           if (outcome.kind === "dropped") {
             session.drops.drop(outcome.reason, source);
           }
@@ -157,52 +178,39 @@ export class StreamReceiver {
           }
           break;
         }
-        case RecordType.COOKIE:
-          cookie = record.value;
+        case "server_key":
+          await this.#onServerKey(step.pem, step.cookie, from);
           break;
-        case RecordType.SERVER_PUBLIC_KEY:
-          await this.#onServerKey(record.value, cookie, from);
+        case "welcome":
+          welcomed = await this.#onWelcome(step.value) || welcomed;
           break;
-        case RecordType.WELCOME:
-          welcomed = await this.#onWelcome(record.value) || welcomed;
+        case "presence":
+          this.#onPresence(step.change, formatAddress(step.address), welcomed);
           break;
-        case RecordType.NOTIFY_CONNECT:
-        case RecordType.NOTIFY_DISCONNECT:
-          this.#onPresence(record, welcomed);
+        case "relayed_message":
+          await this.#onFernetMessage(step.token, senderOf(step));
           break;
-        case RecordType.SENDER:
-          try {
-            sender = formatAddress(decodeAddress(record.value));
-          } catch {
-            session.drops.drop("malformed_sender", source);
-            sender = undefined;
-          }
+        case "rsa_relayed":
+          await this.#onRsaMessage(step.blocks, senderOf(step));
           break;
-        case RecordType.FERNET_MESSAGE:
-          await this.#onFernetMessage(record.value, sender);
+        case "notice":
+          await this.#onNotice(step.value);
           break;
-        case RecordType.RSA_RELAY_BLOCK:
-          rsaBlocks.push(record.value);
+        case "keepalive_answer":
+          await this.#liveness.onKeepaliveAnswer(step.value);
           break;
-        case RecordType.NOTICE:
-          await this.#onNotice(record.value);
+        case "group_key":
+          await this.#onGroupKey(step.value);
           break;
-        case RecordType.KEEPALIVE:
-          await this.#liveness.onKeepaliveAnswer(record.value);
-          break;
-        case RecordType.GROUP_KEY:
-          await this.#onGroupKey(record.value);
-          break;
-        case RecordType.GROUP_MESSAGE:
+        case "group_message":
           if (this.#group && session.ready) {
-            await this.#group.onGroupMessage(record.value);
+            await this.#group.onGroupMessage(step.value);
           } else session.drops.count("group_message_unexpected");
           break;
         default:
-          session.drops.count("unexpected_type");
+          step satisfies never;
       }
     }
-    if (rsaBlocks.length > 0) await this.#onRsaMessage(rsaBlocks, sender);
   }
 
   async #onServerKey(
@@ -284,20 +292,18 @@ export class StreamReceiver {
     }
   }
 
-  /** @param present whether the record came with this client's WELCOME */
-  #onPresence(record: TlvRecord, present: boolean): void {
+  /**
+   * A member came or left (a malformed address is the decoder's
+   * `malformed_presence`, dropped in {@linkcode dispatch}).
+   * @param present whether the change came with this client's WELCOME
+   */
+  #onPresence(
+    change: Presence["change"],
+    address: string,
+    present: boolean,
+  ): void {
     const members = this.#session.members;
-    let address: string;
-    try {
-      address = formatAddress(decodeAddress(record.value));
-    } catch {
-      this.#session.drops.drop(
-        "malformed_presence",
-        this.#session.serverAddress,
-      );
-      return;
-    }
-    if (record.type === RecordType.NOTIFY_CONNECT) {
+    if (change === "connect") {
       if (members.has(address)) return;
       members.add(address);
       this.#hooks.emit({ type: "join", address, present });

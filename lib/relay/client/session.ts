@@ -16,7 +16,9 @@ import { DropCounter, guardedSink } from "../../core/drops.ts";
 import type { FernetBackend } from "../../crypto/fernet.ts";
 import { formatAddress, type PeerAddress } from "../../wire/address.ts";
 import { fragmentStream } from "../../wire/fragment.ts";
-import { encodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
+import { encodeToServer } from "../../wire/message_codec.ts";
+import type { ToServerMessage } from "../../wire/messages.ts";
+import { encodeRecords } from "../../wire/tlv.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
 import { type LogSink, silentLog } from "../log.ts";
 import type { MemberProfile } from "../types.ts";
@@ -37,7 +39,6 @@ export interface SessionCounters {
   messagesSent: number;
   messagesReceived: number;
   registrations: number;
-  eventsDropped: number;
   keepaliveAnswers: number;
   undelivered: number;
 }
@@ -107,7 +108,6 @@ export class Session {
     messagesSent: 0,
     messagesReceived: 0,
     registrations: 0,
-    eventsDropped: 0,
     keepaliveAnswers: 0,
     undelivered: 0,
   };
@@ -208,18 +208,18 @@ export class Session {
 
   /** One message as the stream that carries it: sealed under the current key (hybrid) or RSA-encrypted to the server. */
   async messageStream(data: Uint8Array): Promise<Uint8Array> {
-    const records: TlvRecord[] = [];
+    const messages: ToServerMessage[] = [];
     if (this.profile === "hybrid") {
-      records.push({
-        type: RecordType.FERNET_MESSAGE,
+      messages.push({
+        kind: "fernet_message",
         value: await this.guard!.seal(data, this.now()),
       });
     } else {
       for (const block of await this.serverKey!.encryptChunks(data)) {
-        records.push({ type: RecordType.RSA_BLOCK, value: block });
+        messages.push({ kind: "rsa_block", value: block });
       }
     }
-    return encodeRecords(records);
+    return encodeRecords(encodeToServer(messages));
   }
 
   /** Sends the DISCONNECT that leaves the group (authenticated under the current key, hybrid). */
@@ -228,7 +228,7 @@ export class Session {
       ? await this.guard!.seal(DISCONNECT_TEXT, this.now())
       : new Uint8Array(0);
     await this.sendStream(
-      encodeRecords([{ type: RecordType.DISCONNECT, value }]),
+      encodeRecords(encodeToServer([{ kind: "disconnect", value }])),
     );
   }
 

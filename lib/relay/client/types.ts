@@ -171,7 +171,7 @@ export interface RelayClientOptions {
   readonly tokenMaxAgeSeconds?: number;
   /** Fernet implementation. Default: the library default. */
   readonly fernetBackend?: FernetBackend;
-  /** Events kept for a slow `events()` reader before the oldest are dropped. Default 10_000. */
+  /** Events kept for a slow `events()` reader before the oldest are dropped (a positive whole number). Default 10_000. */
   readonly eventBufferSize?: number;
   /** Called for every event from the start, including those of the first key exchange (present members). */
   readonly onEvent?: (event: ClientEvent) => void;
