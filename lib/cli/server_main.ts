@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError, ServerClosedError } from "../errors.ts";
 import { formatAddress, type PeerAddress } from "../wire/address.ts";
 import { PROTOCOL_VERSION } from "../wire/tlv.ts";
 import type {
@@ -22,7 +22,7 @@ import {
 import { keyAnswerSize, RelayServer } from "../relay/server/server.ts";
 import { BasicServer } from "../relay/basic/server.ts";
 import { schedIdleUnavailable } from "../runtime/sched_idle.ts";
-import type { LogLevel } from "../relay/log.ts";
+import type { LogLevel, LogRecord, LogSink } from "../relay/log.ts";
 import { LOG_LEVELS } from "../relay/log.ts";
 import {
   bindError,
@@ -460,6 +460,8 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
   // Before the first line: whoever reads "listening" may send SIGTERM at once.
   const removeSignals = onTerminationSignal(stopRequested);
+  /** Prints what the server logged while it started (after "listening"). */
+  let printStarting: (() => void) | undefined;
   try {
     const greeting = `mcrelay server ${VERSION} control port: ${
       token === undefined ? "" : "send auth TOKEN first, then "
@@ -476,25 +478,44 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         })
         : greeting,
       onLine: (connection, line) =>
-        handleCommand(
-          connection,
-          line,
-          server!,
-          control!.stats(),
-          json,
-          stopRequested,
-        ),
+        server
+          ? handleCommand(
+            connection,
+            line,
+            server,
+            control!.stats(),
+            json,
+            stopRequested,
+          )
+          // Before "listening": the relay is still starting its RSA threads.
+          : connection.write(
+            json
+              ? JSON.stringify({ event: "error", error: "starting" })
+              : "error: the server is starting, try again",
+          ),
     });
     if (metricsAddress) {
       metrics = listenMetrics(metricsAddress, () => server!);
     }
-    const log = createLogSink({
+    const sink = createLogSink({
       json,
       level: logLevel,
       color: useColor(),
       write: printLine,
       forward: (line) => control?.broadcast(line),
     });
+    // "listening" is the first line, printed once the server can serve:
+    // what the server logs while it starts (its RSA threads) follows it.
+    let starting: LogRecord[] | undefined = [];
+    const log: LogSink = (record) => {
+      if (starting) starting.push(record);
+      else sink(record);
+    };
+    printStarting = () => {
+      const held = starting ?? [];
+      starting = undefined;
+      for (const record of held) sink(record);
+    };
     server = basic
       ? BasicServer.start({
         transport,
@@ -504,7 +525,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         rsaSchedIdle,
         log,
       })
-      : RelayServer.start({
+      : await RelayServer.start({
         transport,
         privateKey: key,
         mtu,
@@ -523,7 +544,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         log,
         federation,
       });
-    log({
+    sink({
       level: "info",
       event: "listening",
       udp: formatAddress(transport.localAddress),
@@ -551,6 +572,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         }
         : {}),
     });
+    printStarting();
     const noKernelDrops = basic ? undefined : kernelDropsUnavailable();
     if (noKernelDrops) {
       log({
@@ -571,6 +593,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       log({ level: "info", event: "key_created", path: flags["key-file"] });
     }
   } catch (error) {
+    printStarting?.();
     removeSignals();
     await metrics?.close();
     await control?.close();
@@ -676,9 +699,10 @@ function handleCommand(
           ? server.kick(target, reason)
           : server.kick(target);
       } catch (error) {
-        const message = error instanceof RangeError
-          ? error.message
-          : `"${target}" is not an IP:PORT address`;
+        const message =
+          error instanceof RangeError || error instanceof ServerClosedError
+            ? error.message
+            : `"${target}" is not an IP:PORT address`;
         return reply("error", [`error: ${message}`], { error: message });
       }
       return kicked

@@ -208,12 +208,13 @@ const isDrop = (reason: string, source?: string) => (r: LogRecord) =>
 class Harness {
   readonly network = new MemoryNetwork();
   readonly log = new Recorder<LogRecord>();
-  readonly server: RelayServer;
+  server!: RelayServer;
   readonly #clients: RelayClient[] = [];
   readonly #transports: MemoryTransport[] = [];
 
-  constructor(options: Partial<RelayServerOptions> = {}) {
-    this.server = RelayServer.start({
+  /** Starts the server (resolves once it can serve). */
+  async start(options: Partial<RelayServerOptions> = {}): Promise<this> {
+    this.server = await RelayServer.start({
       transport: this.network.bind(
         SERVER_ADDRESS.hostname,
         SERVER_ADDRESS.port,
@@ -222,6 +223,7 @@ class Harness {
       log: (record) => this.log.push(record),
       ...options,
     });
+    return this;
   }
 
   /** A client registered with the server (connect resolved). */
@@ -299,7 +301,7 @@ async function withHarness(
   options: Partial<RelayServerOptions>,
   fn: (h: Harness) => Promise<void>,
 ): Promise<void> {
-  const h = new Harness(options);
+  const h = await new Harness().start(options);
   try {
     await fn(h);
   } finally {

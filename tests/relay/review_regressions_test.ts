@@ -235,7 +235,7 @@ Deno.test("a newcomer refused with NOTICE 4 joins with the same registration onc
 Deno.test("RelayServer refuses an MTU that cannot carry its key answer in one datagram", async () => {
   const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
   try {
-    assert.throws(
+    await assert.rejects(
       () => RelayServer.start({ transport, privateKey: serverKey, mtu: 400 }),
       (error: unknown) =>
         error instanceof RangeError && /at least 479/.test(error.message),
