@@ -8,7 +8,6 @@
  */
 import { InvalidKeyError } from "../../errors.ts";
 import { encodeBase64 } from "../../crypto/base64.ts";
-import { CookieAuthority } from "../../crypto/cookie.ts";
 import { FernetKey } from "../../crypto/fernet.ts";
 import { hmacSha256 } from "../../crypto/hmac.ts";
 import type { IvMarker } from "../../crypto/iv_mark.ts";
@@ -16,11 +15,7 @@ import { RsaDecryptError, RsaPublicKey } from "../../crypto/rsa.ts";
 import { sha256 } from "../../crypto/sha256.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
 import type { DropCounter } from "../../core/drops.ts";
-import {
-  ExpiringMap,
-  SourceRateLimiter,
-  TokenBucket,
-} from "../../core/limits.ts";
+import { SourceRateLimiter, TokenBucket } from "../../core/limits.ts";
 import type { Reassembler } from "../../core/reassembler.ts";
 import type { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
 import { encodeAddress, type PeerAddress } from "../../wire/address.ts";
@@ -34,23 +29,13 @@ import {
   type MemberTable,
   replaceKey,
 } from "./member.ts";
+import { CookieGate } from "./cookies.ts";
 import type { ServerConfig } from "./options.ts";
 import type { Output } from "./output.ts";
 import { bytesEqual, type Presence } from "./presence.ts";
 import type { ServerCounters } from "./stats.ts";
 import type { StatusChannel } from "./status.ts";
 
-/**
- * How long an accepted cookie is remembered with the key record it covered
- * (protocol.md section 10, one cookie one key): as long as the cookie could
- * still be valid (60 s + 5 s of skew), so any other key under it is refused.
- */
-const COOKIE_MEMORY_MS = 66_000;
-/**
- * Accepted cookies remembered at most. Bounded by the handshake rate: the
- * global budget's default (500/s) over the memory's 66 s is 33,000.
- */
-const MAX_REMEMBERED_COOKIES = 65_536;
 /** Bytes of SHA-256 that a KEY_PROOF's plaintext carries (section 10). */
 const KEY_PROOF_SIZE = 16;
 
@@ -122,12 +107,8 @@ type OpenedKey =
 /** The key exchange: key request answers and registrations. */
 export class Handshake {
   readonly #context: HandshakeContext;
-  readonly #cookies: CookieAuthority;
+  readonly #cookies: CookieGate;
   readonly #keyIdSecret = crypto.getRandomValues(new Uint8Array(32));
-  /** Accepted cookie (base64) → SHA-256 of the key record it covered. */
-  readonly #acceptedCookies = new ExpiringMap<Uint8Array>(
-    MAX_REMEMBERED_COOKIES,
-  );
   readonly #limiter: SourceRateLimiter;
   readonly #budget: TokenBucket;
   #pending = 0;
@@ -136,7 +117,7 @@ export class Handshake {
   constructor(context: HandshakeContext) {
     this.#context = context;
     const { limits } = context.config;
-    this.#cookies = new CookieAuthority({ now: context.now });
+    this.#cookies = new CookieGate(context.drops, context.now);
     this.#limiter = new SourceRateLimiter(
       limits.handshakesPerSecond,
       limits.handshakeBurst,
@@ -215,13 +196,9 @@ export class Handshake {
         return;
       }
     } else {
-      const verdict = this.#cookies.verify(cookie, addressValue);
-      if (verdict !== "valid") {
-        drops.drop(`cookie_${verdict}`, source);
-        return;
-      }
-      cookieId = encodeBase64(cookie);
-      const use = this.#cookieUse(cookieId, recordHash, source);
+      cookieId = this.#cookies.verify(cookie, addressValue, source);
+      if (cookieId === undefined) return;
+      const use = this.#cookies.use(cookieId, recordHash, source);
       if (use === "refused") return;
       if (use === "same_key") {
         // The same cookie with the same key record: a retransmission (its
@@ -269,17 +246,10 @@ export class Handshake {
     // Another stream may have spent this cookie while the RSA work ran.
     if (
       cookieId !== undefined &&
-      this.#cookieUse(cookieId, recordHash, source) === "refused"
+      this.#cookies.use(cookieId, recordHash, source) === "refused"
     ) return refuse();
     const remember = () => {
-      if (cookieId === undefined) return;
-      const at = context.now();
-      this.#acceptedCookies.set(
-        cookieId,
-        recordHash,
-        at + COOKIE_MEMORY_MS,
-        at,
-      );
+      if (cookieId !== undefined) this.#cookies.remember(cookieId, recordHash);
     };
 
     const existing = members.get(source);
@@ -430,23 +400,6 @@ export class Handshake {
     } finally {
       this.#pending--;
     }
-  }
-
-  /**
-   * One cookie, one key (protocol.md section 10): whether a cookie is
-   * unused, was accepted for this same key record, or was accepted for
-   * another one (then refused and counted, `cookie_reused`).
-   */
-  #cookieUse(
-    cookieId: string,
-    recordHash: Uint8Array,
-    source: string,
-  ): "fresh" | "same_key" | "refused" {
-    const covered = this.#acceptedCookies.get(cookieId, this.#context.now());
-    if (covered === undefined) return "fresh";
-    if (bytesEqual(covered, recordHash)) return "same_key";
-    this.#context.drops.drop("cookie_reused", source);
-    return "refused";
   }
 
   /** Answers a repeated registration again: WELCOME and the present members, nothing changed. */

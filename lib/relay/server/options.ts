@@ -277,6 +277,15 @@ export interface ServerConfig {
  */
 export const MAX_RECORDS_PER_STREAM = 16;
 
+/** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
+export const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
+  maxPartialsPerSource: 2,
+  maxPartialsTotal: 1024,
+  maxBytesPerSource: 16 * 1024,
+  maxBytesTotal: 4 * 1024 * 1024,
+  maxCount: 32,
+};
+
 /** A drop of one kind is logged at most once per source per this interval. */
 export const DROP_LOG_INTERVAL_MS = 10_000;
 

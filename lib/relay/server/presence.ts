@@ -1,8 +1,9 @@
 /**
  * Who is here, for the members: NOTIFY_CONNECT and NOTIFY_DISCONNECT
  * (batched past the first few per interval), the present members told to a
- * newcomer, removal (and telling a removed member why), the silence sweep,
- * and the liveness records of a member: KEEPALIVE and DISCONNECT.
+ * newcomer, removal (and telling a removed member why), the silence sweep
+ * (with the kernel's drop counter, the server's own loss), and the liveness
+ * records of a member: KEEPALIVE and DISCONNECT.
  *
  * @module
  */
@@ -24,6 +25,9 @@ import type { GroupFanout } from "./group_fanout.ts";
 import type { Member, MemberTable } from "./member.ts";
 import type { Output } from "./output.ts";
 import type { LeaveReason, StatusChannel } from "./status.ts";
+
+/** The kernel's drop counter is read at most this often. */
+const KERNEL_DROPS_POLL_MS = 1000;
 
 /** Presence changes sent at once per batch interval; more wait for its end (`presenceBatchMs`). */
 export const PRESENCE_AT_ONCE = 8;
@@ -58,6 +62,8 @@ export interface PresenceContext {
   readonly now: () => number;
   /** Judges silence (and knows the server's own loss). */
   readonly judge: PresenceJudge;
+  /** Datagrams the kernel dropped on the server's socket so far, if known. */
+  readonly kernelDrops: (() => number | undefined) | undefined;
   /** The group fan-out, if on (told of leaves). */
   readonly group: GroupFanout<Member> | undefined;
   /** The federation, if any (told of leaves; knows remote members). */
@@ -78,6 +84,8 @@ export class Presence {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Presence changes sent at once in the current batch interval. */
   #atOnce = 0;
+  #kernelDropped: number | undefined;
+  #kernelPolledAt = -Infinity;
 
   /** @param context what it reads and whom it tells */
   constructor(context: PresenceContext) {
@@ -243,6 +251,7 @@ export class Presence {
           "the presence sweep ran late (the process was stopped or its event loop blocked): silence counts from now, so queued datagrams are read before anyone is judged",
       });
     }
+    this.#pollKernelDrops(now);
     if (overloaded) judge.selfDrop(now);
     for (const member of [...members.values()]) {
       const verdict = judge.judge(member, now);
@@ -258,6 +267,33 @@ export class Presence {
         });
       }
     }
+  }
+
+  /** Datagrams the kernel dropped on the server's socket (undefined: not measurable here). */
+  get kernelDropped(): number | undefined {
+    return this.#kernelDropped;
+  }
+
+  /** Reads the kernel's drop counter (at most once a second); a rise is the server's own loss. */
+  #pollKernelDrops(now: number): void {
+    const { kernelDrops, judge, log } = this.#context;
+    if (!kernelDrops || now - this.#kernelPolledAt < KERNEL_DROPS_POLL_MS) {
+      return;
+    }
+    this.#kernelPolledAt = now;
+    const total = kernelDrops();
+    const before = this.#kernelDropped ?? 0;
+    this.#kernelDropped = total;
+    if (total === undefined || total <= before) return;
+    judge.selfDrop(now);
+    log({
+      level: "warn",
+      event: "kernel_drops",
+      kernel_dropped: total,
+      new: total - before,
+      message:
+        "the kernel dropped datagrams on the server's socket (its receive queue was full): the server does not keep up",
+    });
   }
 
   /**

@@ -1,29 +1,19 @@
 /**
  * The relay server (protocol.md sections 3-7) over a
  * {@linkcode DatagramTransport}: {@linkcode RelayServer} holds the lifecycle
- * (start, receive loop, timers, close, failure), the wiring of its modules
- * and the public API (members, kick, ban, stats, status). The protocol
- * logic lives in the modules: handshake.ts (key exchange, registration),
- * fanout.ts (relaying), presence.ts (joins, leaves, silence, liveness),
- * dispatch.ts (the switch over a stream's records), queue.ts (per-source
- * order and backlog), output.ts (packing, fragments, sends).
+ * (start, timers, close, failure) and the public API (members, kick, ban,
+ * stats, status). Its parts are wired in parts.ts; the protocol logic lives
+ * in the modules: receive.ts (the receive loop), queue.ts (per-source order
+ * and backlog), dispatch.ts (the switch over a stream's records),
+ * handshake.ts and cookies.ts (key exchange, registration), fanout.ts
+ * (relaying), presence.ts (joins, leaves, silence, liveness), output.ts
+ * (packing, fragments, sends); options.ts resolves the options.
  *
  * @module
  */
 import { ServerClosedError } from "../../errors.ts";
-import { IvMarker } from "../../crypto/iv_mark.ts";
 import { type BanEntry, BanList, parseBanTarget } from "../../core/bans.ts";
-import { DropCounter } from "../../core/drops.ts";
-import { LoadMeter, type LoadProbe } from "../../core/load.ts";
-import {
-  Reassembler,
-  type ReassemblerCounters,
-  type ReassemblerLimits,
-} from "../../core/reassembler.ts";
-import { PresenceJudge } from "../../core/silence.ts";
-import { OncePerInterval } from "../../core/limits.ts";
-import { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
-import type { Datagram, DatagramTransport } from "../../runtime/transport.ts";
+import type { ReassemblerCounters } from "../../core/reassembler.ts";
 import {
   formatAddress,
   parseAddress,
@@ -35,42 +25,23 @@ import {
   NoticeCode,
   noticeRecord,
 } from "../../wire/notice.ts";
-import { decodeRecords, encodeRecords, RecordType } from "../../wire/tlv.ts";
-import { type LogSink, startRsaPool } from "../log.ts";
+import { encodeRecords } from "../../wire/tlv.ts";
+import { startRsaPool } from "../log.ts";
 import type { MemberProfile } from "../types.ts";
 import type { RemoteMemberInfo } from "./cluster_view.ts";
-import { Dispatch } from "./dispatch.ts";
-import { Fanout } from "./fanout.ts";
-import type { FederationPeer } from "./federation.ts";
-import { GroupFanout } from "./group_fanout.ts";
-import { Handshake } from "./handshake.ts";
-import { type Member, type MemberInfo, MemberTable } from "./member.ts";
+import type { MemberInfo } from "./member.ts";
 import {
-  DROP_LOG_INTERVAL_MS,
   type RelayServerOptions,
   resolveOptions,
   type ServerConfig,
 } from "./options.ts";
-import { Output } from "./output.ts";
-import { Presence } from "./presence.ts";
-import { SourceQueues } from "./queue.ts";
-import { newCounters, type ServerStats } from "./stats.ts";
-import { type ServerStatus, StatusChannel } from "./status.ts";
+import { assembleParts, federationPeer, type ServerParts } from "./parts.ts";
+import type { ServerStats } from "./stats.ts";
+import type { ServerStatus } from "./status.ts";
 
 export type { MemberInfo, MemberProfile, RelayServerOptions, ServerStats };
 export type { LeaveReason, ServerStatus } from "./status.ts";
 export { keyAnswerSize, MAX_RECORDS_PER_STREAM } from "./options.ts";
-
-/** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
-const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
-  maxPartialsPerSource: 2,
-  maxPartialsTotal: 1024,
-  maxBytesPerSource: 16 * 1024,
-  maxBytesTotal: 4 * 1024 * 1024,
-  maxCount: 32,
-};
-/** The kernel's drop counter is read at most this often. */
-const KERNEL_DROPS_POLL_MS = 1000;
 
 /**
  * The relay: one instance serves one bound transport. Start it with
@@ -80,30 +51,7 @@ const KERNEL_DROPS_POLL_MS = 1000;
  */
 export class RelayServer implements AsyncDisposable {
   readonly #config: ServerConfig;
-  readonly #log: LogSink;
-  readonly #now: () => number;
-  readonly #drops: DropCounter;
-  readonly #members = new MemberTable();
-  readonly #counters = newCounters();
-  readonly #status = new StatusChannel();
-  readonly #output: Output;
-  readonly #queues: SourceQueues;
-  readonly #judge: PresenceJudge;
-  readonly #presence: Presence;
-  readonly #handshake: Handshake;
-  readonly #fanout: Fanout;
-  readonly #dispatch: Dispatch;
-  readonly #group: GroupFanout<Member> | undefined;
-  readonly #memberReassembly: Reassembler;
-  readonly #strangerReassembly: Reassembler;
-  readonly #bans: BanList;
-  readonly #rsa: RsaDecryptPool;
-  readonly #load: LoadProbe;
-  #overloaded = false;
-  readonly #overloadLog = new OncePerInterval(10_000);
-  #kernelDropped: number | undefined;
-  #kernelPolledAt = -Infinity;
-
+  readonly #parts: ServerParts;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #unlinkSignal: (() => void) | undefined;
   #receiving: Promise<void> = Promise.resolve();
@@ -115,99 +63,8 @@ export class RelayServer implements AsyncDisposable {
 
   private constructor(config: ServerConfig) {
     this.#config = config;
-    const { log, now, limits } = config;
-    this.#log = log;
-    this.#now = now;
+    this.#parts = assembleParts(config, () => this.#closing !== undefined);
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
-    this.#drops = new DropCounter(log, now, DROP_LOG_INTERVAL_MS);
-    this.#output = new Output({
-      transport: config.transport,
-      mtu: config.mtu,
-      coalesceSends: config.coalesceSends,
-      drops: this.#drops,
-      now,
-    });
-    this.#rsa = new RsaDecryptPool(config.privateKey, config.rsa);
-    this.#load = config.load ?? new LoadMeter();
-    this.#memberReassembly = new Reassembler(config.reassembly, now);
-    this.#strangerReassembly = new Reassembler(STRANGER_REASSEMBLY, now);
-    this.#bans = new BanList(limits.maxBans);
-    this.#judge = new PresenceJudge({
-      timeoutMs: config.clientTimeoutMs,
-      sweepMs: config.sweepMs,
-      startMs: now(),
-    });
-    this.#queues = new SourceQueues({
-      maxQueuedPerSource: limits.maxQueuedPerSource,
-      maxQueuedTotal: limits.maxQueuedTotal,
-      // The server's own loss: the presence judge extends members' windows.
-      selfDrop: (reason, source) => {
-        this.#drops.drop(reason, source);
-        this.#judge.selfDrop(this.#now());
-      },
-      log,
-    });
-    const marker = new IvMarker();
-    this.#group = config.group && new GroupFanout<Member>({
-      marker,
-      mtu: config.mtu,
-      tokenMaxAgeSeconds: limits.tokenMaxAgeSeconds,
-      downstream: config.group.downstream,
-      batchMs: config.group.batchMs,
-      newcomerUnicastMs: config.group.newcomerMs,
-      send: (datagram, to) => this.#output.send(datagram, to),
-      drops: this.#drops,
-      log,
-      now,
-    });
-    const closing = () => this.#closing !== undefined;
-    const isBanned = (from: PeerAddress, source: string) =>
-      this.#isBanned(from, source);
-    const shared = {
-      members: this.#members,
-      output: this.#output,
-      drops: this.#drops,
-      log,
-      now,
-      group: this.#group,
-      federation: config.federation,
-      counters: this.#counters,
-      status: this.#status,
-      closing,
-    };
-    this.#presence = new Presence({
-      ...shared,
-      mtu: config.mtu,
-      presenceBatchMs: config.presenceBatchMs,
-      compat: config.compat,
-      judge: this.#judge,
-      memberReassembly: this.#memberReassembly,
-    });
-    this.#handshake = new Handshake({
-      ...shared,
-      config,
-      presence: this.#presence,
-      rsa: this.#rsa,
-      marker,
-      strangerReassembly: this.#strangerReassembly,
-      isBanned,
-    });
-    this.#fanout = new Fanout({
-      ...shared,
-      config,
-      presence: this.#presence,
-      rsa: this.#rsa,
-    });
-    this.#dispatch = new Dispatch({
-      ...shared,
-      overloaded: () => this.#load.overloaded,
-      handshake: this.#handshake,
-      fanout: this.#fanout,
-      presence: this.#presence,
-      memberReassembly: this.#memberReassembly,
-      strangerReassembly: this.#strangerReassembly,
-      isBanned,
-    });
   }
 
   /**
@@ -221,7 +78,7 @@ export class RelayServer implements AsyncDisposable {
     const server = new RelayServer(resolveOptions(options));
     const config = server.#config;
     server.#ticker = setInterval(() => server.tick(), config.sweepMs);
-    config.federation?.attach(server.#federationPeer(), server.#log);
+    config.federation?.attach(federationPeer(server.#parts), config.log);
     const signal = config.signal;
     if (signal) {
       const stop = () => void server.close();
@@ -230,9 +87,9 @@ export class RelayServer implements AsyncDisposable {
       server.#unlinkSignal = () => signal.removeEventListener("abort", stop);
     }
     // Last: a loop that fails at once stops a server whose timers are set.
-    if (!server.#closing) server.#receiving = server.#receiveLoop();
+    if (!server.#closing) server.#receiving = server.#receive();
     try {
-      await startRsaPool(server.#rsa, server.#log);
+      await startRsaPool(server.#parts.rsa, server.#config.log);
     } catch (error) {
       await server.close();
       throw error;
@@ -271,12 +128,12 @@ export class RelayServer implements AsyncDisposable {
    * at shutdown get NOTICE 5 and no `leave` event.
    */
   status(): AsyncIterableIterator<ServerStatus> {
-    return this.#status.listen();
+    return this.#parts.status.listen();
   }
 
   /** The current members. */
   members(): MemberInfo[] {
-    return this.#members.info();
+    return this.#parts.members.info();
   }
 
   /** Members of the other relays of a federation (none when not federated). */
@@ -286,11 +143,13 @@ export class RelayServer implements AsyncDisposable {
 
   /** A snapshot of the counters. */
   stats(): ServerStats {
-    const counters = this.#counters;
-    const output = this.#output;
-    const reassembly = { ...this.#memberReassembly.counters };
+    const counters = this.#parts.counters;
+    const output = this.#parts.output;
+    const reassembly = { ...this.#parts.memberReassembly.counters };
     for (
-      const [name, value] of Object.entries(this.#strangerReassembly.counters)
+      const [name, value] of Object.entries(
+        this.#parts.strangerReassembly.counters,
+      )
     ) {
       reassembly[name as keyof ReassemblerCounters] += value;
     }
@@ -303,24 +162,25 @@ export class RelayServer implements AsyncDisposable {
       messagesRelayed: counters.messagesRelayed,
       deliveries: counters.deliveries,
       registrations: counters.registrations,
-      rsaDecryptions: this.#rsa.decryptions,
+      rsaDecryptions: this.#parts.rsa.decryptions,
       rekeys: counters.rekeys,
-      members: this.#members.size,
-      loopUtilization: this.#load.utilization,
+      members: this.#parts.members.size,
+      loopUtilization: this.#parts.load.utilization,
       queued: {
-        datagrams: this.#queues.pending,
-        sources: this.#queues.sources,
+        datagrams: this.#parts.queues.pending,
+        sources: this.#parts.queues.sources,
       },
-      dropped: this.#drops.snapshot(),
-      kernelDropped: this.#kernelDropped,
-      presence: { ...this.#judge.counters },
+      dropped: this.#parts.drops.snapshot(),
+      kernelDropped: this.#parts.presence.kernelDropped,
+      presence: { ...this.#parts.judge.counters },
       reassembly,
       datagramsPerMessage: counters.messagesFannedOut === 0
         ? 0
-        : (output.relayDatagrams + (this.#group?.stats().datagrams ?? 0)) /
+        : (output.relayDatagrams +
+          (this.#parts.group?.stats().datagrams ?? 0)) /
           counters.messagesFannedOut,
       coalesced: output.coalescer?.joined ?? 0,
-      ...(this.#group ? { group: this.#group.stats() } : {}),
+      ...(this.#parts.group ? { group: this.#parts.group.stats() } : {}),
       ...(federation ? { federation: federation.stats() } : {}),
     };
   }
@@ -344,10 +204,10 @@ export class RelayServer implements AsyncDisposable {
     const key = formatAddress(parseAddress(address));
     const notice = { code: NoticeCode.KICKED, seconds: 0, reason };
     encodeRemoval(notice); // checks the reason before anything changes
-    const member = this.#members.get(key);
+    const member = this.#parts.members.get(key);
     if (!member) return false;
-    this.#presence.tellRemoved(member, notice);
-    this.#presence.remove(member, "kick");
+    this.#parts.presence.tellRemoved(member, notice);
+    this.#parts.presence.remove(member, "kick");
     return true;
   }
 
@@ -372,15 +232,20 @@ export class RelayServer implements AsyncDisposable {
     const { seconds, reason = NOTICE_TEXT[NoticeCode.BANNED] } = options;
     const notice = { code: NoticeCode.BANNED, seconds: seconds ?? 0, reason };
     encodeRemoval(notice); // checks the reason before anything changes
-    const key = this.#bans.add(target, this.#now(), seconds, reason);
+    const key = this.#parts.bans.add(
+      target,
+      this.#config.now(),
+      seconds,
+      reason,
+    );
     const removed: string[] = [];
-    for (const member of [...this.#members.values()]) {
+    for (const member of [...this.#parts.members.values()]) {
       if (!BanList.covers(key, member.address)) continue;
-      this.#presence.tellRemoved(member, notice);
-      this.#presence.remove(member, "ban");
+      this.#parts.presence.tellRemoved(member, notice);
+      this.#parts.presence.remove(member, "ban");
       removed.push(member.key);
     }
-    this.#log({
+    this.#config.log({
       level: "info",
       event: "ban",
       target: key,
@@ -399,14 +264,16 @@ export class RelayServer implements AsyncDisposable {
   unban(target: string): boolean {
     this.#assertOpen("unban");
     const key = parseBanTarget(target);
-    const lifted = this.#bans.remove(key);
-    if (lifted) this.#log({ level: "info", event: "unban", target: key });
+    const lifted = this.#parts.bans.remove(key);
+    if (lifted) {
+      this.#config.log({ level: "info", event: "unban", target: key });
+    }
     return lifted;
   }
 
   /** The bans in force, with the seconds each has left (undefined: until unbanned). */
   bans(): BanEntry[] {
-    return this.#bans.list(this.#now());
+    return this.#parts.bans.list(this.#config.now());
   }
 
   /**
@@ -417,11 +284,9 @@ export class RelayServer implements AsyncDisposable {
    * ({@linkcode PresenceJudge}).
    */
   tick(): void {
-    const now = this.#now();
-    this.#pollKernelDrops(now);
-    this.#presence.sweep(now, this.#load.overloaded);
-    this.#memberReassembly.expire();
-    this.#strangerReassembly.expire();
+    this.#parts.presence.sweep(this.#config.now(), this.#parts.load.overloaded);
+    this.#parts.memberReassembly.expire();
+    this.#parts.strangerReassembly.expire();
   }
 
   /**
@@ -449,205 +314,49 @@ export class RelayServer implements AsyncDisposable {
     );
   }
 
-  /** Reads the kernel's drop counter (at most once a second); a rise is the server's own loss. */
-  #pollKernelDrops(now: number): void {
-    const kernelDrops = this.#config.kernelDrops;
-    if (!kernelDrops || now - this.#kernelPolledAt < KERNEL_DROPS_POLL_MS) {
-      return;
-    }
-    this.#kernelPolledAt = now;
-    const total = kernelDrops();
-    const before = this.#kernelDropped ?? 0;
-    this.#kernelDropped = total;
-    if (total === undefined || total <= before) return;
-    this.#judge.selfDrop(now);
-    this.#log({
-      level: "warn",
-      event: "kernel_drops",
-      kernel_dropped: total,
-      new: total - before,
-      message:
-        "the kernel dropped datagrams on the server's socket (its receive queue was full): the server does not keep up",
+  /** Runs the receive loop; a failure to receive stops the server, visibly. */
+  async #receive(): Promise<void> {
+    const failure = await this.#parts.receiver.run();
+    if (failure === undefined || this.#closing) return;
+    this.#failure = failure;
+    this.#config.log({
+      level: "error",
+      event: "receive_failed",
+      error: String(failure),
+      message: "the transport failed to receive: the server stops",
     });
+    void this.close();
   }
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#ticker);
-    this.#presence.close();
-    this.#group?.close();
+    this.#parts.presence.close();
+    this.#parts.group?.close();
     this.#unlinkSignal?.();
     // Let every datagram in work finish (tasks may queue more meanwhile).
-    await this.#queues.drain();
-    this.#output.flush();
-    this.#presence.flush();
+    await this.#parts.queues.drain();
+    this.#parts.output.flush();
+    this.#parts.presence.flush();
     const notice = noticeRecord(NoticeCode.SERVER_SHUTDOWN, this.#config.mtu);
     if (notice) {
       const datagram = encodeRecords([notice]);
-      for (const member of this.#members.values()) {
-        this.#output.send(datagram, member.address);
+      for (const member of this.#parts.members.values()) {
+        this.#parts.output.send(datagram, member.address);
       }
     }
-    await this.#rsa.close();
+    await this.#parts.rsa.close();
     await this.#config.federation?.close();
-    this.#log({
+    this.#config.log({
       level: "info",
       event: "shutdown",
-      members: this.#members.size,
+      members: this.#parts.members.size,
       ...(this.#failure ? { error: this.#failure.message } : {}),
     });
-    this.#members.clear();
-    await this.#output.drained();
+    this.#parts.members.clear();
+    await this.#parts.output.drained();
     this.#config.transport.close();
     await this.#receiving;
-    this.#status.end();
+    this.#parts.status.end();
     this.#resolveClosed(this.#failure);
-  }
-
-  async #receiveLoop(): Promise<void> {
-    const transport: DatagramTransport = this.#config.transport;
-    // A drain per wake-up when the transport offers batches: every datagram
-    // already received is handled in one turn, and the relay streams that
-    // turn makes for one member leave together at its end.
-    const batches = transport.receiveBatches?.()[Symbol.asyncIterator]();
-    const datagrams = batches ?? transport[Symbol.asyncIterator]();
-    const coalescing = this.#output.coalescer !== undefined;
-    try {
-      while (true) {
-        // The load meter needs the time spent waiting: a datagram's work
-        // runs inside #onDatagram when its source has nothing queued and its
-        // key opens synchronously (hybrid members: the relay's hot path).
-        const waitStart = performance.now();
-        const next = await datagrams.next();
-        this.#load.waited(waitStart, performance.now());
-        if (next.done || this.#closing) break;
-        if (this.#load.overloaded !== this.#overloaded) this.#onLoadChange();
-        if (!batches) this.#onDatagram(next.value as Datagram);
-        else {
-          const batch = next.value as readonly Datagram[];
-          // A batch of one (a quiet socket) is handled without a hold, so
-          // its streams are sent as they are made, as without coalescing.
-          if (batch.length > 1 && coalescing) this.#onBatch(batch);
-          else for (const datagram of batch) this.#onDatagram(datagram);
-        }
-      }
-    } catch (error) {
-      if (!this.#closing) {
-        // The server cannot go on without its socket: it stops, visibly.
-        this.#failure = error instanceof Error
-          ? error
-          : new Error(String(error));
-        this.#log({
-          level: "error",
-          event: "receive_failed",
-          error: String(error),
-          message: "the transport failed to receive: the server stops",
-        });
-        void this.close();
-      }
-    } finally {
-      void datagrams.return?.().catch(() => {});
-    }
-  }
-
-  /** Logs (at most every 10 s) that the loop became too busy for key exchanges. */
-  #onLoadChange(): void {
-    this.#overloaded = this.#load.overloaded;
-    if (this.#overloaded && this.#overloadLog.allow("", this.#now())) {
-      this.#log({
-        level: "warn",
-        event: "overloaded",
-        utilization: Math.round(this.#load.utilization * 100) / 100,
-        shed: this.#drops.snapshot().handshake_shed ?? 0,
-        message:
-          "relaying keeps the event loop busy: key requests and registrations are dropped until it keeps up (clients retry)",
-      });
-    }
-  }
-
-  /**
-   * Handles a drained batch with coalesced sends. A member's later datagrams
-   * wait in its queue for its earlier ones, which settle a few microtasks
-   * after the loop: the batch is released when all its work has settled, or
-   * at the next turn of the event loop when some of it waits longer (RSA
-   * work, a WebCrypto seal), so nothing waits for slow work or for company.
-   */
-  #onBatch(batch: readonly Datagram[]): void {
-    const release = this.#output.coalescer?.hold() ?? (() => {});
-    const tasks: Promise<void>[] = [];
-    try {
-      for (const datagram of batch) {
-        const task = this.#onDatagram(datagram);
-        if (task) tasks.push(task);
-      }
-    } finally {
-      if (tasks.length === 0) release();
-      else {
-        const timer = setTimeout(release, 0);
-        Promise.all(tasks).then(() => {
-          clearTimeout(timer);
-          release();
-        });
-      }
-    }
-  }
-
-  /** Handles one datagram; returns its task's end (never rejects) when it was queued. */
-  #onDatagram(datagram: Datagram): Promise<void> | undefined {
-    this.#counters.datagramsIn++;
-    this.#counters.bytesIn += datagram.data.length;
-    const source = formatAddress(datagram.from);
-    if (this.#isBanned(datagram.from, source)) return undefined;
-    let records;
-    try {
-      records = decodeRecords(datagram.data);
-    } catch {
-      this.#drops.drop("malformed", source);
-      return undefined;
-    }
-    // All key answers this datagram causes, in its own stream and in the
-    // streams it completes by reassembly, together are no larger than it
-    // (protocol.md section 10).
-    const answerBudget = { bytes: datagram.data.length };
-    return this.#queues.enqueue(
-      source,
-      () =>
-        this.#dispatch.processStream(
-          records,
-          datagram.from,
-          source,
-          datagram.data.length,
-          answerBudget,
-        ),
-    );
-  }
-
-  /** What the federation may ask of this server. */
-  #federationPeer(): FederationPeer {
-    return {
-      localMembers: () =>
-        [...this.#members.values()].map((m) => m.addressValue),
-      deliverRemote: (sender, message) =>
-        this.#fanout.relayRemote(sender, message),
-      remoteJoined: (address, key) => {
-        if (!this.#members.has(key)) {
-          this.#presence.notify(RecordType.NOTIFY_CONNECT, address);
-        }
-      },
-      remoteLeft: (address, key) => {
-        if (!this.#members.has(key)) {
-          this.#presence.notify(RecordType.NOTIFY_DISCONNECT, address);
-        }
-      },
-      drop: (reason, count) =>
-        this.#drops.drop(reason, "federation", {}, count),
-    };
-  }
-
-  /** Whether `from` is banned; its datagram is then dropped and counted (`banned`). */
-  #isBanned(from: PeerAddress, source: string): boolean {
-    if (this.#bans.size === 0) return false;
-    if (!this.#bans.match(from, this.#now(), source)) return false;
-    this.#drops.drop("banned", source);
-    return true;
   }
 }
