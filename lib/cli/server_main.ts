@@ -605,12 +605,23 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     throw error;
   }
 
+  // A relay that stops on its own (its socket failed to receive; logged as
+  // receive_failed) ends the process with status 1.
+  let failure: Error | undefined;
+  if (server instanceof RelayServer) {
+    void server.closed().then((outcome) => {
+      if (outcome instanceof Error) {
+        failure = outcome;
+        stopRequested();
+      }
+    });
+  }
   await stopped;
   removeSignals();
   await metrics?.close();
   await server.close();
   await control.close();
-  return 0;
+  return failure ? 1 : 0;
 }
 
 function handleCommand(
