@@ -12,7 +12,7 @@
  * ```ts
  * import { RelayClient, RelayServer, RsaPrivateKey, UdpTransport } from "./mod.ts";
  *
- * const server = RelayServer.start({
+ * const server = await RelayServer.start({
  *   transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
  *   privateKey: await RsaPrivateKey.generate(2048),
  * });
@@ -49,6 +49,7 @@ export {
   MalformedDatagramError,
   SendCancelledError,
   type SendCancelReason,
+  ServerClosedError,
   ServerKeyError,
   UndeliveredError,
   type UndeliveredReason,
@@ -56,11 +57,13 @@ export {
 
 // The relay (hybrid and RSA profiles) and the basic profile.
 export {
+  type LeaveReason,
   type MemberInfo,
   type MemberProfile,
   RelayServer,
   type RelayServerOptions,
   type ServerStats,
+  type ServerStatus,
 } from "./lib/relay/server/server.ts";
 // Bans (`RelayServer.ban`, `unban`, `bans`).
 export { type BanEntry, MAX_BAN_SECONDS } from "./lib/core/bans.ts";

@@ -37,7 +37,7 @@ const transport = await UdpTransport.bind({
   hostname: values.host,
   port: Number(values.port),
 });
-const server = RelayServer.start({
+const server = await RelayServer.start({
   transport,
   privateKey,
   maxClients: 100_000,

@@ -159,7 +159,7 @@ async function makeGroup(mode: Mode, members: number): Promise<Group> {
   const waiters = new Set<
     { p: (r: LogRecord) => boolean; resolve: (r: LogRecord) => void }
   >();
-  const server = RelayServer.start({
+  const server = await RelayServer.start({
     transport,
     privateKey,
     fanout: mode,

@@ -141,7 +141,7 @@ interface DriverMember {
 
 const network = new MemoryNetwork();
 const privateKey = await RsaPrivateKey.generate(2048);
-const server = RelayServer.start({
+const server = await RelayServer.start({
   transport: network.bind(SERVER.hostname, SERVER.port),
   privateKey,
   maxClients: MEMBERS + 16,

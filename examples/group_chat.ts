@@ -27,7 +27,7 @@ export async function runGroupChat(
   };
 
   // The server: unicast on 127.0.0.1, a free port, a fresh key.
-  await using server = RelayServer.start({
+  await using server = await RelayServer.start({
     transport: await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 }),
     privateKey: await RsaPrivateKey.generate(2048),
   });

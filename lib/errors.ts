@@ -169,3 +169,15 @@ export class SendCancelledError extends Error {
     this.reason = reason;
   }
 }
+
+/** A call on a relay server that is stopping or stopped (e.g. `kick` or `ban` after `close`). */
+export class ServerClosedError extends Error {
+  /**
+   * Creates the error.
+   * @param message what was asked and why the server cannot do it
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "ServerClosedError";
+  }
+}

@@ -7,6 +7,7 @@
  * @module
  */
 import type { ControlConnection, ControlStats } from "../runtime/control.ts";
+import { ServerClosedError } from "../errors.ts";
 import { RelayServer } from "../relay/server/server.ts";
 import type { BasicServer } from "../relay/basic/server.ts";
 import { roundNumbers } from "./log_format.ts";
@@ -128,9 +129,10 @@ export function handleControlCommand(
           ? server.kick(target, reason)
           : server.kick(target);
       } catch (error) {
-        const message = error instanceof RangeError
-          ? error.message
-          : `"${target}" is not an IP:PORT address`;
+        const message =
+          error instanceof RangeError || error instanceof ServerClosedError
+            ? error.message
+            : `"${target}" is not an IP:PORT address`;
         return reply("error", [`error: ${message}`], { error: message });
       }
       return kicked

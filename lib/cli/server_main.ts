@@ -9,6 +9,7 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
+import type { LogRecord, LogSink } from "../relay/log.ts";
 import { formatAddress, type PeerAddress } from "../wire/address.ts";
 import { PROTOCOL_VERSION } from "../wire/tlv.ts";
 import type { ControlServer } from "../runtime/control.ts";
@@ -135,6 +136,8 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
   // Before the first line: whoever reads "listening" may send SIGTERM at once.
   const removeSignals = onTerminationSignal(stopRequested);
+  /** Prints what the server logged while it started (after "listening"). */
+  let printStarting: (() => void) | undefined;
   try {
     const greeting = `mcrelay server ${VERSION} control port: ${
       config.token === undefined ? "" : "send auth TOKEN first, then "
@@ -151,23 +154,42 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         })
         : greeting,
       onLine: (connection, line) =>
-        handleControlCommand(connection, line, {
-          server: server!,
-          control: control!.stats(),
-          json,
-          stop: stopRequested,
-        }),
+        server
+          ? handleControlCommand(connection, line, {
+            server,
+            control: control!.stats(),
+            json,
+            stop: stopRequested,
+          })
+          // Before "listening": the relay is still starting its RSA threads.
+          : connection.write(
+            json
+              ? JSON.stringify({ event: "error", error: "starting" })
+              : "error: the server is starting, try again",
+          ),
     });
     if (config.metricsAddress) {
       metrics = listenMetrics(config.metricsAddress, () => server!);
     }
-    const log = createLogSink({
+    const sink = createLogSink({
       json,
       level: config.logLevel,
       color: useColor(),
       write: printLine,
       forward: (line) => control?.broadcast(line),
     });
+    // "listening" is the first line, printed once the server can serve:
+    // what the server logs while it starts (its RSA threads) follows it.
+    let starting: LogRecord[] | undefined = [];
+    const log: LogSink = (record) => {
+      if (starting) starting.push(record);
+      else sink(record);
+    };
+    printStarting = () => {
+      const held = starting ?? [];
+      starting = undefined;
+      for (const record of held) sink(record);
+    };
     server = basic
       ? BasicServer.start({
         transport,
@@ -177,7 +199,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         rsaSchedIdle,
         log,
       })
-      : RelayServer.start({
+      : await RelayServer.start({
         transport,
         privateKey: key,
         mtu,
@@ -196,7 +218,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         log,
         federation,
       });
-    log({
+    sink({
       level: "info",
       event: "listening",
       udp: formatAddress(transport.localAddress),
@@ -224,6 +246,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
         }
         : {}),
     });
+    printStarting();
     const noKernelDrops = basic ? undefined : kernelDropsUnavailable();
     if (noKernelDrops) {
       log({
@@ -244,6 +267,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
       log({ level: "info", event: "key_created", path: config.keyFile });
     }
   } catch (error) {
+    printStarting?.();
     removeSignals();
     await metrics?.close();
     await control?.close();
@@ -255,12 +279,23 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     throw error;
   }
 
+  // A relay that stops on its own (its socket failed to receive; logged as
+  // receive_failed) ends the process with status 1.
+  let failure: Error | undefined;
+  if (server instanceof RelayServer) {
+    void server.closed().then((outcome) => {
+      if (outcome instanceof Error) {
+        failure = outcome;
+        stopRequested();
+      }
+    });
+  }
   await stopped;
   removeSignals();
   await metrics?.close();
   await server.close();
   await control.close();
-  return 0;
+  return failure ? 1 : 0;
 }
 
 /** Serves the server's counters on `address` (`--metrics`). */

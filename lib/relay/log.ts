@@ -36,10 +36,13 @@ export const silentLog: LogSink = () => {};
 /**
  * Starts `pool`'s threads and logs how they run: `rsa_threads` (info), or a
  * warning when they could not start, or SCHED_IDLE was asked for and could
- * not be had.
+ * not be had. Resolves once that is logged (or the pool was closed first).
  */
-export function startRsaPool(pool: RsaDecryptPool, log: LogSink): void {
-  void pool.start().then((status) => {
+export function startRsaPool(
+  pool: RsaDecryptPool,
+  log: LogSink,
+): Promise<void> {
+  return pool.start().then((status) => {
     if (pool.closed) return; // stopped before the threads answered
     const { threads, niced, idle, idleReason, fallbackReason } = status;
     if (fallbackReason) {

@@ -343,7 +343,10 @@ export class Harness implements AsyncDisposable {
       `server ${this.servers.length}`,
     );
     const log = new Recorder<LogRecord>(`server ${this.servers.length} log`);
-    const server = RelayServer.start({
+    // Resolves once the server can serve: its RSA threads run (their first
+    // start, a cold module cache compiling the worker, can outlast a
+    // client's retries).
+    const server = await RelayServer.start({
       handshakesPerSecond: 1000,
       handshakeBurst: 1000,
       ...rest,
@@ -368,11 +371,6 @@ export class Harness implements AsyncDisposable {
         ),
     };
     this.servers.push(handle);
-    // Key exchanges wait for the RSA threads; their first start (a cold
-    // module cache compiles the worker) can outlast a client's retries.
-    await log.waitFor((r) => r.event === "rsa_threads", "the RSA threads", {
-      timeoutMs: 60_000,
-    });
     return handle;
   }
 

@@ -74,8 +74,8 @@ class FailingTransport implements DatagramTransport {
 }
 
 /** A server on `network` and a client option set that reaches it. */
-function start(network: MemoryNetwork) {
-  const server = RelayServer.start({
+async function start(network: MemoryNetwork) {
+  const server = await RelayServer.start({
     transport: network.bind(),
     privateKey: serverKey,
   });
@@ -109,7 +109,7 @@ function nextEvent<T extends ClientEvent["type"]>(
 
 Deno.test("state and closed(): connecting ends ready; close() resolves closed() with undefined; calls after it reject with ClientClosedError", async () => {
   const network = new MemoryNetwork();
-  const { server, options } = start(network);
+  const { server, options } = await start(network);
   try {
     const client = await RelayClient.connect(options(network.bind()));
     assert.equal(client.state, "ready");
@@ -125,7 +125,7 @@ Deno.test("state and closed(): connecting ends ready; close() resolves closed() 
 
 Deno.test("an eventBufferSize that is not a positive whole number: connect() rejects with a RangeError and closes the transport", async () => {
   const network = new MemoryNetwork();
-  const { server, options } = start(network);
+  const { server, options } = await start(network);
   try {
     const transport = network.bind();
     await assert.rejects(
@@ -143,7 +143,7 @@ Deno.test("an eventBufferSize that is not a positive whole number: connect() rej
 
 Deno.test("a receive error ends the client visibly: a failed status event, state closed, closed() resolves with the error", async () => {
   const network = new MemoryNetwork();
-  const { server, options } = start(network);
+  const { server, options } = await start(network);
   try {
     const transport = new FailingTransport(network.bind());
     const client = await RelayClient.connect(options(transport));
@@ -165,7 +165,7 @@ Deno.test("a receive error ends the client visibly: a failed status event, state
 
 Deno.test("messages() yields only received messages, with their bytes; statusEvents() the rest", async () => {
   const network = new MemoryNetwork();
-  const { server, options } = start(network);
+  const { server, options } = await start(network);
   try {
     const bob = await RelayClient.connect(options(network.bind()));
     const messages = bob.messages();
@@ -208,7 +208,7 @@ Deno.test("messages() yields only received messages, with their bytes; statusEve
 
 Deno.test("send() while the server is gone: an aborted signal or a time limit rejects with SendCancelledError and drops the message; without them it is queued", async () => {
   const network = new MemoryNetwork();
-  const { server, options } = start(network);
+  const { server, options } = await start(network);
   const client = await RelayClient.connect(
     options(network.bind(), { probeTimeoutMs: 50, retryInitialMs: 20 }),
   );

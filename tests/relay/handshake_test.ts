@@ -279,7 +279,7 @@ Deno.test("a client waiting for a key ignores a stranger's presence, NOTICE and 
 Deno.test("RelayServer refuses an MTU that cannot carry its key answer in one datagram", async () => {
   const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
   try {
-    assert.throws(
+    await assert.rejects(
       () => RelayServer.start({ transport, privateKey: serverKey, mtu: 400 }),
       (error: unknown) =>
         error instanceof RangeError && /at least 479/.test(error.message),

@@ -161,12 +161,13 @@ const isDrop = (reason: string, source?: string) => (r: LogRecord) =>
 class SpoofableRelay {
   readonly network = new MemoryNetwork();
   readonly log = new Recorder<LogRecord>("server log", WAITS);
-  readonly server: RelayServer;
+  server!: RelayServer;
   readonly #clients: RelayClient[] = [];
   readonly #transports: MemoryTransport[] = [];
 
-  constructor(options: Partial<RelayServerOptions> = {}) {
-    this.server = RelayServer.start({
+  /** Starts the server (resolves once it can serve). */
+  async start(options: Partial<RelayServerOptions> = {}): Promise<this> {
+    this.server = await RelayServer.start({
       transport: this.network.bind(
         SERVER_ADDRESS.hostname,
         SERVER_ADDRESS.port,
@@ -175,6 +176,7 @@ class SpoofableRelay {
       log: (record) => this.log.push(record),
       ...options,
     });
+    return this;
   }
 
   /** A client registered with the server (connect resolved). */
@@ -252,7 +254,7 @@ async function withHarness(
   options: Partial<RelayServerOptions>,
   fn: (h: SpoofableRelay) => Promise<void>,
 ): Promise<void> {
-  const h = new SpoofableRelay(options);
+  const h = await new SpoofableRelay().start(options);
   try {
     await fn(h);
   } finally {

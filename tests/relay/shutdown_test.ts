@@ -17,7 +17,7 @@ const serverKey = await RsaPrivateKey.generate(2048);
 
 Deno.test("clients closed, then the server: close() twice is safe, event streams end, nothing leaks", async () => {
   const log = new Recorder<LogRecord>("server log");
-  const server = RelayServer.start({
+  const server = await RelayServer.start({
     transport: await UdpTransport.bind({ hostname: LOOPBACK, port: 0 }),
     privateKey: serverKey,
     // No member times out during the test, whatever the machine's pace: every
@@ -106,7 +106,7 @@ Deno.test("server closed first: clients reconnecting in the background are close
 
 Deno.test("a server with members closed while they keep alive: the dispose order of `await using` is safe", async () => {
   {
-    await using server = RelayServer.start({
+    await using server = await RelayServer.start({
       transport: await UdpTransport.bind({ hostname: LOOPBACK, port: 0 }),
       privateKey: serverKey,
     });

@@ -125,7 +125,7 @@ export class BasicServer implements AsyncDisposable {
     const server = new BasicServer(options);
     server.#receiving = server.#receiveLoop();
     server.#ticker = setInterval(() => server.#reassembler.expire(), 1000);
-    startRsaPool(server.#rsa, server.#log);
+    void startRsaPool(server.#rsa, server.#log);
     return server;
   }
 
