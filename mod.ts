@@ -121,7 +121,7 @@ export {
   type LogLevel,
   type LogRecord,
   type LogSink,
-} from "./lib/relay/log.ts";
+} from "./lib/log.ts";
 
 // Transports and the control port.
 export type { Datagram, DatagramTransport } from "./lib/runtime/transport.ts";

@@ -39,7 +39,7 @@ import type { Datagram, DatagramTransport } from "../lib/runtime/transport.ts";
 import { UdpTransport } from "../lib/runtime/udp.ts";
 import type { PeerAddress } from "../lib/wire/address.ts";
 import { RelayClient } from "../lib/relay/client/client.ts";
-import type { LogRecord } from "../lib/relay/log.ts";
+import type { LogRecord } from "../lib/log.ts";
 import { RelayServer } from "../lib/relay/server/server.ts";
 
 const { values } = parseArgs({

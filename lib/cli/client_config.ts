@@ -8,7 +8,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { PeerAddress } from "../wire/address.ts";
-import type { LogLevel } from "../relay/log.ts";
+import type { LogLevel } from "../log.ts";
 import {
   addressFlag,
   choiceFlag,

@@ -14,7 +14,7 @@ import {
   RelayClient,
 } from "../relay/client/client.ts";
 import { BasicClient } from "../relay/basic/client.ts";
-import type { LogSink } from "../relay/log.ts";
+import type { LogSink } from "../log.ts";
 import type { ClientConfig } from "./client_config.ts";
 import type { KnownServers } from "./known_servers.ts";
 import { formatAck, formatQueued } from "./client_format.ts";

@@ -12,7 +12,7 @@ import type { ClientEvent, HandshakeProgress } from "../relay/client/client.ts";
 import { RelayClient } from "../relay/client/client.ts";
 import type { BasicClient } from "../relay/basic/client.ts";
 import { formatAddress } from "../wire/address.ts";
-import type { LogRecord } from "../relay/log.ts";
+import type { LogRecord } from "../log.ts";
 import type { UdpTransport } from "../runtime/udp.ts";
 import { parseCommandLine } from "./config.ts";
 import { INTERACTIVE_HELP, InteractiveSession } from "./interactive.ts";

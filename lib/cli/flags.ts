@@ -20,7 +20,7 @@ import {
   parseAddress,
   type PeerAddress,
 } from "../wire/address.ts";
-import { LOG_LEVELS, type LogLevel } from "../relay/log.ts";
+import { LOG_LEVELS, type LogLevel } from "../log.ts";
 
 /** One flag of a CLI: its parseArgs type, default, and help text. */
 export interface FlagSpec {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { LOG_LEVELS, type LogLevel, type LogRecord } from "../relay/log.ts";
+import { LOG_LEVELS, type LogLevel, type LogRecord } from "../log.ts";
 
 /** How records are written. */
 export interface LogFormatOptions {

@@ -7,7 +7,7 @@
  * @module
  */
 import { BindError, ConfigError, HandshakeError } from "../errors.ts";
-import type { LogLevel, LogRecord, LogSink } from "../relay/log.ts";
+import type { LogLevel, LogRecord, LogSink } from "../log.ts";
 import { formatLogRecord, levelEnabled } from "./log_format.ts";
 
 export { VERSION } from "../version.ts";

@@ -12,7 +12,7 @@ import type { RsaPrivateKey } from "../crypto/rsa.ts";
 import { keyAnswerSize } from "../relay/server/server.ts";
 import { schedIdleUnavailable } from "../runtime/sched_idle.ts";
 import { clusterSubject, type NatsLinkOptions } from "../runtime/nats_link.ts";
-import type { LogLevel } from "../relay/log.ts";
+import type { LogLevel } from "../log.ts";
 import {
   choiceFlag,
   controlTokenFlag,

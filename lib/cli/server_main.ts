@@ -9,7 +9,7 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import type { LogRecord, LogSink } from "../relay/log.ts";
+import type { LogRecord, LogSink } from "../log.ts";
 import { formatAddress, type PeerAddress } from "../wire/address.ts";
 import { PROTOCOL_VERSION } from "../wire/tlv.ts";
 import type { ControlServer } from "../runtime/control.ts";

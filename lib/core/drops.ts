@@ -6,7 +6,7 @@
  * @module
  */
 import { OncePerInterval } from "./limits.ts";
-import type { LogRecord, LogSink } from "../relay/log.ts";
+import type { LogRecord, LogSink } from "../log.ts";
 
 /** Wraps a log sink so that a sink that throws never takes the caller down. */
 export function guardedSink(sink: LogSink): LogSink {

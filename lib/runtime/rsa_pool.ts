@@ -19,6 +19,7 @@
  */
 import { RsaDecryptError, type RsaPrivateKey } from "../crypto/rsa.ts";
 import { schedIdleUnavailable } from "./sched_idle.ts";
+import type { LogSink } from "../log.ts";
 import type {
   RsaWorkerInit,
   RsaWorkerJob,
@@ -354,4 +355,54 @@ export class RsaDecryptPool {
 
 function closedError(): RsaDecryptError {
   return new RsaDecryptError("Cannot RSA-OAEP decrypt: the RSA pool is closed");
+}
+
+/**
+ * Starts `pool`'s threads and logs how they run: `rsa_threads` (info), or a
+ * warning when they could not start, or SCHED_IDLE was asked for and could
+ * not be had. Resolves once that is logged (or the pool was closed first).
+ */
+export function startRsaPool(
+  pool: RsaDecryptPool,
+  log: LogSink,
+): Promise<void> {
+  return pool.start().then((status) => {
+    if (pool.closed) return; // stopped before the threads answered
+    const { threads, niced, idle, idleReason, fallbackReason } = status;
+    if (fallbackReason) {
+      log({
+        level: "warn",
+        event: "rsa_threads",
+        threads,
+        message:
+          `RSA decryption runs without worker threads (${fallbackReason}); key exchanges then share the event loop's CPU`,
+      });
+    } else if (idleReason) {
+      log({
+        level: "warn",
+        event: "rsa_threads",
+        threads,
+        niced,
+        idle,
+        message:
+          `RSA threads are not under SCHED_IDLE (${idleReason}); they run ${
+            niced
+              ? "at niceness 19"
+              : "at normal priority, one per core: allow --allow-sys=setPriority, or leave SCHED_IDLE off to keep a core free"
+          }`,
+      });
+    } else if (threads > 0 && !niced && !idle) {
+      log({
+        level: "info",
+        event: "rsa_threads",
+        threads,
+        niced,
+        idle,
+        message:
+          "RSA threads run at normal priority, one core kept free; allow --allow-sys=setPriority to use every core at low priority",
+      });
+    } else {
+      log({ level: "info", event: "rsa_threads", threads, niced, idle });
+    }
+  });
 }

@@ -7,7 +7,7 @@ import {
   TokenBucket,
 } from "../../lib/core/limits.ts";
 import { DropCounter, guardedSink } from "../../lib/core/drops.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 
 const test = (name: string, fn: () => void | Promise<void>) =>
   Deno.test({ name, permissions: "none", fn });

@@ -21,7 +21,7 @@ import {
   RelayClient,
   type RelayClientOptions,
 } from "../../lib/relay/client/client.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 import { UdpTransport } from "../../lib/runtime/udp.ts";
 import type {
   Datagram,

@@ -18,7 +18,7 @@ import {
   type BasicServerEvent,
   type BasicServerOptions,
 } from "../../lib/relay/basic/server.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 import {
   Recorder,
   WAIT_TIMEOUT_MS,

@@ -22,7 +22,7 @@ import {
   type ClientEvent,
   RelayClient,
 } from "../../lib/relay/client/client.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 import { keyAnswerSize, RelayServer } from "../../lib/relay/server/server.ts";
 import {
   Harness,

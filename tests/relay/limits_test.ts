@@ -47,7 +47,7 @@ import {
   RelayClient,
   type RelayClientOptions,
 } from "../../lib/relay/client/client.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 import {
   RelayServer,
   type RelayServerOptions,

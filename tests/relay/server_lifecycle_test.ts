@@ -17,7 +17,7 @@ import type {
 } from "../../lib/runtime/transport.ts";
 import type { PeerAddress } from "../../lib/wire/address.ts";
 import { RelayClient } from "../../lib/relay/client/client.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 import {
   RelayServer,
   type ServerStatus,

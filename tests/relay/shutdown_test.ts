@@ -10,7 +10,7 @@ import { HandshakeError } from "../../lib/errors.ts";
 import { RelayClient } from "../../lib/relay/client/client.ts";
 import { RelayServer } from "../../lib/relay/server/server.ts";
 import { UdpTransport } from "../../lib/runtime/udp.ts";
-import type { LogRecord } from "../../lib/relay/log.ts";
+import type { LogRecord } from "../../lib/log.ts";
 import { Harness, LOOPBACK, PATIENT_RETRIES, Recorder } from "./_harness.ts";
 
 const serverKey = await RsaPrivateKey.generate(2048);

@@ -18,7 +18,7 @@ import {
   parseBasicAck,
 } from "../../wire/basic.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import { type LogSink, silentLog } from "../log.ts";
+import { type LogSink, silentLog } from "../../log.ts";
 import { randomMsgId } from "../../crypto/msg_id.ts";
 import { DropCounter, guardedSink } from "../../core/drops.ts";
 

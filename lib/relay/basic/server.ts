@@ -23,9 +23,9 @@ import {
 import { basicAckText, classifyBasicDatagram } from "../../wire/basic.ts";
 import { Reassembler } from "../../core/reassembler.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import { type LogSink, silentLog, startRsaPool } from "../log.ts";
+import { type LogSink, silentLog } from "../../log.ts";
 import { SourceRateLimiter, TokenBucket } from "../../core/limits.ts";
-import { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
+import { RsaDecryptPool, startRsaPool } from "../../runtime/rsa_pool.ts";
 import { DropCounter, guardedSink } from "../../core/drops.ts";
 import { EventStream } from "../event_stream.ts";
 import type {

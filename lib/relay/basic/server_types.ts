@@ -8,7 +8,7 @@
 import type { RsaPrivateKey } from "../../crypto/rsa.ts";
 import type { ReassemblerCounters } from "../../core/reassembler.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 
 /** Something the basic server observed, delivered to {@linkcode BasicServer.events} and listeners. */
 export type BasicServerEvent = {

@@ -20,7 +20,7 @@ import { Reassembler } from "../../core/reassembler.ts";
 import { decodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
 import type { Datagram, DatagramTransport } from "../../runtime/transport.ts";
 import type { DropCounter } from "../../core/drops.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
 import type { Session } from "./session.ts";
 

@@ -20,7 +20,7 @@ import { encodeToServer } from "../../wire/message_codec.ts";
 import type { ToServerMessage } from "../../wire/messages.ts";
 import { encodeRecords } from "../../wire/tlv.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import { type LogSink, silentLog } from "../log.ts";
+import { type LogSink, silentLog } from "../../log.ts";
 import type { MemberProfile } from "../types.ts";
 import type { ClientState, RelayClientOptions } from "./types.ts";
 

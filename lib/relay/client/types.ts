@@ -10,7 +10,7 @@ import type { FernetBackend } from "../../crypto/fernet.ts";
 import type { RsaPrivateKey } from "../../crypto/rsa.ts";
 import type { PeerAddress } from "../../wire/address.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import type { MemberProfile } from "../types.ts";
 import type { GroupReceiverStats } from "./group_receiver.ts";
 

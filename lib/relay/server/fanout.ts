@@ -23,7 +23,7 @@ import {
   type TlvRecord,
   writeRecordHeader,
 } from "../../wire/tlv.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import type { Federation } from "./federation.ts";
 import type { GroupFanout } from "./group_fanout.ts";
 import type { Member, MemberTable } from "./member.ts";

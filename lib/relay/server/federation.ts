@@ -23,7 +23,7 @@ import {
   ClusterView,
   type RemoteMemberInfo,
 } from "./cluster_view.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 
 /** What a {@linkcode Federation} is told by its link. */
 export interface FederationLinkHandlers {

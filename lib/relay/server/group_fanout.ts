@@ -29,7 +29,7 @@ import {
 import type { DropCounter } from "../../core/drops.ts";
 import { GroupEpochs } from "../../core/group_epochs.ts";
 import { OncePerInterval } from "../../core/limits.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import { randomMsgId } from "../../crypto/msg_id.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
 

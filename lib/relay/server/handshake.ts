@@ -21,7 +21,7 @@ import type { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
 import { encodeAddress, type PeerAddress } from "../../wire/address.ts";
 import { NoticeCode } from "../../wire/notice.ts";
 import { encodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import {
   createMember,
   type Member,

@@ -20,7 +20,7 @@ import { DEFAULT_MAX_BANS } from "../../core/bans.ts";
 import { guardedSink } from "../../core/drops.ts";
 import type { LoadProbe } from "../../core/load.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
-import { type LogSink, silentLog } from "../log.ts";
+import { type LogSink, silentLog } from "../../log.ts";
 import type { Federation } from "./federation.ts";
 
 /** Options of {@linkcode RelayServer.start}. */

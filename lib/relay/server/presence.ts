@@ -19,7 +19,7 @@ import {
   type RemovalNotice,
 } from "../../wire/notice.ts";
 import { encodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import type { Federation } from "./federation.ts";
 import type { GroupFanout } from "./group_fanout.ts";
 import type { Member, MemberTable } from "./member.ts";

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 
 /** What {@linkcode SourceQueues} needs. */
 export interface QueueContext {

@@ -13,7 +13,7 @@ import type { LoadProbe } from "../../core/load.ts";
 import type { Datagram, DatagramTransport } from "../../runtime/transport.ts";
 import { formatAddress, type PeerAddress } from "../../wire/address.ts";
 import { decodeRecords } from "../../wire/tlv.ts";
-import type { LogSink } from "../log.ts";
+import type { LogSink } from "../../log.ts";
 import type { Dispatch } from "./dispatch.ts";
 import type { Output } from "./output.ts";
 import type { SourceQueues } from "./queue.ts";

@@ -26,7 +26,7 @@ import {
   noticeRecord,
 } from "../../wire/notice.ts";
 import { encodeRecords } from "../../wire/tlv.ts";
-import { startRsaPool } from "../log.ts";
+import { startRsaPool } from "../../runtime/rsa_pool.ts";
 import type { MemberProfile } from "../types.ts";
 import type { RemoteMemberInfo } from "./cluster_view.ts";
 import type { MemberInfo } from "./member.ts";

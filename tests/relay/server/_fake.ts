@@ -11,7 +11,7 @@ import {
   type PeerAddress,
 } from "../../../lib/wire/address.ts";
 import { decodeRecords, type TlvRecord } from "../../../lib/wire/tlv.ts";
-import { silentLog } from "../../../lib/relay/log.ts";
+import { silentLog } from "../../../lib/log.ts";
 import {
   createMember,
   type Member,
