@@ -37,6 +37,7 @@ import {
   type ToClientMessage,
   type ToServerMessage,
 } from "../../lib/wire/messages.ts";
+import { mulberry32, shuffled } from "../_support/prng.ts";
 
 function test(name: string, fn: () => void): void {
   Deno.test({ name, permissions: "none", fn });
@@ -665,28 +666,6 @@ function cutAt(stream: Uint8Array, cuts: number[], msgId = 42): Uint8Array[] {
     )]));
 }
 
-/** mulberry32: a seeded PRNG, so every shuffle is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffled<T>(items: readonly T[], seed: number): T[] {
-  const random = rng(seed);
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
-
 test("a stream fragmented at any MTU, in order or shuffled, decodes to the same messages and problems as whole", () => {
   for (const { name, stream } of sampleStreams()) {
     const server = toServer(stream);
@@ -705,7 +684,7 @@ test("a stream fragmented at any MTU, in order or shuffled, decodes to the same 
 });
 
 test("a stream cut in two at every offset, or at random odd offsets, decodes to the same messages as whole", () => {
-  const random = rng(12);
+  const random = mulberry32(12);
   for (const { name, stream } of sampleStreams()) {
     const server = toServer(stream);
     const client = toClient(stream);
