@@ -169,7 +169,7 @@ export async function serverMain(args: readonly string[]): Promise<number> {
           ),
     });
     if (config.metricsAddress) {
-      metrics = listenMetrics(config.metricsAddress, () => server!);
+      metrics = listenMetrics(config.metricsAddress, () => server);
     }
     const sink = createLogSink({
       json,
@@ -301,14 +301,16 @@ export async function serverMain(args: readonly string[]): Promise<number> {
 /** Serves the server's counters on `address` (`--metrics`). */
 function listenMetrics(
   address: PeerAddress,
-  server: () => RelayServer | BasicServer,
+  server: () => RelayServer | BasicServer | undefined,
 ): MetricsServer {
   try {
     return MetricsServer.listen({
       ...address,
       contentType: METRICS_CONTENT_TYPE,
+      // Opened before the server has started: 503 "starting" until then.
+      ready: () => server() !== undefined,
       render: () =>
-        renderMetrics(server().stats(), {
+        renderMetrics(server()!.stats(), {
           residentBytes: Deno.memoryUsage().rss,
         }),
     });

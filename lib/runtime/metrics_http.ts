@@ -17,6 +17,12 @@ export interface MetricsServerOptions {
   readonly port: number;
   /** The `/metrics` body, rendered for each request. */
   readonly render: () => string;
+  /**
+   * Whether the service can answer yet. While it says false (e.g. the
+   * relay is still starting its RSA threads), both paths answer 503
+   * "starting". Default: always ready.
+   */
+  readonly ready?: () => boolean;
   /** The `/metrics` content type. */
   readonly contentType: string;
 }
@@ -73,6 +79,12 @@ function respond(request: Request, options: MetricsServerOptions): Response {
     return new Response("method not allowed: use GET\n", {
       status: 405,
       headers: { allow: "GET, HEAD", "content-type": "text/plain" },
+    });
+  }
+  if (options.ready && !options.ready()) {
+    return new Response("starting\n", {
+      status: 503,
+      headers: { "content-type": "text/plain; charset=utf-8" },
     });
   }
   return path === "/healthz"

@@ -262,3 +262,16 @@ Deno.test("send() while the server is gone: an aborted signal or a time limit re
     await client.close();
   }
 });
+
+Deno.test("a receive failure while connect() runs the key exchange: connect rejects naming that failure, not a close by its owner", async () => {
+  const network = new MemoryNetwork();
+  const transport = new FailingTransport(network.bind());
+  const connecting = RelayClient.connect({
+    transport,
+    target: { hostname: "127.0.0.1", port: 7999 }, // nobody answers
+    retryInitialMs: 60_000,
+    retryAttempts: 1,
+    onProgress: () => transport.fail(new Error("socket broke")),
+  });
+  await assert.rejects(connecting, /The key exchange stopped: socket broke/);
+});

@@ -153,6 +153,14 @@ export class RelayClient implements AsyncDisposable {
       await client.#keys.runAnyTarget();
     } catch (error) {
       await client.#stop({ goodbye: false, error: error as Error });
+      // Something ended the client while it joined (its transport failed to
+      // receive): that is why, not a close by its owner.
+      const ended = client.#stoppedWith;
+      if (ended !== undefined && ended !== error) {
+        throw new HandshakeError(
+          `The key exchange stopped: ${ended.message}`,
+        );
+      }
       throw error;
     }
     if (session.closed) {

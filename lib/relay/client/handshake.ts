@@ -70,6 +70,8 @@ export class KeyExchange {
   #unconfirmed: TokenGuard | undefined;
   /** The last refusal of a server key in this key exchange. */
   #mismatched: string | undefined;
+  /** The NOTICE 4 text of the last registration round a too-old cookie ended. */
+  #lastRefusedFull: string | undefined;
 
   /**
    * @param session the client's shared state
@@ -190,6 +192,7 @@ export class KeyExchange {
    */
   async run(): Promise<void> {
     this.#mismatched = undefined;
+    this.#lastRefusedFull = undefined;
     try {
       for (
         let restarts = 0;
@@ -199,10 +202,11 @@ export class KeyExchange {
         const answer = await this.#askKey();
         if (await this.#register(answer)) return;
       }
+      // The last round's NOTICE 4, if the server said it is full.
       throw noWelcomeError(
         this.#session.serverAddress,
         this.#config.retryAttempts,
-        undefined,
+        this.#lastRefusedFull,
       );
     } finally {
       this.#phase = { step: "idle" };
@@ -287,7 +291,10 @@ export class KeyExchange {
     for (let i = 0; i < attempts; i++) {
       this.#throwIfClosed();
       // The cookie is too old to register with: start again from step 1.
-      if (session.now() - cookieReceivedAt > COOKIE_REUSE_MS) return false;
+      if (session.now() - cookieReceivedAt > COOKIE_REUSE_MS) {
+        this.#lastRefusedFull = phase.refusedFull;
+        return false;
+      }
       this.#hooks.progress({
         step: "register",
         server: session.serverAddress,

@@ -77,21 +77,21 @@ export class RelayServer implements AsyncDisposable {
   static async start(options: RelayServerOptions): Promise<RelayServer> {
     const server = new RelayServer(resolveOptions(options));
     const config = server.#config;
-    server.#ticker = setInterval(() => server.tick(), config.sweepMs);
-    config.federation?.attach(federationPeer(server.#parts), config.log);
-    const signal = config.signal;
-    if (signal) {
-      const stop = () => void server.close();
-      if (signal.aborted) stop();
-      else signal.addEventListener("abort", stop, { once: true });
-      server.#unlinkSignal = () => signal.removeEventListener("abort", stop);
-    }
-    // Last: a loop that fails at once stops a server whose timers are set.
-    if (!server.#closing) server.#receiving = server.#receive();
     try {
-      await startRsaPool(server.#parts.rsa, server.#config.log);
+      server.#ticker = setInterval(() => server.tick(), config.sweepMs);
+      config.federation?.attach(federationPeer(server.#parts), config.log);
+      const signal = config.signal;
+      if (signal) {
+        const stop = () => void server.close();
+        if (signal.aborted) stop();
+        else signal.addEventListener("abort", stop, { once: true });
+        server.#unlinkSignal = () => signal.removeEventListener("abort", stop);
+      }
+      // Last: a loop that fails at once stops a server whose timers are set.
+      if (!server.#closing) server.#receiving = server.#receive();
+      await startRsaPool(server.#parts.rsa, config.log);
     } catch (error) {
-      await server.close();
+      await server.close().catch(() => {});
       throw error;
     }
     return server;
@@ -344,19 +344,22 @@ export class RelayServer implements AsyncDisposable {
         this.#parts.output.send(datagram, member.address);
       }
     }
-    await this.#parts.rsa.close();
-    await this.#config.federation?.close();
-    this.#config.log({
-      level: "info",
-      event: "shutdown",
-      members: this.#parts.members.size,
-      ...(this.#failure ? { error: this.#failure.message } : {}),
-    });
-    this.#parts.members.clear();
-    await this.#parts.output.drained();
-    this.#config.transport.close();
-    await this.#receiving;
-    this.#parts.status.end();
-    this.#resolveClosed(this.#failure);
+    try {
+      await this.#parts.rsa.close();
+      await this.#config.federation?.close();
+    } finally {
+      this.#config.log({
+        level: "info",
+        event: "shutdown",
+        members: this.#parts.members.size,
+        ...(this.#failure ? { error: this.#failure.message } : {}),
+      });
+      this.#parts.members.clear();
+      await this.#parts.output.drained();
+      this.#config.transport.close();
+      await this.#receiving;
+      this.#parts.status.end();
+      this.#resolveClosed(this.#failure);
+    }
   }
 }
