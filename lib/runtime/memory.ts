@@ -72,7 +72,7 @@ export class MemoryNetwork {
 }
 
 /** One endpoint of a {@linkcode MemoryNetwork}. */
-export class MemoryTransport implements DatagramTransport {
+export class MemoryTransport implements DatagramTransport, Disposable {
   readonly localAddress: PeerAddress;
   readonly #network: MemoryNetwork;
   readonly #queue: Datagram[] = [];
@@ -119,5 +119,10 @@ export class MemoryTransport implements DatagramTransport {
     this.#closed = true;
     this.#network.unbind(this);
     this.#wake?.();
+  }
+
+  /** Closes the transport (`using transport = ...`). */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -30,7 +30,7 @@ export interface UdpBindOptions {
 }
 
 /** A UDP socket as a {@linkcode DatagramTransport}. */
-export class UdpTransport implements DatagramTransport {
+export class UdpTransport implements DatagramTransport, Disposable {
   readonly localAddress: PeerAddress;
   readonly #conn: Deno.DatagramConn;
   readonly #buffer: Uint8Array;
@@ -170,6 +170,11 @@ export class UdpTransport implements DatagramTransport {
       membership.leave().catch(() => {});
     }
     this.#conn.close();
+  }
+
+  /** Closes the transport (`using transport = ...`). */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 
