@@ -50,9 +50,9 @@ export interface AnswerBudget {
 /** The records around a key record: the COOKIE before it, the KEY_PROOF after it. */
 export interface KeyBundle {
   /** The COOKIE record's value, if the stream had one before the key. */
-  readonly cookie: Uint8Array | undefined;
+  readonly cookie?: Uint8Array | undefined;
   /** The KEY_PROOF record's value, if one follows the key. */
-  readonly proof: Uint8Array | undefined;
+  readonly proof?: Uint8Array | undefined;
 }
 
 /** What {@linkcode Handshake} needs. */
