@@ -10,9 +10,9 @@
 import type { DropCounter } from "../../core/drops.ts";
 import type { Reassembler } from "../../core/reassembler.ts";
 import type { PeerAddress } from "../../wire/address.ts";
-import { NoticeCode } from "../../wire/notice.ts";
 import { decodeToServer } from "../../wire/message_codec.ts";
 import { inStreamOrder } from "../../wire/messages.ts";
+import { NoticeCode } from "../../wire/notice.ts";
 import type { TlvRecord } from "../../wire/tlv.ts";
 import type { Fanout } from "./fanout.ts";
 import type { GroupFanout } from "./group_fanout.ts";
@@ -21,7 +21,7 @@ import type { Member, MemberTable } from "./member.ts";
 import type { Output } from "./output.ts";
 import type { Presence } from "./presence.ts";
 
-/** What {@linkcode Dispatch} needs: the modules records go to, and the bounds. */
+/** What {@linkcode Dispatch} needs: the modules messages go to, and the bounds. */
 export interface DispatchContext {
   /** The members. */
   readonly members: MemberTable;
