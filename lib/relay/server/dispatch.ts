@@ -1,7 +1,8 @@
 /**
- * The stream dispatch: the one switch over a stream's records (protocol.md
- * sections 3-7), which hands each record to the module that acts on it, with
- * the per-stream bounds (records acted on, one key answer per stream) and
+ * The stream dispatch: the one switch over a stream's messages as lib/wire's
+ * `decodeToServer` reads them (protocol.md sections 3-7; it also bounds the
+ * records acted on per stream), which hands each message to the module that
+ * acts on it, with the per-stream bounds (one key answer per stream) and
  * reassembly of FRAGMENT records.
  *
  * @module
@@ -9,34 +10,18 @@
 import type { DropCounter } from "../../core/drops.ts";
 import type { Reassembler } from "../../core/reassembler.ts";
 import type { PeerAddress } from "../../wire/address.ts";
+import { decodeToServer } from "../../wire/message_codec.ts";
+import { inStreamOrder } from "../../wire/messages.ts";
 import { NoticeCode } from "../../wire/notice.ts";
-import {
-  isKnownRecordType,
-  RecordType,
-  type TlvRecord,
-} from "../../wire/tlv.ts";
+import type { TlvRecord } from "../../wire/tlv.ts";
 import type { Fanout } from "./fanout.ts";
 import type { GroupFanout } from "./group_fanout.ts";
 import type { AnswerBudget, Handshake } from "./handshake.ts";
 import type { Member, MemberTable } from "./member.ts";
-import { MAX_RECORDS_PER_STREAM } from "./options.ts";
 import type { Output } from "./output.ts";
 import type { Presence } from "./presence.ts";
 
-/** Record types only a server sends: receiving one is unexpected. */
-const SERVER_ONLY_TYPES: ReadonlySet<number> = new Set([
-  RecordType.SERVER_PUBLIC_KEY,
-  RecordType.RSA_RELAY_BLOCK,
-  RecordType.SENDER,
-  RecordType.NOTIFY_CONNECT,
-  RecordType.NOTIFY_DISCONNECT,
-  RecordType.WELCOME,
-  RecordType.NOTICE,
-  RecordType.GROUP_KEY,
-  RecordType.GROUP_MESSAGE,
-]);
-
-/** What {@linkcode Dispatch} needs: the modules records go to, and the bounds. */
+/** What {@linkcode Dispatch} needs: the modules messages go to, and the bounds. */
 export interface DispatchContext {
   /** The members. */
   readonly members: MemberTable;
@@ -66,7 +51,7 @@ export interface DispatchContext {
   readonly closing: () => boolean;
 }
 
-/** Acts on the records of a stream, in order. */
+/** Acts on the messages of a stream, in order. */
 export class Dispatch {
   readonly #context: DispatchContext;
 
@@ -93,26 +78,28 @@ export class Dispatch {
     if (context.isBanned(from, source)) return;
     let member = members.get(source);
     if (member?.profile === "rsa") member.lastSeen = context.now();
-    let cookie: Uint8Array | undefined;
     let keyRequestAnswered = false;
-    /** An earlier record of this stream proved the member's key (GROUP_CAPABLE). */
+    /** An earlier message of this stream proved the member's key (GROUP_CAPABLE). */
     let authenticated = false;
     const rsaBlocks: Uint8Array[] = [];
-    let acted = 0;
-    for (let i = 0; i < records.length; i++) {
-      const record = records[i];
+    for (const step of inStreamOrder(decodeToServer(records))) {
       if (context.closing()) return;
-      if (
-        record.type !== RecordType.RSA_BLOCK && ++acted > MAX_RECORDS_PER_STREAM
-      ) {
-        drops.drop("records_over_limit", source, { records: records.length });
-        return;
-      }
       member = members.get(source);
-      switch (record.type) {
-        case RecordType.FRAGMENT:
+      switch (step.kind) {
+        case "problem":
+          if (step.reason === "records_over_limit") {
+            drops.drop("records_over_limit", source, {
+              records: records.length,
+            });
+            return; // the rest of the stream, RSA blocks too, is not acted on
+          }
+          if (step.reason === "unexpected_type") {
+            drops.drop("unexpected_type", source);
+          } else drops.count("unknown_type");
+          break;
+        case "fragment":
           await this.#onFragment(
-            record.value,
+            step.value,
             from,
             source,
             member,
@@ -120,7 +107,7 @@ export class Dispatch {
             answerBudget,
           );
           break;
-        case RecordType.KEY_REQUEST:
+        case "key_request":
           // One answer per stream: the answer is already as large as the
           // request may be, so a second one would amplify.
           if (keyRequestAnswered) drops.count("extra_key_request");
@@ -130,66 +117,50 @@ export class Dispatch {
           }
           keyRequestAnswered = true;
           break;
-        case RecordType.COOKIE:
-          cookie = record.value;
-          break;
-        case RecordType.SYMMETRIC_KEY:
-        case RecordType.CLIENT_PUBLIC_KEY: {
-          // A KEY_PROOF belongs to the key record right before it.
-          const next = records[i + 1];
-          const proof = next?.type === RecordType.KEY_PROOF
-            ? next.value
-            : undefined;
+        case "registration":
           if (context.overloaded()) drops.count("handshake_shed");
           else {
             await handshake.register(
               from,
               source,
-              record,
-              { cookie, proof },
+              step.keyRecord,
+              step,
               requestSize,
             );
             authenticated ||= context.group !== undefined &&
-              handshake.registeredWith(source, record);
+              handshake.registeredWith(source, step.keyRecord);
           }
-          cookie = undefined;
           break;
-        }
-        case RecordType.KEY_PROOF:
-          // Read with the key record it follows; anywhere else it is inert.
-          break;
-        case RecordType.FERNET_MESSAGE:
+        case "fernet_message":
           if (!member) return this.#unknownSource(from, source, requestSize);
-          await fanout.onFernetMessage(member, record.value, requestSize);
+          await fanout.onFernetMessage(member, step.value, requestSize);
           break;
-        case RecordType.RSA_BLOCK:
+        case "rsa_block":
+          // Checked in place; the stream's blocks are one message, after the loop.
           if (!member) return this.#unknownSource(from, source, requestSize);
           if (member.profile !== "rsa") {
             drops.drop("profile_mismatch", source);
-          } else rsaBlocks.push(record.value);
+          } else rsaBlocks.push(step.value);
           break;
-        case RecordType.KEEPALIVE:
+        case "keepalive":
           if (!member) return this.#unknownSource(from, source, requestSize);
-          authenticated ||= await presence.onKeepalive(member, record.value);
+          authenticated ||= await presence.onKeepalive(member, step.value);
           break;
-        case RecordType.GROUP_CAPABLE:
+        case "group_capable":
           if (!member) drops.drop("group_capable_unknown", source);
           else context.group?.onCapable(member, authenticated); // off: ignored
           break;
-        case RecordType.DISCONNECT:
+        case "disconnect":
           if (!member) drops.drop("disconnect_unknown", source);
-          else await presence.onDisconnect(member, record.value);
+          else await presence.onDisconnect(member, step.value);
           break;
         default:
-          if (SERVER_ONLY_TYPES.has(record.type)) {
-            drops.drop("unexpected_type", source);
-          } else if (!isKnownRecordType(record.type)) {
-            drops.count("unknown_type");
-          }
+          step satisfies never;
       }
     }
+    if (rsaBlocks.length === 0 || context.closing()) return;
     member = members.get(source);
-    if (rsaBlocks.length > 0 && member?.profile === "rsa") {
+    if (member?.profile === "rsa") {
       await fanout.onRsaMessage(member, rsaBlocks, requestSize);
     }
   }

@@ -19,6 +19,7 @@ import { SourceRateLimiter, TokenBucket } from "../../core/limits.ts";
 import type { Reassembler } from "../../core/reassembler.ts";
 import type { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
 import { encodeAddress, type PeerAddress } from "../../wire/address.ts";
+import { encodeToClient } from "../../wire/message_codec.ts";
 import { NoticeCode } from "../../wire/notice.ts";
 import { encodeRecords, RecordType, type TlvRecord } from "../../wire/tlv.ts";
 import type { LogSink } from "../../log.ts";
@@ -50,9 +51,9 @@ export interface AnswerBudget {
 /** The records around a key record: the COOKIE before it, the KEY_PROOF after it. */
 export interface KeyBundle {
   /** The COOKIE record's value, if the stream had one before the key. */
-  readonly cookie: Uint8Array | undefined;
+  readonly cookie?: Uint8Array | undefined;
   /** The KEY_PROOF record's value, if one follows the key. */
-  readonly proof: Uint8Array | undefined;
+  readonly proof?: Uint8Array | undefined;
 }
 
 /** What {@linkcode Handshake} needs. */
@@ -161,10 +162,9 @@ export class Handshake {
     answerBudget.bytes -= answerSize;
     const cookie = this.#cookies.issue(encodeAddress(from));
     output.sendStream(
-      encodeRecords([
-        { type: RecordType.COOKIE, value: cookie },
-        { type: RecordType.SERVER_PUBLIC_KEY, value: config.publicPem },
-      ]),
+      encodeRecords(encodeToClient([
+        { kind: "server_key", pem: config.publicPem, cookie },
+      ])),
       from,
     );
   }

@@ -269,14 +269,6 @@ export interface ServerConfig {
   readonly federation: Federation | undefined;
 }
 
-/**
- * Records acted on per stream at most (RSA_BLOCK records, which make one
- * message together, aside): the rest of the stream is dropped and counted
- * once (`records_over_limit`), so one datagram cannot buy hundreds of MAC
- * checks (issue 17 item 9).
- */
-export const MAX_RECORDS_PER_STREAM = 16;
-
 /** Reassembly bounds for sources that are not registered: a key exchange never needs more. */
 export const STRANGER_REASSEMBLY: Partial<ReassemblerLimits> = {
   maxPartialsPerSource: 2,

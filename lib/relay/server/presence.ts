@@ -12,6 +12,7 @@ import type { DropCounter } from "../../core/drops.ts";
 import type { Reassembler } from "../../core/reassembler.ts";
 import type { PresenceJudge } from "../../core/silence.ts";
 import { decodeAddress, formatAddress } from "../../wire/address.ts";
+import { encodeToClient } from "../../wire/message_codec.ts";
 import {
   encodeRemoval,
   formatRemovalText,
@@ -329,10 +330,10 @@ export class Presence {
     member.lastSeen = now;
     if (members.get(member.key) !== member) return true; // left meanwhile
     output.send(
-      encodeRecords([{
-        type: RecordType.KEEPALIVE,
+      encodeRecords(encodeToClient([{
+        kind: "keepalive_answer",
         value: await guard.seal(EMPTY, now),
-      }]),
+      }])),
       member.address,
     );
     return true;
