@@ -31,6 +31,7 @@ import {
   LINUX,
   MAX_SEND_BATCH,
   MMSGHDR,
+  offHeap,
   peerOf,
   SEND_ARENA_BYTES,
   setHeader,
@@ -94,15 +95,17 @@ export class UdpMmsgTransport implements DatagramTransport {
   readonly #rxHeaders: Uint8Array;
   readonly #rxView: DataView;
   /** Send: the staged bytes, destination addresses, iovecs, headers. */
-  readonly #txArena = new Uint8Array(SEND_ARENA_BYTES);
-  readonly #txNames = new Uint8Array(MAX_SEND_BATCH * SOCKADDR_IN);
-  readonly #txIovecs = new Uint8Array(MAX_SEND_BATCH * IOVEC);
-  readonly #txHeaders = new Uint8Array(MAX_SEND_BATCH * MMSGHDR);
+  readonly #txArena = offHeap(SEND_ARENA_BYTES);
+  readonly #txNames = offHeap(MAX_SEND_BATCH * SOCKADDR_IN);
+  readonly #txIovecs = offHeap(MAX_SEND_BATCH * IOVEC);
+  readonly #txHeaders = offHeap(MAX_SEND_BATCH * MMSGHDR);
   readonly #txView = new DataView(this.#txHeaders.buffer);
   readonly #txIovecView = new DataView(this.#txIovecs.buffer);
   readonly #txArenaAddress: bigint;
   #queue: QueuedSend[] = [];
   #flushScheduled = false;
+  /** Whether receiveBatches() was called (one reader at most). */
+  #hasReader = false;
   /** A blocking call on a worker thread (the socket must outlive it). */
   #receiving = false;
   #sendingBlocked = false;
@@ -124,10 +127,10 @@ export class UdpMmsgTransport implements DatagramTransport {
     );
     this.#batch = options.batchSize ?? 32;
     this.#slotSize = options.receiveBufferSize ?? 65535;
-    this.#rxData = new Uint8Array(this.#batch * this.#slotSize);
-    this.#rxNames = new Uint8Array(this.#batch * SOCKADDR_IN);
-    this.#rxIovecs = new Uint8Array(this.#batch * IOVEC);
-    this.#rxHeaders = new Uint8Array(this.#batch * MMSGHDR);
+    this.#rxData = offHeap(this.#batch * this.#slotSize);
+    this.#rxNames = offHeap(this.#batch * SOCKADDR_IN);
+    this.#rxIovecs = offHeap(this.#batch * IOVEC);
+    this.#rxHeaders = offHeap(this.#batch * MMSGHDR);
     this.#rxView = new DataView(this.#rxHeaders.buffer);
     const data = address(this.#rxData);
     const names = address(this.#rxNames);
@@ -172,6 +175,18 @@ export class UdpMmsgTransport implements DatagramTransport {
   static #open(options: UdpMmsgBindOptions): UdpMmsgTransport {
     const unavailable = udpBatchSyscallsUnavailable();
     if (unavailable) throw new UdpMmsgError(unavailable);
+    const { batchSize = 32, receiveBufferSize = 65535 } = options;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
+      throw new RangeError(`batchSize ${batchSize}: give 1 to 1024`);
+    }
+    if (
+      !Number.isInteger(receiveBufferSize) || receiveBufferSize < 1 ||
+      receiveBufferSize > 65535
+    ) {
+      throw new RangeError(
+        `receiveBufferSize ${receiveBufferSize}: give 1 to 65535`,
+      );
+    }
     const name = sockaddrOf(options);
     let lib: Libc;
     try {
@@ -224,9 +239,10 @@ export class UdpMmsgTransport implements DatagramTransport {
    * failing receive throws a {@linkcode UdpMmsgError}.
    */
   async *receiveBatches(): AsyncIterableIterator<readonly Datagram[]> {
-    if (this.#receiving) {
+    if (this.#hasReader) {
       throw new UdpMmsgError("the transport has a reader already");
     }
+    this.#hasReader = true;
     let interrupted = 0;
     while (!this.#closed) {
       this.#resetNames();

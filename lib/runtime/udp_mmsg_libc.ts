@@ -107,6 +107,15 @@ export function udpBatchSyscallsUnavailable(): string | undefined {
     : `the batch-syscall transport calls ${LIBC} and needs deno run --allow-ffi`;
 }
 
+/**
+ * A zeroed buffer outside V8's heap (an explicit ArrayBuffer; a small typed
+ * array may live on the heap, where the garbage collector moves it), so its
+ * address can be handed to the kernel.
+ */
+export function offHeap(length: number): Uint8Array {
+  return new Uint8Array(new ArrayBuffer(length));
+}
+
 /** The address of a buffer's first byte (the buffer must stay referenced). */
 export function address(buffer: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
