@@ -6,10 +6,10 @@
  * `sendmmsg` (flushed in a microtask, before the loop waits again).
  *
  * Receiving: a non-blocking `recvmmsg` on the event loop's thread first;
- * when the socket is empty, one blocking `recvmmsg` (`LINUX.MSG_WAITFORONE`) on
+ * when the socket is empty, one blocking `recvmmsg` (`MSG_WAITFORONE`) on
  * a Deno FFI worker thread waits for the next datagram. `close()` wakes that
  * call with `shutdown()`, and the socket and libc are released once it has
- * returned. Sending: `LINUX.MSG_DONTWAIT`; when the socket's send buffer is full
+ * returned. Sending: `MSG_DONTWAIT`; when the socket's send buffer is full
  * the rest goes out by a blocking `sendmmsg` on a worker thread.
  *
  * IPv4 on Linux (x86_64, aarch64) only; no multicast membership. Loading
@@ -24,39 +24,24 @@ import {
   address,
   destinationOf,
   errnoError,
-  errnoOf,
   IOVEC,
-  LIBC,
   type Libc,
   LINUX,
   MAX_SEND_BATCH,
   MMSGHDR,
   offHeap,
+  openUdpSocket,
   peerOf,
   SEND_ARENA_BYTES,
   setHeader,
   SOCKADDR_IN,
-  sockaddrOf,
-  SYMBOLS,
   udpBatchSyscallsUnavailable,
+  type UdpMmsgBindOptions,
   UdpMmsgError,
 } from "./udp_mmsg_libc.ts";
 
 export { udpBatchSyscallsUnavailable, UdpMmsgError };
-
-/** Options of {@linkcode UdpMmsgTransport.bind}. */
-export interface UdpMmsgBindOptions {
-  /** Local IPv4 address to bind (a literal, e.g. 127.0.0.1 or 0.0.0.0). */
-  readonly hostname: string;
-  /** Local port; 0 picks a free one. */
-  readonly port: number;
-  /** Set LINUX.SO_REUSEADDR and LINUX.SO_REUSEPORT. */
-  readonly reuseAddress?: boolean;
-  /** Largest datagram accepted; larger ones are truncated. Default 65535. */
-  readonly receiveBufferSize?: number;
-  /** Datagrams one `recvmmsg` drains at most. Default 32. */
-  readonly batchSize?: number;
-}
+export type { UdpMmsgBindOptions };
 
 /** Counters of a {@linkcode UdpMmsgTransport}, syscalls included. */
 export interface UdpMmsgStats {
@@ -173,51 +158,11 @@ export class UdpMmsgTransport implements DatagramTransport {
 
   /** {@linkcode bind}'s work, throwing. */
   static #open(options: UdpMmsgBindOptions): UdpMmsgTransport {
-    const unavailable = udpBatchSyscallsUnavailable();
-    if (unavailable) throw new UdpMmsgError(unavailable);
-    const { batchSize = 32, receiveBufferSize = 65535 } = options;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
-      throw new RangeError(`batchSize ${batchSize}: give 1 to 1024`);
-    }
-    if (
-      !Number.isInteger(receiveBufferSize) || receiveBufferSize < 1 ||
-      receiveBufferSize > 65535
-    ) {
-      throw new RangeError(
-        `receiveBufferSize ${receiveBufferSize}: give 1 to 65535`,
-      );
-    }
-    const name = sockaddrOf(options);
-    let lib: Libc;
+    const { lib, fd } = openUdpSocket(options);
     try {
-      lib = Deno.dlopen(LIBC, SYMBOLS);
-    } catch (error) {
-      throw new UdpMmsgError(
-        `cannot load ${LIBC}: ${(error as Error).message}`,
-      );
-    }
-    const libc = lib.symbols;
-    const fd = libc.socket(
-      LINUX.AF_INET,
-      LINUX.SOCK_DGRAM | LINUX.SOCK_CLOEXEC,
-      0,
-    );
-    try {
-      if (fd < 0) throw errnoError("socket", errnoOf(lib));
-      if (options.reuseAddress) {
-        const on = new Int32Array([1]);
-        for (const option of [LINUX.SO_REUSEADDR, LINUX.SO_REUSEPORT]) {
-          if (libc.setsockopt(fd, LINUX.SOL_SOCKET, option, on, 4) !== 0) {
-            throw errnoError("setsockopt", errnoOf(lib));
-          }
-        }
-      }
-      if (libc.bind(fd, name, SOCKADDR_IN) !== 0) {
-        throw errnoError("bind", errnoOf(lib));
-      }
       return new UdpMmsgTransport(lib, fd, options);
     } catch (error) {
-      if (fd >= 0) libc.close(fd);
+      lib.symbols.close(fd);
       lib.close();
       throw error;
     }

@@ -2,7 +2,7 @@
  * Linux's socket ABI as the batch-syscall transport (udp_mmsg.ts) needs it:
  * libc's symbols for `Deno.dlopen`, the constants and struct layouts
  * (LP64: x86_64, aarch64), errno to typed errors, and `struct sockaddr_in`
- * to and from address values. No socket is opened here.
+ * to and from address values, and the opening of a bound socket.
  *
  * @module
  */
@@ -11,6 +11,20 @@ import type { PeerAddress } from "../wire/address.ts";
 /** Why the batch-syscall transport cannot be made or used. */
 export class UdpMmsgError extends Error {
   override name = "UdpMmsgError";
+}
+
+/** Options of `UdpMmsgTransport.bind` (udp_mmsg.ts). */
+export interface UdpMmsgBindOptions {
+  /** Local IPv4 address to bind (a literal, e.g. 127.0.0.1 or 0.0.0.0). */
+  readonly hostname: string;
+  /** Local port; 0 picks a free one. */
+  readonly port: number;
+  /** Set SO_REUSEADDR and SO_REUSEPORT. */
+  readonly reuseAddress?: boolean;
+  /** Largest datagram accepted; larger ones are truncated. Default 65535. */
+  readonly receiveBufferSize?: number;
+  /** Datagrams one `recvmmsg` drains at most. Default 32. */
+  readonly batchSize?: number;
 }
 
 /** The C library the transport calls (glibc on Linux). */
@@ -202,4 +216,63 @@ export function setHeader(
   view.setUint32(at + 8, SOCKADDR_IN, true);
   view.setBigUint64(at + 16, iovecs + BigInt(i * IOVEC), true);
   view.setBigUint64(at + 24, 1n, true);
+}
+
+/**
+ * Loads libc and opens a UDP socket bound as `options` say; the caller
+ * owns both (closes the socket, then the library).
+ * @throws {UdpMmsgError} when unavailable, or for an address that is not IPv4
+ * @throws {Deno.errors.AddrInUse} when the port is taken
+ */
+export function openUdpSocket(
+  options: UdpMmsgBindOptions,
+): { lib: Libc; fd: number } {
+  const unavailable = udpBatchSyscallsUnavailable();
+  if (unavailable) throw new UdpMmsgError(unavailable);
+  const { batchSize = 32, receiveBufferSize = 65535 } = options;
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
+    throw new RangeError(`batchSize ${batchSize}: give 1 to 1024`);
+  }
+  if (
+    !Number.isInteger(receiveBufferSize) || receiveBufferSize < 1 ||
+    receiveBufferSize > 65535
+  ) {
+    throw new RangeError(
+      `receiveBufferSize ${receiveBufferSize}: give 1 to 65535`,
+    );
+  }
+  const name = sockaddrOf(options);
+  let lib: Libc;
+  try {
+    lib = Deno.dlopen(LIBC, SYMBOLS);
+  } catch (error) {
+    throw new UdpMmsgError(
+      `cannot load ${LIBC}: ${(error as Error).message}`,
+    );
+  }
+  const libc = lib.symbols;
+  const fd = libc.socket(
+    LINUX.AF_INET,
+    LINUX.SOCK_DGRAM | LINUX.SOCK_CLOEXEC,
+    0,
+  );
+  try {
+    if (fd < 0) throw errnoError("socket", errnoOf(lib));
+    if (options.reuseAddress) {
+      const on = new Int32Array([1]);
+      for (const option of [LINUX.SO_REUSEADDR, LINUX.SO_REUSEPORT]) {
+        if (libc.setsockopt(fd, LINUX.SOL_SOCKET, option, on, 4) !== 0) {
+          throw errnoError("setsockopt", errnoOf(lib));
+        }
+      }
+    }
+    if (libc.bind(fd, name, SOCKADDR_IN) !== 0) {
+      throw errnoError("bind", errnoOf(lib));
+    }
+    return { lib, fd };
+  } catch (error) {
+    if (fd >= 0) libc.close(fd);
+    lib.close();
+    throw error;
+  }
 }
