@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { UdpMmsgError, UdpMmsgTransport } from "../../lib/runtime/udp_mmsg.ts";
 import { UdpTransport } from "../../lib/runtime/udp.ts";
+import { KernelDropMeter } from "../../lib/runtime/kernel_drops.ts";
 import type { Datagram } from "../../lib/runtime/transport.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { Harness, LOOPBACK } from "../relay/_harness.ts";
@@ -94,6 +95,54 @@ Deno.test("UdpMmsgTransport.send: the sends of one turn leave in one sendmmsg, a
     mmsg.close();
     receiver.close();
     await batches.return?.(undefined);
+  }
+});
+
+Deno.test("UdpMmsgTransport: the kernel drop meter finds its socket; 3000 sends of one turn go out in a few sendmmsg calls and overflow an unread socket", async () => {
+  const mmsg = await bind();
+  const target = await UdpMmsgTransport.bind({ hostname: LOOPBACK, port: 0 });
+  try {
+    const meter = new KernelDropMeter(target.localAddress.port);
+    assert.equal(meter.read(), 0);
+    const datagram = new Uint8Array(1200);
+    // Far more than a default receive buffer holds; nothing reads it.
+    await Promise.all(
+      Array.from(
+        { length: 3000 },
+        () => mmsg.send(datagram, target.localAddress),
+      ),
+    );
+    // A call takes what fits the 1 MiB send arena: 873 of 1,200 bytes.
+    const calls = mmsg.stats().sendmmsgCalls;
+    assert.ok(calls >= 4 && calls <= 8, JSON.stringify(mmsg.stats()));
+    assert.equal(mmsg.stats().datagramsSent, 3000);
+    const dropped = meter.read();
+    assert.ok(dropped !== undefined && dropped > 0, `dropped: ${dropped}`);
+  } finally {
+    mmsg.close();
+    target.close();
+  }
+});
+
+Deno.test("UdpMmsgTransport: a datagram larger than receiveBufferSize is truncated to it, and the next one is whole", async () => {
+  const mmsg = await UdpMmsgTransport.bind({
+    hostname: LOOPBACK,
+    port: 0,
+    receiveBufferSize: 8,
+  });
+  const sender = await UdpTransport.bind({ hostname: LOOPBACK, port: 0 });
+  const datagrams = mmsg[Symbol.asyncIterator]();
+  try {
+    await sender.send(new Uint8Array(20).fill(7), mmsg.localAddress);
+    await sender.send(new Uint8Array([1, 2]), mmsg.localAddress);
+    const first = (await datagrams.next()).value as Datagram;
+    assert.deepEqual([...first.data], new Array(8).fill(7));
+    const second = (await datagrams.next()).value as Datagram;
+    assert.deepEqual([...second.data], [1, 2]);
+  } finally {
+    mmsg.close();
+    sender.close();
+    await datagrams.return?.();
   }
 });
 
