@@ -9,15 +9,22 @@
  * Prints one JSON line `{"udp":"127.0.0.1:PORT","pid":N}`, then answers
  * `stats` on stdin. Exits when stdin closes or on SIGTERM/SIGINT.
  *
- *     deno run --allow-net bench/_plain_relay.ts
+ *     deno run --allow-net bench/_plain_relay.ts [--udp-batch-syscalls (with --allow-ffi)]
+ *
+ * `--udp-batch-syscalls`: on {@linkcode UdpMmsgTransport} (recvmmsg/sendmmsg)
+ * instead, to measure the transport without the relay's crypto.
  *
  * @module
  */
 import { formatAddress, type PeerAddress } from "../lib/wire/address.ts";
 import { UdpTransport } from "../lib/runtime/udp.ts";
+import { UdpMmsgTransport } from "../lib/runtime/udp_mmsg.ts";
 import { LineSplitter } from "../lib/runtime/lines.ts";
 
-const transport = await UdpTransport.bind({ hostname: "127.0.0.1", port: 0 });
+const bindOptions = { hostname: "127.0.0.1", port: 0 };
+const transport = Deno.args.includes("--udp-batch-syscalls")
+  ? await UdpMmsgTransport.bind(bindOptions)
+  : await UdpTransport.bind(bindOptions);
 const members = new Map<string, PeerAddress>();
 const ACK = new Uint8Array([0x4b]);
 let datagramsIn = 0;

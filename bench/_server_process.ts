@@ -10,7 +10,8 @@
  * stdin closes or on SIGTERM/SIGINT.
  *
  *     deno run --allow-net --allow-read --allow-sys=setPriority bench/_server_process.ts [--port 0]
- *         [--rsa-sched-idle (with --allow-ffi)]
+ *         [--rsa-sched-idle (with --allow-ffi)] [--no-coalesce]
+ *         [--udp-batch-syscalls (with --allow-ffi): the recvmmsg/sendmmsg transport]
  *
  * @module
  */
@@ -18,6 +19,7 @@ import { parseArgs } from "node:util";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
 import { formatAddress } from "../lib/wire/address.ts";
 import { UdpTransport } from "../lib/runtime/udp.ts";
+import { UdpMmsgTransport } from "../lib/runtime/udp_mmsg.ts";
 import { RelayServer } from "../lib/relay/server/server.ts";
 import { LineSplitter } from "../lib/runtime/lines.ts";
 
@@ -28,15 +30,16 @@ const { values } = parseArgs({
     port: { type: "string", default: "0" },
     "rsa-sched-idle": { type: "boolean" },
     "no-coalesce": { type: "boolean" },
+    "udp-batch-syscalls": { type: "boolean" },
   },
   strict: true,
 });
 
 const privateKey = await RsaPrivateKey.generate(2048);
-const transport = await UdpTransport.bind({
-  hostname: values.host,
-  port: Number(values.port),
-});
+const bindOptions = { hostname: values.host, port: Number(values.port) };
+const transport = values["udp-batch-syscalls"]
+  ? await UdpMmsgTransport.bind(bindOptions)
+  : await UdpTransport.bind(bindOptions);
 const server = await RelayServer.start({
   transport,
   privateKey,

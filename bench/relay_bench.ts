@@ -81,6 +81,9 @@ Flags:
   --rsa-sched-idle    run the spawned relay servers' RSA threads under Linux's
                       SCHED_IDLE (the server's --rsa-sched-idle; gives them
                       --allow-ffi)
+  --udp-batch-syscalls  run the spawned relay servers and plain relays on the
+                      recvmmsg/sendmmsg transport (the server's
+                      --udp-batch-syscalls; gives them --allow-ffi)
   --server-cpu-prof DIR  run the spawned relay servers with --cpu-prof into DIR
                       (summarise with bench/_cpuprofile_top.ts)
   --help              show this help
@@ -120,6 +123,8 @@ interface Config {
   rsaSchedIdle: boolean;
   /** Spawned relay servers do not coalesce sends. */
   noCoalesce: boolean;
+  /** Spawned relay servers use the recvmmsg/sendmmsg transport. */
+  udpBatchSyscalls: boolean;
   warmupMessages: number;
   /** Deliveries sent to warm each fresh server of the sweep before measuring. */
   sweepWarmupDeliveries: number;
@@ -158,6 +163,7 @@ function parseConfig(): Config | undefined {
       "curve-seconds": { type: "string" },
       "server-cpu-prof": { type: "string" },
       "rsa-sched-idle": { type: "boolean" },
+      "udp-batch-syscalls": { type: "boolean" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -216,6 +222,12 @@ function parseConfig(): Config | undefined {
       "--rsa-sched-idle sets up the spawned server; start an external one with its own --rsa-sched-idle instead",
     );
   }
+  const udpBatchSyscalls = values["udp-batch-syscalls"] === true;
+  if (udpBatchSyscalls && server) {
+    throw new RangeError(
+      "--udp-batch-syscalls sets up the spawned server; start an external one with its own --udp-batch-syscalls instead",
+    );
+  }
   return {
     clients: int("clients", values.clients, quick ? 4 : 10, 2, 1000),
     messages: int("messages", values.messages, quick ? 30 : 200, 1, 100_000),
@@ -245,6 +257,7 @@ function parseConfig(): Config | undefined {
       : int("curve-seconds", values["curve-seconds"], 3, 1, 600),
     rsaSchedIdle,
     noCoalesce: values["no-coalesce"] === true,
+    udpBatchSyscalls,
     warmupMessages: quick ? 5 : 200,
     pacedSeconds: quick ? 1 : 5,
     floodConcurrency: quick ? 4 : 8,
@@ -263,7 +276,7 @@ function parseConfig(): Config | undefined {
     serverDenoFlags: [
       "--allow-read",
       "--allow-sys=setPriority",
-      ...(rsaSchedIdle ? ["--allow-ffi"] : []),
+      ...(rsaSchedIdle || udpBatchSyscalls ? ["--allow-ffi"] : []),
       ...(cpuProf === undefined
         ? []
         : ["--cpu-prof", `--cpu-prof-dir=${cpuProf}`]),
@@ -290,9 +303,14 @@ async function startTarget(config: Config, mode: Mode): Promise<Target> {
       [
         ...(config.rsaSchedIdle ? ["--rsa-sched-idle"] : []),
         ...(config.noCoalesce ? ["--no-coalesce"] : []),
+        ...(config.udpBatchSyscalls ? ["--udp-batch-syscalls"] : []),
       ],
     )
-    : await ChildServer.spawn(PLAIN_SCRIPT);
+    : await ChildServer.spawn(
+      PLAIN_SCRIPT,
+      config.udpBatchSyscalls ? ["--allow-ffi"] : [],
+      config.udpBatchSyscalls ? ["--udp-batch-syscalls"] : [],
+    );
   return { address: child.address, child };
 }
 
@@ -1029,6 +1047,10 @@ async function main(): Promise<number> {
         config.rsaSchedIdle
           ? "at niceness 19 and under SCHED_IDLE"
           : "at niceness 19"
+      }; ${
+        config.udpBatchSyscalls
+          ? "UDP through recvmmsg/sendmmsg (FFI)"
+          : "UDP through Deno"
       })`,
     );
   }
@@ -1045,6 +1067,7 @@ async function main(): Promise<number> {
           loadAverageEnd: loadAverage(),
           cores: navigator.hardwareConcurrency,
           cpu: readCpuModel(),
+          udpBatchSyscalls: config.udpBatchSyscalls,
           curve,
         },
         null,
@@ -1497,6 +1520,7 @@ async function main(): Promise<number> {
       loadAverageEnd: loadAvgEnd,
       server: external ? "external" : "bench/_server_process.ts",
       rsaSchedIdle: config.rsaSchedIdle,
+      udpBatchSyscalls: config.udpBatchSyscalls,
       serverLimits: external
         ? "the external server's own"
         : "messagesPerSecond/messageBurst/handshakesPerSecond/handshakeBurst 1e9, maxPendingHandshakes 100000, maxClients 100000",

@@ -11,6 +11,7 @@ import type { PeerAddress } from "../wire/address.ts";
 import type { RsaPrivateKey } from "../crypto/rsa.ts";
 import { keyAnswerSize } from "../relay/server/server.ts";
 import { schedIdleUnavailable } from "../runtime/sched_idle.ts";
+import { udpBatchSyscallsUnavailable } from "../runtime/udp_mmsg_libc.ts";
 import { clusterSubject, type NatsLinkOptions } from "../runtime/nats_link.ts";
 import type { LogLevel } from "../log.ts";
 import {
@@ -83,6 +84,8 @@ export interface ServerConfig {
   readonly compat: boolean;
   /** RSA key exchanges under SCHED_IDLE (`--rsa-sched-idle`). */
   readonly rsaSchedIdle: boolean;
+  /** The UDP socket is driven by recvmmsg/sendmmsg through FFI (`--udp-batch-syscalls`). */
+  readonly udpBatchSyscalls: boolean;
   /** Where `/metrics` is served (`--metrics`), if anywhere. */
   readonly metricsAddress: PeerAddress | undefined;
   /** The NATS federation (`--nats` and its companions), if any. */
@@ -173,6 +176,10 @@ export function resolveServerConfig(flags: FlagValues): ServerConfig {
       `--rsa-sched-idle: ${schedIdleProblem}: run the server with deno run --allow-ffi (the README's server:sched-idle task), or leave the flag out (RSA threads then run at niceness 19 where --allow-sys=setPriority allows it)`,
     );
   }
+  const udpBatchSyscalls = flags["udp-batch-syscalls"] === true;
+  if (udpBatchSyscalls) {
+    checkBatchSyscalls(bind, flags["no-multicast"] === true || basic);
+  }
   const token = controlTokenFlag(flags, tcpHost);
   const metricsAddress = flags.metrics === undefined
     ? undefined
@@ -201,6 +208,7 @@ export function resolveServerConfig(flags: FlagValues): ServerConfig {
     json: flags.json === true,
     compat: flags.compat === true,
     rsaSchedIdle,
+    udpBatchSyscalls,
     metricsAddress,
     nats: natsFlags(flags, basic),
   };
@@ -224,6 +232,30 @@ export function checkServerKey(config: ServerConfig, key: RsaPrivateKey): void {
       } bytes for a ${key.publicKey.modulusBits}-bit key), which must fit one datagram: give --mtu ${
         keyAnswerSize(key)
       } or more`,
+    );
+  }
+}
+
+/**
+ * Checks that `--udp-batch-syscalls` can work here: Linux, `--allow-ffi`,
+ * an IPv4 `--bind`, and no multicast membership (the transport joins none).
+ * @throws {ConfigError} saying what to change
+ */
+function checkBatchSyscalls(bind: string, unicastOnly: boolean): void {
+  const problem = udpBatchSyscallsUnavailable();
+  if (problem) {
+    throw new ConfigError(
+      `--udp-batch-syscalls: ${problem} (deno task server:mmsg), or leave the flag out (the default transport needs no FFI)`,
+    );
+  }
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(bind)) {
+    throw new ConfigError(
+      `--udp-batch-syscalls takes an IPv4 --bind, not ${bind}: give one (e.g. 0.0.0.0), or leave the flag out for IPv6`,
+    );
+  }
+  if (!unicastOnly) {
+    throw new ConfigError(
+      "--udp-batch-syscalls does not join multicast groups: add --no-multicast, or leave the flag out",
     );
   }
 }

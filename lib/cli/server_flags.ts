@@ -132,6 +132,11 @@ export const SERVER_FLAGS: FlagSpecs = {
     help:
       "run RSA key exchanges under Linux's SCHED_IDLE so they never delay relaying (needs deno run --allow-ffi)",
   },
+  "udp-batch-syscalls": {
+    type: "boolean",
+    help:
+      "receive and send through Linux's recvmmsg/sendmmsg (libc via FFI; IPv4, with --no-multicast): less CPU per delivery under load (needs deno run --allow-ffi: deno task server:mmsg)",
+  },
   compat: {
     type: "boolean",
     help:
@@ -208,6 +213,8 @@ Examples:
   deno task server --no-multicast --bind 127.0.0.1   # unicast on loopback only
   deno task server --key-file ~/.config/mcrelay/server.pem --json
                                                      # stable key clients can pin, JSON logs
+  deno task server:mmsg --no-multicast --bind 127.0.0.1
+                                                     # batch syscalls (recvmmsg/sendmmsg through FFI)
   deno task server --nats nats://10.0.0.5:4222 --cluster-key-file cluster.key
                                                      # one of several relays of one group
 `;

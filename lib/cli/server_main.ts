@@ -14,6 +14,8 @@ import { formatAddress, type PeerAddress } from "../wire/address.ts";
 import { PROTOCOL_VERSION } from "../wire/tlv.ts";
 import type { ControlServer } from "../runtime/control.ts";
 import { UdpTransport } from "../runtime/udp.ts";
+import { UdpMmsgTransport } from "../runtime/udp_mmsg.ts";
+import type { DatagramTransport } from "../runtime/transport.ts";
 import {
   KernelDropMeter,
   kernelDropsUnavailable,
@@ -104,9 +106,11 @@ export async function serverMain(args: readonly string[]): Promise<number> {
     : { group, interfaceAddress: config.multicastInterface };
 
   const federation = natsOptions && await startFederation(natsOptions);
-  let transport: UdpTransport;
+  let transport: DatagramTransport;
   try {
-    transport = await UdpTransport.bind({ hostname: bind, port, multicast });
+    transport = config.udpBatchSyscalls
+      ? await UdpMmsgTransport.bind({ hostname: bind, port })
+      : await UdpTransport.bind({ hostname: bind, port, multicast });
   } catch (error) {
     await federation?.close();
     throw bindError(UDP_PORT, bind, port, error);

@@ -302,6 +302,11 @@ Deno.test({
         /--rsa-sched-idle: .*--allow-ffi.*server:sched-idle/,
       ],
       [
+        "--udp-batch-syscalls without --allow-ffi",
+        [...SAFE_SERVER, "--udp-batch-syscalls"],
+        /--udp-batch-syscalls: .*--allow-ffi.*server:mmsg/,
+      ],
+      [
         "--nats without --cluster-key-file",
         [...SAFE_SERVER, "--nats", "nats://127.0.0.1:9"],
         /--nats needs --cluster-key-file PATH/,

@@ -467,6 +467,54 @@ Deno.test({
 
 Deno.test({
   name:
+    "server --udp-batch-syscalls with --allow-ffi: two clients register through recvmmsg/sendmmsg, and it stops cleanly",
+  ignore: !CAN_RUN || Deno.build.os !== "linux",
+  async fn() {
+    const server = await startServer(
+      [...LOOPBACK_SERVER, "--udp-batch-syscalls"],
+      { denoFlags: ["--allow-ffi"] },
+    );
+    let a: ClientInfo | undefined;
+    let b: ClientInfo | undefined;
+    try {
+      assertLoopbackAddress(server.first.udp, "udp");
+      a = await startClient(["--server", server.udp]);
+      b = await startClient(["--server", server.udp]);
+      await a.proc.stdout.waitJson({ event: "join", address: b.address });
+      server.proc.signal("SIGTERM");
+      const status = await server.proc.exited("the server to stop on SIGTERM");
+      assert.equal(status.code, 0, server.proc.stderr);
+    } finally {
+      await killAll(server.proc, a?.proc, b?.proc);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server --udp-batch-syscalls without --no-multicast: one error line saying to add it, status 2",
+  ignore: !CAN_RUN || Deno.build.os !== "linux",
+  async fn() {
+    const proc = Proc.deno(
+      "server.ts",
+      ["--udp-batch-syscalls", "--port", "0", "--tcp-port", "0"],
+      { name: "server", denoFlags: ["--allow-ffi"] },
+    );
+    try {
+      const status = await proc.exited("the server to refuse its flags");
+      assert.equal(status.code, 2, proc.stderr);
+      assert.match(
+        proc.stderr,
+        /^error: --udp-batch-syscalls does not join multicast groups: add --no-multicast/,
+      );
+    } finally {
+      await proc.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "server control: 70 idle connections do not lock the operator out; the ones silent longest make room, and the operator runs stats",
   ignore: !CAN_RUN,
   async fn() {
