@@ -102,7 +102,7 @@ export {
 // Group fan-out (PROTOCOL.md section 9): options `fanout`, `downstream`,
 // `groupBatchMs` (server) and `group`, `bindDownstream` (client).
 export { type GroupStats } from "./lib/relay/server/group_fanout.ts";
-export { type GroupReceiverStats } from "./lib/relay/client/group_receiver.ts";
+export { type GroupReceiverStats } from "./lib/relay/client/types.ts";
 export {
   type BasicClientInfo,
   BasicServer,

@@ -153,15 +153,11 @@ export class RelayClient implements AsyncDisposable {
       await client.#keys.runAnyTarget();
     } catch (error) {
       await client.#stop({ goodbye: false, error: error as Error });
-      // Something ended the client while it joined (its transport failed to
-      // receive): that is why, not a close by its owner.
+      // What ended the client while it joined (a socket that failed), if not this.
       const ended = client.#stoppedWith;
-      if (ended !== undefined && ended !== error) {
-        throw new HandshakeError(
-          `The key exchange stopped: ${ended.message}`,
-        );
-      }
-      throw error;
+      throw ended === undefined || ended === error
+        ? error
+        : new HandshakeError(`The key exchange stopped: ${ended.message}`);
     }
     if (session.closed) {
       // Closed in the instant between the WELCOME and here.

@@ -23,6 +23,7 @@ import type { DropCounter } from "../../core/drops.ts";
 import type { LogSink } from "../../log.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
 import type { Session } from "./session.ts";
+import type { GroupReceiverStats } from "./types.ts";
 
 /** How long a replaced epoch key still opens messages (section 9: 10 s). */
 export const PREVIOUS_EPOCH_KEY_MS = 10_000;
@@ -64,16 +65,6 @@ interface Waiting {
   readonly epoch: number;
   readonly token: Uint8Array;
   readonly at: number;
-}
-
-/** Counters of a {@linkcode GroupReceiver}. */
-export interface GroupReceiverStats {
-  /** The newest epoch whose key this client holds (0: none). */
-  readonly epoch: number;
-  /** Messages delivered from group tokens. */
-  readonly messages: number;
-  /** Times this client asked again for the key. */
-  readonly asks: number;
 }
 
 /** Epoch keys and group message checks of one client. */

@@ -12,7 +12,6 @@ import type { PeerAddress } from "../../wire/address.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
 import type { LogSink } from "../../log.ts";
 import type { MemberProfile } from "../types.ts";
-import type { GroupReceiverStats } from "./group_receiver.ts";
 
 /** Something the client observed, delivered to {@linkcode RelayClient.events} and listeners. */
 export type ClientEvent =
@@ -252,4 +251,14 @@ export interface SendOptions {
    * and rejects with a `SendCancelledError` (reason `timeout`).
    */
   readonly timeoutMs?: number;
+}
+
+/** Counters of the client's group receiver (group fan-out, PROTOCOL.md section 9). */
+export interface GroupReceiverStats {
+  /** The newest epoch whose key this client holds (0: none). */
+  readonly epoch: number;
+  /** Messages delivered from group tokens. */
+  readonly messages: number;
+  /** Times this client asked again for the key. */
+  readonly asks: number;
 }
