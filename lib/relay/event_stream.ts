@@ -9,6 +9,9 @@
  * @module
  */
 
+/** Events an endpoint keeps for a slow `events()` reader unless told otherwise. */
+export const DEFAULT_EVENT_BUFFER = 10_000;
+
 /** Options of an {@linkcode EventStream}. */
 export interface EventStreamOptions {
   /** Events kept for a slow `events()` reader before the oldest are dropped. */
@@ -61,6 +64,11 @@ export class EventStream<T> {
     return this.#dropped;
   }
 
+  /** Whether any listener or reader is subscribed (events need not be made otherwise). */
+  get listening(): boolean {
+    return this.#listeners.size > 0;
+  }
+
   /**
    * Calls `listener` for every event until the returned function is called.
    * The listener must not throw or block.
@@ -96,7 +104,13 @@ export class EventStream<T> {
       reader.queue.push(event);
       reader.wake?.();
     });
-    return this.#drain(reader, unsubscribe, signal);
+    const drain = this.#drain(reader, unsubscribe, signal);
+    // A generator ended before its first read never runs its `finally`:
+    // the reader unsubscribes on return() or throw() all the same.
+    const [end, fail] = [drain.return.bind(drain), drain.throw.bind(drain)];
+    drain.return = (value) => (unsubscribe(), end(value));
+    drain.throw = (error) => (unsubscribe(), fail(error));
+    return drain;
   }
 
   /** Hands `event` to every listener and reader; a listener that throws is ignored. */

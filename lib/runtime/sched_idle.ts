@@ -15,7 +15,7 @@
 /** Linux's number for the policy (`<sched.h>`). */
 export const SCHED_IDLE = 5;
 
-/** The C library that has `sched_setscheduler` (glibc on Linux). */
+/** The C library (glibc on Linux): `sched_setscheduler` here, the sockets of udp_mmsg_libc.ts. */
 export const LIBC = "libc.so.6";
 
 /** Why the calling thread could not be put under `SCHED_IDLE`. */

@@ -104,14 +104,19 @@ export class UdpMmsgTransport implements DatagramTransport {
     datagramsSent: 0,
   };
 
-  private constructor(lib: Libc, fd: number, options: UdpMmsgBindOptions) {
+  private constructor(
+    lib: Libc,
+    fd: number,
+    batchSize: number,
+    receiveBufferSize: number,
+  ) {
     this.#lib = lib;
     this.#fd = fd;
     this.#errno = new Deno.UnsafePointerView(
       lib.symbols.__errno_location()!,
     );
-    this.#batch = options.batchSize ?? 32;
-    this.#slotSize = options.receiveBufferSize ?? 65535;
+    this.#batch = batchSize;
+    this.#slotSize = receiveBufferSize;
     this.#rxData = offHeap(this.#batch * this.#slotSize);
     this.#rxNames = offHeap(this.#batch * SOCKADDR_IN);
     this.#rxIovecs = offHeap(this.#batch * IOVEC);
@@ -158,9 +163,9 @@ export class UdpMmsgTransport implements DatagramTransport {
 
   /** {@linkcode bind}'s work, throwing. */
   static #open(options: UdpMmsgBindOptions): UdpMmsgTransport {
-    const { lib, fd } = openUdpSocket(options);
+    const { lib, fd, batchSize, receiveBufferSize } = openUdpSocket(options);
     try {
-      return new UdpMmsgTransport(lib, fd, options);
+      return new UdpMmsgTransport(lib, fd, batchSize, receiveBufferSize);
     } catch (error) {
       lib.symbols.close(fd);
       lib.close();

@@ -7,6 +7,7 @@
  * @module
  */
 import type { PeerAddress } from "../wire/address.ts";
+import { LIBC } from "./sched_idle.ts";
 
 /** Why the batch-syscall transport cannot be made or used. */
 export class UdpMmsgError extends Error {
@@ -27,8 +28,6 @@ export interface UdpMmsgBindOptions {
   readonly batchSize?: number;
 }
 
-/** The C library the transport calls (glibc on Linux). */
-export const LIBC = "libc.so.6";
 /** Linux constants (`<sys/socket.h>`, `<errno.h>`; the same on x86_64 and aarch64). */
 export const LINUX = {
   AF_INET: 2,
@@ -226,7 +225,7 @@ export function setHeader(
  */
 export function openUdpSocket(
   options: UdpMmsgBindOptions,
-): { lib: Libc; fd: number } {
+): { lib: Libc; fd: number; batchSize: number; receiveBufferSize: number } {
   const unavailable = udpBatchSyscallsUnavailable();
   if (unavailable) throw new UdpMmsgError(unavailable);
   const { batchSize = 32, receiveBufferSize = 65535 } = options;
@@ -269,7 +268,7 @@ export function openUdpSocket(
     if (libc.bind(fd, name, SOCKADDR_IN) !== 0) {
       throw errnoError("bind", errnoOf(lib));
     }
-    return { lib, fd };
+    return { lib, fd, batchSize, receiveBufferSize };
   } catch (error) {
     if (fd >= 0) libc.close(fd);
     lib.close();

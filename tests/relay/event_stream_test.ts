@@ -102,3 +102,23 @@ Deno.test("a buffer size that is not a positive whole number is a RangeError", (
     );
   }
 });
+
+Deno.test("a reader returned before its first read, or thrown into, stops listening at once", async () => {
+  const stopped = new AbortController();
+  const stream = new EventStream<number>({
+    bufferSize: 4,
+    stopped: stopped.signal,
+  });
+  const returned = stream.events();
+  const thrown = stream.events();
+  assert.equal(stream.listening, true);
+  assert.deepEqual(await returned.return(undefined), {
+    done: true,
+    value: undefined,
+  });
+  await assert.rejects(thrown.throw(new Error("reader gave up")), /gave up/);
+  assert.equal(stream.listening, false);
+  stream.emit(1); // queued for nobody
+  assert.equal(stream.dropped, 0);
+  stopped.abort();
+});

@@ -21,7 +21,7 @@ import {
 import type { Datagram } from "../../lib/runtime/transport.ts";
 import { NoticeCode } from "../../lib/wire/notice.ts";
 import { encodeRecords, RecordType } from "../../lib/wire/tlv.ts";
-import { MAX_RECORDS_PER_STREAM } from "../../lib/relay/server/server.ts";
+import { MAX_RECORDS_PER_STREAM } from "../../lib/wire/messages.ts";
 import {
   type ClientHandle,
   type ConnectOptions,

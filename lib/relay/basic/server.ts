@@ -27,7 +27,7 @@ import { type LogSink, silentLog } from "../../log.ts";
 import { SourceRateLimiter, TokenBucket } from "../../core/limits.ts";
 import { RsaDecryptPool, startRsaPool } from "../../runtime/rsa_pool.ts";
 import { DropCounter, guardedSink } from "../../core/drops.ts";
-import { EventStream } from "../event_stream.ts";
+import { DEFAULT_EVENT_BUFFER, EventStream } from "../event_stream.ts";
 import type {
   BasicClientInfo,
   BasicServerEvent,
@@ -88,7 +88,7 @@ export class BasicServer implements AsyncDisposable {
     this.#publicPem = encoder.encode(options.privateKey.publicKey.pem);
     this.#compat = options.compat ?? false;
     this.#events = new EventStream({
-      bufferSize: options.eventBufferSize ?? 10_000,
+      bufferSize: options.eventBufferSize ?? DEFAULT_EVENT_BUFFER,
       stopped: this.#stopped.signal,
     });
     if (options.onEvent) this.#events.onEvent(options.onEvent);

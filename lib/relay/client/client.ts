@@ -19,7 +19,7 @@ import {
   type GroupReceiver,
 } from "./group_receiver.ts";
 import { KeyExchange } from "./handshake.ts";
-import { guardedProgress } from "./handshake_rules.ts";
+import { closedDuringKeyExchange, guardedProgress } from "./handshake_rules.ts";
 import { Liveness } from "./liveness.ts";
 import { clientClosed, Outbox, sendCancelled, SentLedger } from "./outbox.ts";
 import { StreamReceiver } from "./receive.ts";
@@ -162,7 +162,7 @@ export class RelayClient implements AsyncDisposable {
     if (session.closed) {
       // Closed in the instant between the WELCOME and here.
       await client.#stopping;
-      throw new HandshakeError("The client was closed during the key exchange");
+      throw closedDuringKeyExchange();
     }
     client.#liveness.start();
     return client;

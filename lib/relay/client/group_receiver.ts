@@ -400,7 +400,7 @@ export function groupFanout(
         ? group.onDownstreamDatagram(
           datagram.data,
           datagram.from,
-          session.isServer(datagram.from),
+          session.isServer(formatAddress(datagram.from)),
         )
         : Promise.resolve(session.drops.count("group_message_unexpected")),
     drops: session.drops,

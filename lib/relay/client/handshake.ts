@@ -8,13 +8,14 @@
  *
  * @module
  */
-import { HandshakeError, ServerKeyError } from "../../errors.ts";
+import { ServerKeyError } from "../../errors.ts";
 import { FernetKey } from "../../crypto/fernet.ts";
 import { sha256 } from "../../crypto/sha256.ts";
 import { TokenGuard } from "../../crypto/token_guard.ts";
 import { formatAddress, type PeerAddress } from "../../wire/address.ts";
 import { encodeRecords } from "../../wire/tlv.ts";
 import {
+  closedDuringKeyExchange,
   COOKIE_REUSE_MS,
   judgeKeyAnswer,
   type KeyAnswer,
@@ -362,7 +363,7 @@ export class KeyExchange {
 
   #throwIfClosed(): void {
     if (this.#session.closed) {
-      throw new HandshakeError("The client was closed during the key exchange");
+      throw closedDuringKeyExchange();
     }
   }
 }

@@ -102,6 +102,11 @@ export function noKeyAnswerError(
   );
 }
 
+/** The error when the client closed before its key exchange ended (pure). */
+export function closedDuringKeyExchange(): HandshakeError {
+  return new HandshakeError("The client was closed during the key exchange");
+}
+
 /** The error when the server sent its key but no WELCOME verified (pure). */
 export function noWelcomeError(
   server: string,

@@ -114,7 +114,7 @@ export class StreamReceiver {
       session.drops.drop("malformed", source);
       return;
     }
-    if (!session.isServer(from)) {
+    if (!session.isServer(source)) {
       // Only a key answer may come from elsewhere, only while one is awaited,
       // only from the chosen server when it is a unicast address (section
       // 10), and only its COOKIE and SERVER_PUBLIC_KEY records are looked at:
@@ -136,7 +136,7 @@ export class StreamReceiver {
       return;
     }
     try {
-      await this.dispatch(records, from);
+      await this.dispatch(records, from, source);
     } catch (error) {
       session.log({
         level: "error",
@@ -154,9 +154,9 @@ export class StreamReceiver {
   async dispatch(
     records: readonly TlvRecord[],
     from: PeerAddress,
+    source: string,
   ): Promise<void> {
     const session = this.#session;
-    const source = formatAddress(from);
     /** Whether this stream held the WELCOME: its members were there before. */
     let welcomed = false;
     for (const step of inStreamOrder(decodeToClient(records))) {
@@ -174,7 +174,7 @@ export class StreamReceiver {
             session.drops.drop(outcome.reason, source);
           }
           if (outcome.kind === "stream") {
-            await this.dispatch(outcome.records, from);
+            await this.dispatch(outcome.records, from, source);
           }
           break;
         }

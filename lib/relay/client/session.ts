@@ -22,6 +22,7 @@ import { encodeRecords } from "../../wire/tlv.ts";
 import type { DatagramTransport } from "../../runtime/transport.ts";
 import { type LogSink, silentLog } from "../../log.ts";
 import type { MemberProfile } from "../types.ts";
+import { DEFAULT_EVENT_BUFFER } from "../event_stream.ts";
 import type { ClientState, RelayClientOptions } from "./types.ts";
 
 const DISCONNECT_TEXT = new TextEncoder().encode("DISCONNECT");
@@ -83,7 +84,7 @@ export function clientConfig(options: RelayClientOptions): ClientConfig {
     maxOutboxMessages: options.maxOutboxMessages ?? 256,
     maxOutboxBytes: options.maxOutboxBytes ?? 1024 * 1024,
     tokenMaxAgeSeconds: options.tokenMaxAgeSeconds ?? 60,
-    eventBufferSize: options.eventBufferSize ?? 10_000,
+    eventBufferSize: options.eventBufferSize ?? DEFAULT_EVENT_BUFFER,
     fernetBackend: options.fernetBackend,
     pinned: options.fingerprint,
     verifyKey: options.fingerprint ? undefined : options.verifyKey,
@@ -183,10 +184,9 @@ export class Session {
     return this.address ? formatAddress(this.address) : "";
   }
 
-  /** Whether `from` is the server that answered the key request. */
-  isServer(from: PeerAddress): boolean {
-    return this.server !== undefined &&
-      formatAddress(this.server) === formatAddress(from);
+  /** Whether `source` (`IP:PORT`) is the server that answered the key request. */
+  isServer(source: string): boolean {
+    return this.server !== undefined && this.serverAddress === source;
   }
 
   /** Moves on to the next target (after a failed key exchange with this one). */
@@ -264,18 +264,8 @@ export class Session {
   }
 
   /** Resolves after `ms`, or at once when the client closes. */
-  sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.closedSignal;
-      const finish = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", finish);
-        resolve();
-      };
-      const timer = setTimeout(finish, ms);
-      if (signal.aborted) return finish();
-      signal.addEventListener("abort", finish, { once: true });
-    });
+  async sleep(ms: number): Promise<void> {
+    await new Awaited<never>(ms, this.closedSignal).promise;
   }
 }
 

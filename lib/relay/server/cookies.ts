@@ -7,9 +7,9 @@
  */
 import { encodeBase64 } from "../../crypto/base64.ts";
 import { CookieAuthority } from "../../crypto/cookie.ts";
+import { constantTimeEqual } from "../../crypto/hmac.ts";
 import type { DropCounter } from "../../core/drops.ts";
 import { ExpiringMap } from "../../core/limits.ts";
-import { bytesEqual } from "./presence.ts";
 
 /**
  * How long an accepted cookie is remembered with the key record it covered
@@ -73,7 +73,7 @@ export class CookieGate {
   use(cookieId: string, recordHash: Uint8Array, source: string): CookieUse {
     const covered = this.#accepted.get(cookieId, this.#now());
     if (covered === undefined) return "fresh";
-    if (bytesEqual(covered, recordHash)) return "same_key";
+    if (constantTimeEqual(covered, recordHash)) return "same_key";
     this.#drops.drop("cookie_reused", source);
     return "refused";
   }

@@ -10,6 +10,7 @@
  */
 import { InvalidTokenError, MalformedDatagramError } from "../../errors.ts";
 import type { FernetKey } from "../../crypto/fernet.ts";
+import { constantTimeEqual } from "../../crypto/hmac.ts";
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -334,7 +335,7 @@ export class Federation {
       }
       throw error;
     }
-    if (sameBytes(envelope.relayId, this.relayId)) {
+    if (constantTimeEqual(envelope.relayId, this.relayId)) {
       peer.drop("federation_own");
       return;
     }
@@ -365,8 +366,4 @@ export class Federation {
       }
     }
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -9,7 +9,7 @@
 import { InvalidKeyError } from "../../errors.ts";
 import { encodeBase64 } from "../../crypto/base64.ts";
 import { FernetKey } from "../../crypto/fernet.ts";
-import { hmacSha256 } from "../../crypto/hmac.ts";
+import { constantTimeEqual, hmacSha256 } from "../../crypto/hmac.ts";
 import type { IvMarker } from "../../crypto/iv_mark.ts";
 import { RsaDecryptError, RsaPublicKey } from "../../crypto/rsa.ts";
 import { sha256 } from "../../crypto/sha256.ts";
@@ -33,7 +33,7 @@ import {
 import { CookieGate } from "./cookies.ts";
 import type { ServerConfig } from "./options.ts";
 import type { Output } from "./output.ts";
-import { bytesEqual, type Presence } from "./presence.ts";
+import type { Presence } from "./presence.ts";
 import type { ServerCounters } from "./stats.ts";
 import type { StatusChannel } from "./status.ts";
 
@@ -208,7 +208,7 @@ export class Handshake {
         const existing = members.get(source);
         if (
           existing !== undefined &&
-          bytesEqual(existing.registrationHash, recordHash)
+          constantTimeEqual(existing.registrationHash, recordHash)
         ) {
           await this.#welcomeAgain(existing);
         } else drops.drop("registration_replayed", source);
@@ -348,7 +348,7 @@ export class Handshake {
   registeredWith(source: string, record: TlvRecord): boolean {
     const member = this.#context.members.get(source);
     return member?.profile === "hybrid" &&
-      bytesEqual(member.registrationHash, sha256(record.value));
+      constantTimeEqual(member.registrationHash, sha256(record.value));
   }
 
   /**
@@ -428,7 +428,7 @@ export class Handshake {
     }
     const opened = await member.guard.open(proof, this.#context.now());
     if (!opened.ok) return `rekey_proof_${opened.reason}`;
-    return bytesEqual(
+    return constantTimeEqual(
         opened.plaintext,
         recordHash.subarray(0, KEY_PROOF_SIZE),
       )

@@ -8,6 +8,7 @@
  * @module
  */
 import { REMOVAL_NOTICE_LABEL } from "../../crypto/derive_key.ts";
+import { constantTimeEqual } from "../../crypto/hmac.ts";
 import type { DropCounter } from "../../core/drops.ts";
 import type { Reassembler } from "../../core/reassembler.ts";
 import type { PresenceJudge } from "../../core/silence.ts";
@@ -355,17 +356,10 @@ export class Presence {
           : opened.reason,
         member.key,
       );
-    } else if (!bytesEqual(opened.plaintext, DISCONNECT_TEXT)) {
+    } else if (!constantTimeEqual(opened.plaintext, DISCONNECT_TEXT)) {
       drops.drop("forged_disconnect", member.key);
     } else if (members.get(member.key) === member) {
       this.remove(member, "disconnect");
     }
   }
-}
-
-/** Whether two byte arrays are equal (not constant time: for public data). */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -42,7 +42,6 @@ import type { ServerStatus } from "./status.ts";
 export type { MemberInfo, MemberProfile, RelayServerOptions, ServerStats };
 export type { LeaveReason, ServerStatus } from "./status.ts";
 export { keyAnswerSize } from "./options.ts";
-export { MAX_RECORDS_PER_STREAM } from "../../wire/messages.ts";
 
 /**
  * The relay: one instance serves one bound transport. Start it with

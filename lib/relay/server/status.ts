@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { EventStream } from "../event_stream.ts";
 import type { MemberProfile } from "../types.ts";
 
 /** Why a member left. */
@@ -43,81 +44,34 @@ export type ServerStatus =
 /** Events a listener that does not read may have waiting; older ones are dropped first. */
 export const STATUS_BUFFER = 1024;
 
-/** One listener: its buffer and the read waiting for the next event. */
-class StatusListener implements AsyncIterableIterator<ServerStatus> {
-  readonly #buffer: ServerStatus[] = [];
-  readonly #unsubscribe: (listener: StatusListener) => void;
-  #wake: ((result: IteratorResult<ServerStatus>) => void) | undefined;
-  #ended = false;
-
-  constructor(unsubscribe: (listener: StatusListener) => void) {
-    this.#unsubscribe = unsubscribe;
-  }
-
-  push(event: ServerStatus): void {
-    if (this.#wake) {
-      const wake = this.#wake;
-      this.#wake = undefined;
-      wake({ value: event, done: false });
-      return;
-    }
-    if (this.#buffer.length >= STATUS_BUFFER) this.#buffer.shift();
-    this.#buffer.push(event);
-  }
-
-  end(): void {
-    this.#ended = true;
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.({ value: undefined, done: true });
-  }
-
-  next(): Promise<IteratorResult<ServerStatus>> {
-    const event = this.#buffer.shift();
-    if (event) return Promise.resolve({ value: event, done: false });
-    if (this.#ended) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve) => this.#wake = resolve);
-  }
-
-  return(): Promise<IteratorResult<ServerStatus>> {
-    this.#unsubscribe(this);
-    this.#buffer.length = 0;
-    this.end();
-    return Promise.resolve({ value: undefined, done: true });
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<ServerStatus> {
-    return this;
-  }
-}
-
-/** Hands each event to every listener; ends them all when the server stops. */
+/**
+ * Hands each event to every listener ({@linkcode EventStream}, one bounded
+ * buffer per reader); ends them all when the server stops.
+ */
 export class StatusChannel {
-  readonly #listeners = new Set<StatusListener>();
-  #ended = false;
+  readonly #stopped = new AbortController();
+  readonly #stream = new EventStream<ServerStatus>({
+    bufferSize: STATUS_BUFFER,
+    stopped: this.#stopped.signal,
+  });
 
   /** A new listener: it gets every event from now on, and ends when the server stops. */
   listen(): AsyncIterableIterator<ServerStatus> {
-    const listener = new StatusListener((l) => this.#listeners.delete(l));
-    if (this.#ended) listener.end();
-    else this.#listeners.add(listener);
-    return listener;
+    return this.#stream.events();
   }
 
   /** Hands `event` to every listener (nothing to do when there is none). */
   emit(event: ServerStatus): void {
-    for (const listener of this.#listeners) listener.push(event);
+    this.#stream.emit(event);
   }
 
   /** Whether anyone listens (events need not be made otherwise). */
   get listening(): boolean {
-    return this.#listeners.size > 0;
+    return this.#stream.listening;
   }
 
   /** Ends every listener (after the events they still have). */
   end(): void {
-    this.#ended = true;
-    for (const listener of this.#listeners) listener.end();
-    this.#listeners.clear();
+    this.#stopped.abort();
   }
 }
