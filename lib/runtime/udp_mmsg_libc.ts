@@ -43,7 +43,7 @@ export const LINUX = {
   EAGAIN: 11,
 } as const;
 /** Errno names for messages (Linux, generic table). */
-export const ERRNO_NAMES: Record<number, string> = {
+const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
   4: "EINTR",
   9: "EBADF",
@@ -135,7 +135,7 @@ export function address(buffer: Uint8Array): bigint {
 }
 
 /** errno of the event loop's thread, after a call that failed. */
-export function errnoOf(lib: Libc): number {
+function errnoOf(lib: Libc): number {
   return new Deno.UnsafePointerView(lib.symbols.__errno_location()!)
     .getInt32();
 }
@@ -152,7 +152,7 @@ export function errnoError(call: string, errno: number): Error {
 }
 
 /** Parses a dotted IPv4 literal; undefined for anything else. */
-export function ipv4Bytes(hostname: string): number[] | undefined {
+function ipv4Bytes(hostname: string): number[] | undefined {
   const parts = hostname.split(".");
   if (parts.length !== 4) return undefined;
   const bytes = parts.map((part) =>
@@ -162,7 +162,7 @@ export function ipv4Bytes(hostname: string): number[] | undefined {
 }
 
 /** `struct sockaddr_in` for an IPv4 address and port. */
-export function sockaddrOf(to: PeerAddress): Uint8Array {
+function sockaddrOf(to: PeerAddress): Uint8Array {
   const bytes = ipv4Bytes(to.hostname);
   if (
     bytes === undefined || !Number.isInteger(to.port) || to.port < 0 ||

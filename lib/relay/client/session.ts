@@ -70,7 +70,7 @@ export interface ClientConfig {
 }
 
 /** The defaults of a client's options (documented on {@linkcode RelayClientOptions}). */
-export function clientConfig(options: RelayClientOptions): ClientConfig {
+function clientConfig(options: RelayClientOptions): ClientConfig {
   const profile = options.profile ?? "hybrid";
   return {
     mtu: options.mtu ?? 1200,

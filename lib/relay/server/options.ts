@@ -293,7 +293,7 @@ export function keyAnswerSize(privateKey: RsaPrivateKey): number {
 }
 
 /** Interval of the presence sweep for a member timeout: a quarter of it, 10 ms to 1 s. */
-export function sweepInterval(clientTimeoutMs: number): number {
+function sweepInterval(clientTimeoutMs: number): number {
   return Math.max(10, Math.min(1000, clientTimeoutMs / 4));
 }
 
