@@ -304,6 +304,8 @@ export interface CostPoint {
   readonly pace: number;
   readonly relayUsPerDelivery: number | undefined;
   readonly plainUsPerDelivery: number | undefined;
+  /** The relay with group fan-out by unicast, when measured. */
+  readonly groupUsPerDelivery?: number;
 }
 
 /**
@@ -328,6 +330,14 @@ export function renderCostChart(
     marker: "square" as const,
     labelBelow: true,
   };
+  const group = {
+    name: "mcrelay, group fan-out",
+    color: "#2e8b3e",
+    dash: "2 4",
+    marker: "circle" as const,
+    labelBelow: true,
+  };
+  const withGroup = points.some((p) => p.groupUsPerDelivery !== undefined);
   const sizes = [...new Set(points.map((p) => p.clients))].slice(0, 2);
   const panels = sizes.map((size, i) => {
     const row = points.filter((p) => p.clients === size);
@@ -339,6 +349,9 @@ export function renderCostChart(
       [
         { ...relay, values: row.map((p) => p.relayUsPerDelivery) },
         { ...plain, values: row.map((p) => p.plainUsPerDelivery) },
+        ...(withGroup
+          ? [{ ...group, values: row.map((p) => p.groupUsPerDelivery) }]
+          : []),
       ],
       "pace (deliveries/s, log scale)",
     );
@@ -346,7 +359,7 @@ export function renderCostChart(
   return frame(
     "mcrelay benchmark: cost per delivery at a fixed pace",
     subtitle,
-    [relay, plain],
+    withGroup ? [relay, plain, group] : [relay, plain],
     panels,
     "Open loop: messages sent round-robin at a fixed pace whatever the replies; server CPU (user + sys, all threads) from /proc over each run.",
   );

@@ -17,6 +17,11 @@ import { encodeAddress, type PeerAddress } from "../lib/wire/address.ts";
 import { fragmentStream } from "../lib/wire/fragment.ts";
 import { Reassembler } from "../lib/core/reassembler.ts";
 import {
+  decodeGroupKeyPlaintext,
+  decodeGroupMessageValue,
+  decodeGroupPlaintext,
+} from "../lib/wire/group.ts";
+import {
   decodeRecords,
   encodeRecords,
   RecordType,
@@ -24,8 +29,13 @@ import {
 } from "../lib/wire/tlv.ts";
 import { UdpTransport } from "../lib/runtime/udp.ts";
 
-/** "relay": the mcrelay protocol (hybrid profile). "plain": the bench's plain UDP relay. */
-export type Mode = "relay" | "plain";
+/**
+ * "relay": the mcrelay protocol (hybrid profile). "group": the same, the
+ * clients registering as GROUP_CAPABLE, so relayed messages come as
+ * GROUP_MESSAGE under the epoch key (protocol.md section 9; the server needs
+ * group fan-out on). "plain": the bench's plain UDP relay.
+ */
+export type Mode = "relay" | "group" | "plain";
 
 /** Largest datagram the generator sends (protocol.md default MTU). */
 export const MTU = 1200;
@@ -141,6 +151,8 @@ export class BenchClient {
   readonly mode: Mode;
   readonly server: PeerAddress;
   readonly transport: UdpTransport;
+  /** This client's address value (protocol.md section 2.1). */
+  readonly #ownAddress: Uint8Array;
   /** The client's Fernet key (relay mode), set by {@linkcode register}. */
   key: FernetKey | undefined;
   /** The server key's PEM, from the last key answer. */
@@ -153,6 +165,8 @@ export class BenchClient {
   #welcome: ((value: Uint8Array) => void) | undefined;
   #ack: (() => void) | undefined;
   #cookie: Uint8Array | undefined;
+  /** Group mode: the epoch keys received, the newest last (two kept). */
+  #groupKeys: { epoch: number; key: FernetKey }[] = [];
   readonly #loop: Promise<void>;
 
   private constructor(
@@ -163,6 +177,7 @@ export class BenchClient {
     this.mode = mode;
     this.server = server;
     this.transport = transport;
+    this.#ownAddress = encodeAddress(transport.localAddress);
     this.#loop = this.#receive();
   }
 
@@ -231,6 +246,9 @@ export class BenchClient {
       const stream = encodeRecords([
         { type: RecordType.COOKIE, value: answer.cookie },
         { type: RecordType.SYMMETRIC_KEY, value: block },
+        ...(this.mode === "group"
+          ? [{ type: RecordType.GROUP_CAPABLE, value: new Uint8Array(0) }]
+          : []),
       ]);
       for (let tries = 0; tries < 3 && performance.now() < deadline; tries++) {
         const welcome = await this.#exchange<Uint8Array>(
@@ -312,6 +330,8 @@ export class BenchClient {
     this.transport.close();
     await this.#loop;
     this.key?.[Symbol.dispose]();
+    for (const { key } of this.#groupKeys) key[Symbol.dispose]();
+    this.#groupKeys = [];
   }
 
   async #receive(): Promise<void> {
@@ -338,6 +358,43 @@ export class BenchClient {
       }
     } catch {
       // Socket closed under the loop.
+    }
+  }
+
+  /** A GROUP_KEY under this client's key: the epoch key kept (the previous one too, for messages in flight). */
+  #onGroupKey(value: Uint8Array): void {
+    try {
+      const grant = decodeGroupKeyPlaintext(
+        this.key!.decryptSync(value).plaintext,
+      );
+      const key = FernetKey.fromTextSync(grant.keyText, PERSISTENT);
+      for (const old of this.#groupKeys.splice(0, this.#groupKeys.length - 1)) {
+        old.key[Symbol.dispose]();
+      }
+      this.#groupKeys.push({ epoch: grant.epoch, key });
+    } catch {
+      this.counters.decryptFailed++;
+    }
+  }
+
+  /** A GROUP_MESSAGE: opened under its epoch's key; this client's own messages skipped. */
+  #onGroupMessage(value: Uint8Array): void {
+    const sink = this.sink;
+    if (!sink) return;
+    try {
+      const { epoch, token } = decodeGroupMessageValue(value);
+      const key = this.#groupKeys.find((k) => k.epoch === epoch)?.key;
+      if (!key) {
+        this.counters.decryptFailed++;
+        return;
+      }
+      const { senderValue, message } = decodeGroupPlaintext(
+        key.decryptSync(token).plaintext,
+      );
+      if (bytesEqual(senderValue, this.#ownAddress)) return;
+      sink(this.index, message, performance.now());
+    } catch {
+      this.counters.decryptFailed++;
     }
   }
 
@@ -381,6 +438,12 @@ export class BenchClient {
           sink(this.index, plaintext, performance.now());
           break;
         }
+        case RecordType.GROUP_KEY:
+          this.#onGroupKey(record.value);
+          break;
+        case RecordType.GROUP_MESSAGE:
+          this.#onGroupMessage(record.value);
+          break;
         case RecordType.NOTICE: {
           const code = record.value.length >= 2
             ? (record.value[0] << 8) | record.value[1]

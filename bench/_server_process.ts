@@ -12,6 +12,7 @@
  *     deno run --allow-net --allow-read --allow-sys=setPriority bench/_server_process.ts [--port 0]
  *         [--rsa-sched-idle (with --allow-ffi)] [--no-coalesce]
  *         [--udp-batch-syscalls (with --allow-ffi): the recvmmsg/sendmmsg transport]
+ *         [--group-fanout: protocol.md section 9 by unicast, for GROUP_CAPABLE members]
  *
  * @module
  */
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     "rsa-sched-idle": { type: "boolean" },
     "no-coalesce": { type: "boolean" },
     "udp-batch-syscalls": { type: "boolean" },
+    "group-fanout": { type: "boolean" },
   },
   strict: true,
 });
@@ -47,6 +49,8 @@ const server = await RelayServer.start({
   // Every bench client is 127.0.0.1.
   maxClientsPerIp: 100_000,
   coalesceSends: values["no-coalesce"] !== true,
+  // Group fan-out by unicast (no downstream address): one token per message.
+  fanout: values["group-fanout"] ? "group" : "unicast",
   messagesPerSecond: 1e9,
   messageBurst: 1e9,
   handshakesPerSecond: 1e9,

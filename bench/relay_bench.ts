@@ -76,6 +76,9 @@ Flags:
   --curve-sizes LIST  group sizes of the curve (default 10,100; --quick 10)
   --curve-seconds S   deliveries of each pace: S seconds' worth (default 3;
                       --quick 0.5)
+  --curve-group       add a third series to the curve: the relay with group
+                      fan-out by unicast (protocol.md section 9: one token per
+                      message for GROUP_CAPABLE clients); not with --server
   --no-coalesce       spawned relay servers send one datagram per delivery
                       (coalesceSends: false), for A/B runs
   --rsa-sched-idle    run the spawned relay servers' RSA threads under Linux's
@@ -119,6 +122,8 @@ interface Config {
   curveSizes: number[];
   /** Deliveries of each pace: its rate times this. */
   curveSeconds: number;
+  /** The curve also runs the relay with group fan-out (by unicast). */
+  curveGroup: boolean;
   /** Spawned relay servers run their RSA threads under SCHED_IDLE. */
   rsaSchedIdle: boolean;
   /** Spawned relay servers do not coalesce sends. */
@@ -161,6 +166,7 @@ function parseConfig(): Config | undefined {
       "curve-rates": { type: "string" },
       "curve-sizes": { type: "string" },
       "curve-seconds": { type: "string" },
+      "curve-group": { type: "boolean" },
       "server-cpu-prof": { type: "string" },
       "rsa-sched-idle": { type: "boolean" },
       "udp-batch-syscalls": { type: "boolean" },
@@ -222,6 +228,11 @@ function parseConfig(): Config | undefined {
       "--rsa-sched-idle sets up the spawned server; start an external one with its own --rsa-sched-idle instead",
     );
   }
+  if (values["curve-group"] && server) {
+    throw new RangeError(
+      "--curve-group spawns a relay with group fan-out on; it cannot drive an external --server",
+    );
+  }
   const udpBatchSyscalls = values["udp-batch-syscalls"] === true;
   if (udpBatchSyscalls && server) {
     throw new RangeError(
@@ -255,6 +266,7 @@ function parseConfig(): Config | undefined {
     curveSeconds: values["curve-seconds"] === undefined
       ? (quick ? 0.5 : 3)
       : int("curve-seconds", values["curve-seconds"], 3, 1, 600),
+    curveGroup: values["curve-group"] === true,
     rsaSchedIdle,
     noCoalesce: values["no-coalesce"] === true,
     udpBatchSyscalls,
@@ -296,11 +308,12 @@ async function startTarget(config: Config, mode: Mode): Promise<Target> {
   if (mode === "relay" && config.server) {
     return { address: config.server, child: undefined };
   }
-  const child = mode === "relay"
+  const child = mode !== "plain"
     ? await ChildServer.spawn(
       SERVER_SCRIPT,
       config.serverDenoFlags,
       [
+        ...(mode === "group" ? ["--group-fanout"] : []),
         ...(config.rsaSchedIdle ? ["--rsa-sched-idle"] : []),
         ...(config.noCoalesce ? ["--no-coalesce"] : []),
         ...(config.udpBatchSyscalls ? ["--udp-batch-syscalls"] : []),
@@ -704,8 +717,12 @@ interface CurveRow {
   readonly pace: number;
   readonly relay: TrafficPhase;
   readonly plain: TrafficPhase;
+  /** The relay with group fan-out by unicast (`--curve-group`). */
+  readonly group?: TrafficPhase;
   /** relay µs per delivery / plain µs per delivery. */
   readonly costRatio: number | undefined;
+  /** group µs per delivery / plain µs per delivery (`--curve-group`). */
+  readonly groupCostRatio?: number;
   /** Datagrams the relay sent per delivery at this pace (below 1: coalesced sends). */
   readonly relayDatagramsPerDelivery: number | undefined;
   /** /proc/loadavg after the pair. */
@@ -713,21 +730,25 @@ interface CurveRow {
 }
 
 /**
- * The paced cost curve: for each group size one relay and one plain relay,
- * each with its group registered and warmed; then at every pace an open-loop
- * run of `pace x curveSeconds` deliveries on the relay, then the same on the
- * plain relay (paired, so machine noise hits both alike).
+ * The paced cost curve: for each group size one relay and one plain relay
+ * (and with `--curve-group` a relay with group fan-out), each with its group
+ * registered and warmed; then at every pace an open-loop run of
+ * `pace x curveSeconds` deliveries on the relay, then the same on the others
+ * (paired, so machine noise hits them alike).
  */
 async function measureCurve(
   config: Config,
   keys: KeyCache,
 ): Promise<CurveRow[]> {
   const rows: CurveRow[] = [];
+  const modes: readonly Mode[] = config.curveGroup
+    ? ["relay", "plain", "group"]
+    : ["relay", "plain"];
   for (const size of config.curveSizes) {
     const targets: Target[] = [];
     const groups: BenchClient[][] = [];
     try {
-      for (const mode of ["relay", "plain"] as const) {
+      for (const mode of modes) {
         const target = await startTarget(config, mode);
         targets.push(target);
         groups.push(await registerGroup(config, target, mode, size, keys));
@@ -735,7 +756,7 @@ async function measureCurve(
       // Each fresh server is warmed as the sweep's are; the relay's counters
       // before each pace give its datagrams per delivery at that pace.
       let relayStats: Record<string, unknown> | undefined;
-      for (const [i, mode] of (["relay", "plain"] as const).entries()) {
+      for (const [i, mode] of modes.entries()) {
         const warm = await measureTraffic(config, targets[i], mode, groups[i], {
           messagesPerClient: Math.max(
             1,
@@ -751,7 +772,7 @@ async function measureCurve(
       }
       for (const pace of config.curveRates) {
         const phases: TrafficPhase[] = [];
-        for (const [i, mode] of (["relay", "plain"] as const).entries()) {
+        for (const [i, mode] of modes.entries()) {
           const recipients = groups[i].length - 1;
           phases.push(
             await measureTraffic(config, targets[i], mode, groups[i], {
@@ -766,7 +787,7 @@ async function measureCurve(
             }),
           );
         }
-        const [relay, plain] = phases;
+        const [relay, plain, group] = phases;
         const counter = (
           stats: Record<string, unknown> | undefined,
           name: string,
@@ -789,6 +810,13 @@ async function measureCurve(
             ? sent / delivered
             : undefined,
           loadAverage: loadAverage(),
+          ...(group && {
+            group,
+            groupCostRatio: group.serverCpuUsPerDelivery !== undefined &&
+                plain.serverCpuUsPerDelivery
+              ? group.serverCpuUsPerDelivery / plain.serverCpuUsPerDelivery
+              : undefined,
+          }),
         };
         rows.push(row);
         progress(
@@ -796,7 +824,13 @@ async function measureCurve(
             fmt.x(relay.serverCpuUsPerDelivery)
           } µs/delivery (lost ${relay.traffic.lost}), plain ${
             fmt.x(plain.serverCpuUsPerDelivery)
-          } µs (lost ${plain.traffic.lost}): ${fmt.x(row.costRatio)}x`,
+          } µs (lost ${plain.traffic.lost}): ${fmt.x(row.costRatio)}x${
+            group
+              ? `; group fan-out ${
+                fmt.x(group.serverCpuUsPerDelivery)
+              } µs (lost ${group.traffic.lost}): ${fmt.x(row.groupCostRatio)}x`
+              : ""
+          }`,
         );
       }
     } finally {
@@ -817,6 +851,15 @@ function curveTable(rows: readonly CurveRow[]): string {
       : undefined;
     return `${fmt.int(p.usage.serverSocketDrops)}/${fmt.int(ownTotal)}`;
   };
+  const withGroup = rows.some((r) => r.group !== undefined);
+  const groupCells = (r: CurveRow) =>
+    withGroup
+      ? [
+        fmt.x(r.group?.serverCpuUsPerDelivery),
+        fmt.x(r.groupCostRatio),
+        `${r.group?.traffic.lost ?? "n/a"}`,
+      ]
+      : [];
   return table(
     [
       "N",
@@ -825,6 +868,7 @@ function curveTable(rows: readonly CurveRow[]): string {
       "relay µs/deliv",
       "plain µs/deliv",
       "ratio",
+      ...(withGroup ? ["group µs/deliv", "group ratio", "group lost"] : []),
       "relay dgrams/deliv",
       "relay p50/p99 ms",
       "plain p50/p99 ms",
@@ -841,6 +885,7 @@ function curveTable(rows: readonly CurveRow[]): string {
       fmt.x(r.relay.serverCpuUsPerDelivery),
       fmt.x(r.plain.serverCpuUsPerDelivery),
       fmt.x(r.costRatio),
+      ...groupCells(r),
       fmt.x(r.relayDatagramsPerDelivery),
       `${fmt.ms(r.relay.traffic.latencyMs.p50)}/${
         fmt.ms(r.relay.traffic.latencyMs.p99)
@@ -896,6 +941,7 @@ async function runCurve(
         pace: r.pace,
         relayUsPerDelivery: r.relay.serverCpuUsPerDelivery,
         plainUsPerDelivery: r.plain.serverCpuUsPerDelivery,
+        groupUsPerDelivery: r.group?.serverCpuUsPerDelivery,
       })),
       `${config.size} B messages, open loop; ${
         startedAt.slice(0, 16).replace("T", " ")

@@ -12,6 +12,7 @@
  * @module
  */
 import type { PeerAddress } from "../wire/address.ts";
+import { ByteSlab } from "./byte_slab.ts";
 
 /** Sends one datagram; `streams` is how many relay streams it carries. */
 export type CoalescedSend = (
@@ -43,6 +44,8 @@ export class SendCoalescer {
   readonly #schedule: (flush: () => void) => void;
   /** Streams per recipient, in the order they were added (keyed by the member's address object). */
   readonly #pending = new Map<PeerAddress, Uint8Array[]>();
+  /** The joined datagrams: each is handed to the send and dropped. */
+  readonly #slab = new ByteSlab();
   /** Batches held and not yet released. */
   #holds = 0;
   #scheduled = false;
@@ -157,7 +160,7 @@ export class SendCoalescer {
       if (end - first === 1) {
         this.#send(streams[first], to, 1);
       } else {
-        const datagram = new Uint8Array(size);
+        const datagram = this.#slab.take(size);
         let offset = 0;
         for (let i = first; i < end; i++) {
           datagram.set(streams[i], offset);

@@ -78,7 +78,14 @@ export class TokenGuard {
    * {@linkcode sealSync}, writing the token's ASCII bytes at `out[offset]`
    * (the relay builds each datagram in one buffer). Returns the bytes written,
    * `FernetKey.tokenLength(plaintext.length)`.
-   * @throws {RangeError} when the token does not fit
+   *
+   * `markedIv`, when given, is the token's IV instead of a fresh one: an IV
+   * from this guard's marker (`marker.create()`) that the caller shares
+   * among tokens under *different* keys, as the relay does for the
+   * recipients of one message (each member has its own key, so no key sees
+   * an IV twice; a mark costs two SHA-256 blocks). Never pass one IV twice
+   * to guards of the same key.
+   * @throws {RangeError} when the token does not fit, or `markedIv` is not 16 bytes
    * @throws {TypeError} for a key of the webcrypto backend
    */
   sealInto(
@@ -86,12 +93,15 @@ export class TokenGuard {
     nowMs: number,
     out: Uint8Array,
     offset: number,
+    markedIv?: Uint8Array,
   ): number {
     return this.key.encryptInto(
       plaintext,
       out,
       offset,
-      this.#encryptOptions(nowMs),
+      markedIv === undefined
+        ? this.#encryptOptions(nowMs)
+        : { nowSeconds: Math.floor(nowMs / 1000), iv: markedIv },
     );
   }
 

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { decodeBase64Url } from "../../lib/crypto/base64.ts";
+import { FernetKey } from "../../lib/crypto/fernet.ts";
 import { IvMarker } from "../../lib/crypto/iv_mark.ts";
+import { TokenGuard } from "../../lib/crypto/token_guard.ts";
 
 Deno.test({
   name: "create() is r ‖ first 8 bytes of HMAC-SHA-256(secret, r)",
@@ -120,5 +123,50 @@ Deno.test({
     assert.ok(out.every((b) => b === 0));
     marker.createInto(out, 4);
     assert.equal(marker.isOwn(out.subarray(4)), true);
+  },
+});
+
+Deno.test({
+  name:
+    "TokenGuard.sealInto: a shared marked IV is the token's IV under each key; each peer opens its own, the sealer's side refuses any as reflected",
+  permissions: "none",
+  async fn() {
+    const serverMarker = new IvMarker();
+    const keys = await Promise.all(
+      [0, 1].map(() => FernetKey.generate("node")),
+    );
+    const server = keys.map((key) => new TokenGuard(key, serverMarker));
+    const peers = keys.map((key) =>
+      new TokenGuard(FernetKey.fromTextSync(key.text), new IvMarker())
+    );
+    const iv = serverMarker.create();
+    const plaintext = new TextEncoder().encode("one message, two keys");
+    const now = Date.now();
+    const tokens = server.map((guard) => {
+      const out = new Uint8Array(FernetKey.tokenLength(plaintext.length));
+      assert.equal(guard.sealInto(plaintext, now, out, 0, iv), out.length);
+      return out;
+    });
+    for (const [i, token] of tokens.entries()) {
+      assert.deepEqual(decodeBase64Url(token).subarray(9, 25), iv);
+      const opened = peers[i].openSync(token, now);
+      assert.ok(opened.ok);
+      assert.deepEqual(opened.plaintext, plaintext);
+      assert.deepEqual(server[i].openSync(token, now), {
+        ok: false,
+        reason: "token_reflected",
+      });
+    }
+    assert.throws(
+      () =>
+        server[0].sealInto(
+          plaintext,
+          now,
+          new Uint8Array(200),
+          0,
+          iv.subarray(0, 8),
+        ),
+      /RangeError: .*IV is 8 bytes/,
+    );
   },
 });

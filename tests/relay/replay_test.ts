@@ -6,6 +6,7 @@
  * server's source address.
  */
 import assert from "node:assert/strict";
+import { decodeBase64Url } from "../../lib/crypto/base64.ts";
 import { RsaPrivateKey } from "../../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../../lib/runtime/memory.ts";
 import { encodeAddress } from "../../lib/wire/address.ts";
@@ -62,6 +63,43 @@ Deno.test("server: a relayed token reflected back from the recipient's socket is
   assert.equal(stats.dropped.token_reflected, 1);
   assert.equal(stats.messagesRelayed, 2);
   assert.equal(stats.deliveries, 2);
+});
+
+Deno.test("server: the recipients' tokens of one message share one marked IV, each under its own key, and a reflected one is still dropped", async () => {
+  await using h = new Harness(serverKey);
+  const { server, address, waitDrop } = await h.startServer();
+  const a = await h.connect("a");
+  const b = await h.connect("b");
+  const c = await h.connect("c");
+  await a.waitPresence("join", c.address);
+  await b.waitPresence("join", c.address);
+
+  const marks = [a.tap.received.mark(), b.tap.received.mark()];
+  await c.client.send("one message");
+  await a.waitMessage("one message", { sender: c.address });
+  await b.waitMessage("one message", { sender: c.address });
+  const tokens = await Promise.all([a, b].map(async (member, i) => {
+    const relayed = await member.tap.received.waitFor(
+      (d) => hasRecord(d.data, RecordType.FERNET_MESSAGE),
+      "the relayed message",
+      { from: marks[i] },
+    );
+    return recordValue(relayed.data, RecordType.FERNET_MESSAGE)!;
+  }));
+  // Fernet: version (1), timestamp (8), IV (16), then ciphertext and HMAC.
+  const [forA, forB] = tokens.map((token) => decodeBase64Url(token));
+  assert.deepEqual(forA.subarray(9, 25), forB.subarray(9, 25));
+  assert.notDeepEqual(forA.subarray(25), forB.subarray(25));
+
+  // The shared IV carries the server's mark: sent back, it is reflected.
+  await b.tap.sendRaw(
+    encodeRecords([{ type: RecordType.FERNET_MESSAGE, value: tokens[1] }]),
+    address,
+  );
+  await waitDrop("token_reflected");
+  assert.deepEqual(a.messages().map((m) => m.text), ["one message"]);
+  assert.deepEqual(b.messages().map((m) => m.text), ["one message"]);
+  assert.equal(server.stats().deliveries, 2);
 });
 
 Deno.test("server: a message datagram re-sent from the sender's socket is not relayed twice (single and fragmented)", async () => {

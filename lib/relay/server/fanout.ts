@@ -4,11 +4,15 @@
  * member's key, with the sender's address. Members whose key seals
  * synchronously are served in place in the receive loop's turn (the hot
  * path: one datagram written per recipient, no promise in between); RSA
- * members and WebCrypto keys after.
+ * members and WebCrypto keys after. The recipients' tokens of one message
+ * share one marked IV, each under its member's own key, and their datagrams
+ * come from a {@linkcode ByteSlab} (PERFORMANCE.md, "Cost at a fixed pace").
  *
  * @module
  */
+import { ByteSlab } from "../../core/byte_slab.ts";
 import { FernetKey } from "../../crypto/fernet.ts";
+import type { IvMarker } from "../../crypto/iv_mark.ts";
 import { RsaDecryptError } from "../../crypto/rsa.ts";
 import type { DropCounter } from "../../core/drops.ts";
 import type { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
@@ -58,11 +62,15 @@ export interface FanoutContext {
   readonly counters: ServerCounters;
   /** Whether the server is stopping. */
   readonly closing: () => boolean;
+  /** The server's IV marker: one marked IV per message, shared by its recipients' tokens. */
+  readonly marker: Pick<IvMarker, "create">;
 }
 
 /** The relay: members' messages to every other member. */
 export class Fanout {
   readonly #context: FanoutContext;
+  /** The in-place datagrams: each is handed to a send and dropped. */
+  readonly #slab = new ByteSlab();
   #pendingRsaMessages = 0;
 
   /** @param context what it reads and sends with */
@@ -254,6 +262,9 @@ export class Fanout {
       );
     }
     const later: Promise<void>[] = [];
+    // One marked IV for every recipient's token of this message: each is
+    // under another key, so no key sees it twice (made at the first one).
+    let sharedIv: Uint8Array | undefined;
     let recipients = 0;
     for (const member of members.values()) {
       if (member === except) continue;
@@ -266,9 +277,10 @@ export class Fanout {
       if (!guard?.canSealSync) {
         later.push(this.#deliverAsync(member, senderRecord, plaintext, now));
       } else if (prefix) {
-        const datagram = new Uint8Array(tokenAt + tokenLength);
+        const datagram = this.#slab.take(tokenAt + tokenLength);
         datagram.set(prefix);
-        guard.sealInto(plaintext, now, datagram, tokenAt);
+        sharedIv ??= this.#context.marker.create();
+        guard.sealInto(plaintext, now, datagram, tokenAt, sharedIv);
         this.#countDelivery(member);
         output.sendRelay(datagram, member.address);
       } else {
