@@ -81,10 +81,11 @@ export class TokenGuard {
    *
    * `markedIv`, when given, is the token's IV instead of a fresh one: an IV
    * from this guard's marker (`marker.create()`) that the caller shares
-   * among tokens under *different* keys, as the relay does for the
-   * recipients of one message (each member has its own key, so no key sees
-   * an IV twice; a mark costs two SHA-256 blocks). Never pass one IV twice
-   * to guards of the same key.
+   * among the tokens of one plaintext under several keys, as the relay does
+   * for the recipients of one message (a mark costs two SHA-256 blocks).
+   * Under one key a reused IV gives equal tokens for equal plaintexts and
+   * repeats an IV the peer's replay window remembers: share it across keys,
+   * never across tokens of one key.
    * @throws {RangeError} when the token does not fit, or `markedIv` is not 16 bytes
    * @throws {TypeError} for a key of the webcrypto backend
    */
