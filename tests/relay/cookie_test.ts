@@ -229,3 +229,57 @@ Deno.test("a client whose cookies keep going stale gives up after its attempts i
   assert.equal(progress.filter((p) => p.step === "register").length, 0);
   assert.equal(registrations, 0);
 });
+
+Deno.test("one key, one member: a captured key record replayed from another address with its own cookie is refused (key_in_use), and the holder's token sent from there is not relayed", async () => {
+  await using h = new Harness(serverKey);
+  const { server, address, waitDrop } = await h.startServer();
+  const victim = await h.socket("victim");
+  const replayer = await h.socket("replayer");
+  const { key, value } = await symmetricKey();
+  const registration = (cookie: Uint8Array) =>
+    encodeRecords([
+      { type: RecordType.COOKIE, value: cookie },
+      { type: RecordType.SYMMETRIC_KEY, value },
+    ]);
+
+  const mark = victim.received.mark();
+  await victim.sendRaw(
+    registration(await fetchCookie(victim, address)),
+    address,
+  );
+  await victim.received.waitFor(
+    (d) => recordValue(d.data, RecordType.WELCOME) !== undefined,
+    "the victim's WELCOME",
+    { from: mark },
+  );
+  const listener = await h.connect("listener");
+
+  // The same key record, with a cookie the replayer fetched for itself.
+  await replayer.sendRaw(
+    registration(await fetchCookie(replayer, address)),
+    address,
+  );
+  await waitDrop("key_in_use");
+  assert.deepEqual(
+    server.members().map((m) => m.address).sort(),
+    [formatAddress(victim.localAddress), listener.address].sort(),
+  );
+
+  // A token under the victim's key, from the replayer: an unknown source.
+  const token = await key.encrypt(encoder.encode("the victim's words"));
+  const message = encodeRecords([{
+    type: RecordType.FERNET_MESSAGE,
+    value: token,
+  }]);
+  await replayer.sendRaw(message, address);
+  await waitDrop("unknown_source");
+  // From the victim, the same token is relayed, once.
+  await victim.sendRaw(message, address);
+  await listener.waitMessage("the victim's words", {
+    sender: formatAddress(victim.localAddress),
+  });
+  assert.deepEqual(listener.messages().map((m) => m.text), [
+    "the victim's words",
+  ]);
+  assert.equal(server.stats().messagesRelayed, 1);
+});

@@ -12,7 +12,6 @@
  */
 import { ByteSlab } from "../../core/byte_slab.ts";
 import { FernetKey } from "../../crypto/fernet.ts";
-import type { IvMarker } from "../../crypto/iv_mark.ts";
 import { RsaDecryptError } from "../../crypto/rsa.ts";
 import type { DropCounter } from "../../core/drops.ts";
 import type { RsaDecryptPool } from "../../runtime/rsa_pool.ts";
@@ -62,8 +61,6 @@ export interface FanoutContext {
   readonly counters: ServerCounters;
   /** Whether the server is stopping. */
   readonly closing: () => boolean;
-  /** The server's IV marker: one marked IV per message, shared by its recipients' tokens. */
-  readonly marker: Pick<IvMarker, "create">;
 }
 
 /** The relay: members' messages to every other member. */
@@ -262,8 +259,9 @@ export class Fanout {
       );
     }
     const later: Promise<void>[] = [];
-    // One marked IV for every recipient's token of this message: each is
-    // under another key, so no key sees it twice (made at the first one).
+    // One marked IV (the server's mark, which every member's guard carries)
+    // for the recipients' tokens of this message, each under the
+    // recipient's own key (made at the first one; PROTOCOL.md section 6).
     let sharedIv: Uint8Array | undefined;
     let recipients = 0;
     for (const member of members.values()) {
@@ -279,7 +277,7 @@ export class Fanout {
       } else if (prefix) {
         const datagram = this.#slab.take(tokenAt + tokenLength);
         datagram.set(prefix);
-        sharedIv ??= this.#context.marker.create();
+        sharedIv ??= guard.marker.create();
         guard.sealInto(plaintext, now, datagram, tokenAt, sharedIv);
         this.#countDelivery(member);
         output.sendRelay(datagram, member.address);

@@ -261,6 +261,16 @@ export class Handshake {
       await this.#welcomeAgain(existing);
       return;
     }
+    // A key another member holds (a captured registration replayed with the
+    // replayer's own cookie): refused, or the replayer could send the
+    // holder's tokens again as its own (PROTOCOL.md section 10).
+    const holder = opened.profile === "hybrid"
+      ? members.holderOfKey(opened.keyId)
+      : undefined;
+    if (holder !== undefined && holder !== existing) {
+      drops.drop("key_in_use", source);
+      return refuse();
+    }
     if (existing?.profile === "hybrid") {
       const verdict = await this.#checkKeyProof(existing, proof, recordHash);
       if (verdict !== undefined) {
@@ -290,7 +300,7 @@ export class Handshake {
     if (existing) {
       remember();
       replaceKey(existing, memberKey);
-      existing.keyId = opened.keyId;
+      members.setKeyId(existing, opened.keyId);
       existing.registrationHash = recordHash;
       existing.lastSeen = now;
       context.counters.rekeys++;

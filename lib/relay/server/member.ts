@@ -179,6 +179,8 @@ export function replaceKey(member: Member, memberKey: MemberKey): void {
 export class MemberTable {
   readonly #members = new Map<string, Member>();
   readonly #perIp = new Map<string, number>();
+  /** Hybrid members by key id: a Fernet key belongs to one member at a time. */
+  readonly #keyHolders = new Map<string, Member>();
 
   /** Members now. */
   get size(): number {
@@ -205,9 +207,28 @@ export class MemberTable {
     return this.#members.values();
   }
 
+  /**
+   * The hybrid member holding the Fernet key of `keyId`, if any. A key is
+   * one member's: replay windows are per member, so a second address with
+   * the same key could replay the first one's tokens as its own.
+   */
+  holderOfKey(keyId: string): Member | undefined {
+    return this.#keyHolders.get(keyId);
+  }
+
+  /** Records that `member` now holds the key of `keyId` (a rekey). */
+  setKeyId(member: Member, keyId: string): void {
+    if (this.#keyHolders.get(member.keyId) === member) {
+      this.#keyHolders.delete(member.keyId);
+    }
+    member.keyId = keyId;
+    if (member.profile === "hybrid") this.#keyHolders.set(keyId, member);
+  }
+
   /** Adds a new member. */
   add(member: Member): void {
     this.#members.set(member.key, member);
+    if (member.profile === "hybrid") this.#keyHolders.set(member.keyId, member);
     const hostname = member.address.hostname;
     this.#perIp.set(hostname, this.countFromIp(hostname) + 1);
   }
@@ -216,6 +237,9 @@ export class MemberTable {
   delete(member: Member): boolean {
     if (this.#members.get(member.key) !== member) return false;
     this.#members.delete(member.key);
+    if (this.#keyHolders.get(member.keyId) === member) {
+      this.#keyHolders.delete(member.keyId);
+    }
     const hostname = member.address.hostname;
     const fromIp = (this.#perIp.get(hostname) ?? 1) - 1;
     if (fromIp > 0) this.#perIp.set(hostname, fromIp);
@@ -230,6 +254,7 @@ export class MemberTable {
     }
     this.#members.clear();
     this.#perIp.clear();
+    this.#keyHolders.clear();
   }
 
   /** What the `clients` command shows. */

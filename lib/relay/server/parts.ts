@@ -159,7 +159,7 @@ export function assembleParts(
     strangerReassembly,
     isBanned,
   });
-  const fanout = new Fanout({ ...shared, config, presence, rsa, marker });
+  const fanout = new Fanout({ ...shared, config, presence, rsa });
   const dispatch = new Dispatch({
     ...shared,
     overloaded: () => load.overloaded,

@@ -26,7 +26,8 @@ import { newCounters } from "../../../lib/relay/server/stats.ts";
 import { StatusChannel } from "../../../lib/relay/server/status.ts";
 
 export const serverKey = await RsaPrivateKey.generate(2048);
-const memberKey = await RsaPrivateKey.generate(2048);
+/** The RSA key of the members {@linkcode fakeContext} adds. */
+export const memberKey = await RsaPrivateKey.generate(2048);
 
 /** One datagram the fake output would have sent. */
 export interface Sent {
