@@ -151,6 +151,8 @@ export class BenchClient {
   readonly mode: Mode;
   readonly server: PeerAddress;
   readonly transport: UdpTransport;
+  /** Group mode with a downstream address: the socket joined to it. */
+  readonly downstream: UdpTransport | undefined;
   /** This client's address value (protocol.md section 2.1). */
   readonly #ownAddress: Uint8Array;
   /** The client's Fernet key (relay mode), set by {@linkcode register}. */
@@ -173,25 +175,53 @@ export class BenchClient {
     mode: Mode,
     server: PeerAddress,
     transport: UdpTransport,
+    downstream: UdpTransport | undefined,
   ) {
     this.mode = mode;
     this.server = server;
     this.transport = transport;
+    this.downstream = downstream;
     this.#ownAddress = encodeAddress(transport.localAddress);
-    this.#loop = this.#receive();
+    this.#loop = Promise.all([
+      this.#receive(transport),
+      downstream && this.#receive(downstream),
+    ]).then(() => {});
   }
 
   /**
    * Binds a socket on 127.0.0.1. In relay mode the Fernet key comes with the
    * registration: a prepared one when the {@linkcode KeyCache} has one left,
-   * else a fresh one.
+   * else a fresh one. In group mode with `downstream` (a multicast group and
+   * port: run only inside a private network namespace) a second socket
+   * joins it on 127.0.0.1 for the GROUP_MESSAGE datagrams.
    */
-  static async open(mode: Mode, server: PeerAddress): Promise<BenchClient> {
+  static async open(
+    mode: Mode,
+    server: PeerAddress,
+    downstream?: PeerAddress,
+  ): Promise<BenchClient> {
     const transport = await UdpTransport.bind({
       hostname: "127.0.0.1",
       port: 0,
     });
-    return new BenchClient(mode, server, transport);
+    let joined: UdpTransport | undefined;
+    if (mode === "group" && downstream) {
+      try {
+        joined = await UdpTransport.bind({
+          hostname: downstream.hostname,
+          port: downstream.port,
+          reuseAddress: true,
+          multicast: {
+            group: downstream.hostname,
+            interfaceAddress: "127.0.0.1",
+          },
+        });
+      } catch (error) {
+        transport.close();
+        throw error;
+      }
+    }
+    return new BenchClient(mode, server, transport, joined);
   }
 
   /** Whether the last {@linkcode register} succeeded (and no disconnect since). */
@@ -328,16 +358,17 @@ export class BenchClient {
   /** Closes the socket and waits for the receive loop to end. */
   async close(): Promise<void> {
     this.transport.close();
+    this.downstream?.close();
     await this.#loop;
     this.key?.[Symbol.dispose]();
     for (const { key } of this.#groupKeys) key[Symbol.dispose]();
     this.#groupKeys = [];
   }
 
-  async #receive(): Promise<void> {
+  async #receive(transport: UdpTransport): Promise<void> {
     const server = this.server;
     try {
-      for await (const { data, from } of this.transport) {
+      for await (const { data, from } of transport) {
         if (from.port !== server.port || from.hostname !== server.hostname) {
           this.counters.foreign++;
           continue;
@@ -367,11 +398,15 @@ export class BenchClient {
       const grant = decodeGroupKeyPlaintext(
         this.key!.decryptSync(value).plaintext,
       );
+      // A grant of an epoch already held (the server answering a resent
+      // registration) changes nothing.
+      if (this.#groupKeys.some((k) => k.epoch === grant.epoch)) return;
       const key = FernetKey.fromTextSync(grant.keyText, PERSISTENT);
-      for (const old of this.#groupKeys.splice(0, this.#groupKeys.length - 1)) {
+      this.#groupKeys.push({ epoch: grant.epoch, key });
+      this.#groupKeys.sort((a, b) => a.epoch - b.epoch);
+      for (const old of this.#groupKeys.splice(0, this.#groupKeys.length - 2)) {
         old.key[Symbol.dispose]();
       }
-      this.#groupKeys.push({ epoch: grant.epoch, key });
     } catch {
       this.counters.decryptFailed++;
     }
@@ -482,6 +517,7 @@ export async function registerMany(
   concurrency: number,
   timeoutMs: number,
   keys: KeyCache,
+  downstream?: PeerAddress,
 ): Promise<RegistrationResult> {
   const clients: BenchClient[] = [];
   const latencies: number[] = [];
@@ -493,7 +529,7 @@ export async function registerMany(
   const worker = async () => {
     while (next < count) {
       next++;
-      const client = await BenchClient.open(mode, server);
+      const client = await BenchClient.open(mode, server, downstream);
       const start = performance.now();
       if (await client.register(deadline, keys)) {
         last = performance.now();

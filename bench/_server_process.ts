@@ -13,12 +13,14 @@
  *         [--rsa-sched-idle (with --allow-ffi)] [--no-coalesce]
  *         [--udp-batch-syscalls (with --allow-ffi): the recvmmsg/sendmmsg transport]
  *         [--group-fanout: protocol.md section 9 by unicast, for GROUP_CAPABLE members]
+ *         [--group-downstream GROUP:PORT: with --group-fanout, multicast to it instead
+ *          (only inside a private network namespace)]
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
-import { formatAddress } from "../lib/wire/address.ts";
+import { formatAddress, parseAddress } from "../lib/wire/address.ts";
 import { UdpTransport } from "../lib/runtime/udp.ts";
 import { UdpMmsgTransport } from "../lib/runtime/udp_mmsg.ts";
 import { RelayServer } from "../lib/relay/server/server.ts";
@@ -33,6 +35,7 @@ const { values } = parseArgs({
     "no-coalesce": { type: "boolean" },
     "udp-batch-syscalls": { type: "boolean" },
     "group-fanout": { type: "boolean" },
+    "group-downstream": { type: "string" },
   },
   strict: true,
 });
@@ -51,6 +54,12 @@ const server = await RelayServer.start({
   coalesceSends: values["no-coalesce"] !== true,
   // Group fan-out by unicast (no downstream address): one token per message.
   fanout: values["group-fanout"] ? "group" : "unicast",
+  // With a downstream group (only inside a private network namespace): one
+  // multicast datagram per message; members joined before registering.
+  downstream: values["group-downstream"] === undefined
+    ? undefined
+    : parseAddress(values["group-downstream"]),
+  groupNewcomerMs: 0,
   messagesPerSecond: 1e9,
   messageBurst: 1e9,
   handshakesPerSecond: 1e9,

@@ -79,6 +79,11 @@ Flags:
   --curve-group       add a third series to the curve: the relay with group
                       fan-out by unicast (protocol.md section 9: one token per
                       message for GROUP_CAPABLE clients); not with --server
+  --curve-group-multicast GROUP:PORT  the same, the group datagrams multicast
+                      once per message to GROUP:PORT, which the clients join
+                      on 127.0.0.1. Sends and joins multicast: refused unless
+                      every network interface is loopback (run it inside
+                      unshare -n, see PERFORMANCE.md)
   --no-coalesce       spawned relay servers send one datagram per delivery
                       (coalesceSends: false), for A/B runs
   --rsa-sched-idle    run the spawned relay servers' RSA threads under Linux's
@@ -124,6 +129,8 @@ interface Config {
   curveSeconds: number;
   /** The curve also runs the relay with group fan-out (by unicast). */
   curveGroup: boolean;
+  /** With curveGroup: the multicast group and port of the group datagrams. */
+  curveDownstream: PeerAddress | undefined;
   /** Spawned relay servers run their RSA threads under SCHED_IDLE. */
   rsaSchedIdle: boolean;
   /** Spawned relay servers do not coalesce sends. */
@@ -167,6 +174,7 @@ function parseConfig(): Config | undefined {
       "curve-sizes": { type: "string" },
       "curve-seconds": { type: "string" },
       "curve-group": { type: "boolean" },
+      "curve-group-multicast": { type: "string" },
       "server-cpu-prof": { type: "string" },
       "rsa-sched-idle": { type: "boolean" },
       "udp-batch-syscalls": { type: "boolean" },
@@ -228,7 +236,34 @@ function parseConfig(): Config | undefined {
       "--rsa-sched-idle sets up the spawned server; start an external one with its own --rsa-sched-idle instead",
     );
   }
-  if (values["curve-group"] && server) {
+  let curveDownstream: PeerAddress | undefined;
+  const multicastText = values["curve-group-multicast"];
+  if (multicastText !== undefined) {
+    try {
+      curveDownstream = parseAddress(multicastText);
+    } catch {
+      throw new RangeError(
+        `--curve-group-multicast must be GROUP:PORT with an IPv4 multicast group (e.g. 239.255.0.9:5008), not "${multicastText}"`,
+      );
+    }
+    const first = Number(curveDownstream.hostname.split(".")[0]);
+    if (!(first >= 224 && first <= 239)) {
+      throw new RangeError(
+        `--curve-group-multicast needs an IPv4 multicast group (224.0.0.0/4), not ${curveDownstream.hostname}`,
+      );
+    }
+    const outside = Deno.networkInterfaces().filter((i) =>
+      !(i.address.startsWith("127.") || i.address === "::1")
+    );
+    if (outside.length > 0) {
+      throw new RangeError(
+        `--curve-group-multicast sends and joins multicast, which must not leave this machine: run it in a private network namespace with only loopback (interfaces seen: ${
+          [...new Set(outside.map((i) => i.name))].join(", ")
+        }), e.g. unshare -n sh -c 'ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo src 127.0.0.1; deno task bench --curve-only --curve-group-multicast 239.255.0.9:5008'`,
+      );
+    }
+  }
+  if ((values["curve-group"] || curveDownstream) && server) {
     throw new RangeError(
       "--curve-group spawns a relay with group fan-out on; it cannot drive an external --server",
     );
@@ -266,7 +301,8 @@ function parseConfig(): Config | undefined {
     curveSeconds: values["curve-seconds"] === undefined
       ? (quick ? 0.5 : 3)
       : int("curve-seconds", values["curve-seconds"], 3, 1, 600),
-    curveGroup: values["curve-group"] === true,
+    curveGroup: values["curve-group"] === true || curveDownstream !== undefined,
+    curveDownstream,
     rsaSchedIdle,
     noCoalesce: values["no-coalesce"] === true,
     udpBatchSyscalls,
@@ -314,6 +350,9 @@ async function startTarget(config: Config, mode: Mode): Promise<Target> {
       config.serverDenoFlags,
       [
         ...(mode === "group" ? ["--group-fanout"] : []),
+        ...(mode === "group" && config.curveDownstream
+          ? ["--group-downstream", formatAddress(config.curveDownstream)]
+          : []),
         ...(config.rsaSchedIdle ? ["--rsa-sched-idle"] : []),
         ...(config.noCoalesce ? ["--no-coalesce"] : []),
         ...(config.udpBatchSyscalls ? ["--udp-batch-syscalls"] : []),
@@ -500,6 +539,7 @@ async function registerGroup(
     16,
     config.server && mode === "relay" ? 60_000 : 20_000,
     keys,
+    mode === "group" ? config.curveDownstream : undefined,
   );
   if (result.failed > 0) {
     progress(
@@ -769,6 +809,20 @@ async function measureCurve(
           maxDurationMs: 60_000,
         });
         if (mode === "relay") relayStats = warm.serverStats;
+        if (mode === "group") {
+          // The series is group fan-out only if every member holds the
+          // epoch key; the others would get per-recipient streams.
+          const group = warm.serverStats?.group as
+            | { holders?: number }
+            | undefined;
+          if (group?.holders !== groups[i].length) {
+            progress(
+              `  warning: after the warm-up ${group?.holders ?? "no"} of ${
+                groups[i].length
+              } members hold the group key: the group series mixes in per-recipient streams`,
+            );
+          }
+        }
       }
       for (const pace of config.curveRates) {
         const phases: TrafficPhase[] = [];
@@ -943,7 +997,13 @@ async function runCurve(
         plainUsPerDelivery: r.plain.serverCpuUsPerDelivery,
         groupUsPerDelivery: r.group?.serverCpuUsPerDelivery,
       })),
-      `${config.size} B messages, open loop; ${
+      `${config.size} B messages, open loop${
+        config.curveDownstream
+          ? `, group fan-out multicast to ${
+            formatAddress(config.curveDownstream)
+          }`
+          : ""
+      }; ${
         startedAt.slice(0, 16).replace("T", " ")
       } UTC; deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores; load average ${
         loadAverage() ?? "n/a"
