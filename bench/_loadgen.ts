@@ -28,6 +28,7 @@ import {
   type TlvRecord,
 } from "../lib/wire/tlv.ts";
 import { UdpTransport } from "../lib/runtime/udp.ts";
+import { assertPrivateNetns } from "./_netns.ts";
 
 /**
  * "relay": the mcrelay protocol (hybrid profile). "group": the same, the
@@ -207,6 +208,7 @@ export class BenchClient {
     let joined: UdpTransport | undefined;
     if (mode === "group" && downstream) {
       try {
+        await assertPrivateNetns("joining a downstream group");
         joined = await UdpTransport.bind({
           hostname: downstream.hostname,
           port: downstream.port,

@@ -25,6 +25,7 @@ import { UdpTransport } from "../lib/runtime/udp.ts";
 import { UdpMmsgTransport } from "../lib/runtime/udp_mmsg.ts";
 import { RelayServer } from "../lib/relay/server/server.ts";
 import { LineSplitter } from "../lib/runtime/lines.ts";
+import { assertPrivateNetns } from "./_netns.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -40,6 +41,9 @@ const { values } = parseArgs({
   strict: true,
 });
 
+if (values["group-downstream"] !== undefined) {
+  await assertPrivateNetns("--group-downstream");
+}
 const privateKey = await RsaPrivateKey.generate(2048);
 const bindOptions = { hostname: values.host, port: Number(values.port) };
 const transport = values["udp-batch-syscalls"]

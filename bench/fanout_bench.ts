@@ -33,6 +33,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { assertPrivateNetns } from "./_netns.ts";
 import { RsaPrivateKey } from "../lib/crypto/rsa.ts";
 import { MemoryNetwork } from "../lib/runtime/memory.ts";
 import type { Datagram, DatagramTransport } from "../lib/runtime/transport.ts";
@@ -72,16 +73,10 @@ const DOWNSTREAM: PeerAddress = { hostname: "224.1.1.1", port: 5008 };
 const SINK_ADDRESS: PeerAddress = { hostname: "127.0.0.1", port: 5100 };
 
 if (MULTICAST) {
-  const out = await new Deno.Command("ip", { args: ["-o", "link", "show"] })
-    .output();
-  const names = new TextDecoder().decode(out.stdout).split("\n")
-    .map((l) => /^\d+: ([^:@]+)[:@]/.exec(l)?.[1]).filter(Boolean);
-  if (names.length !== 1 || names[0] !== "lo") {
-    console.error(
-      `refusing --multicast outside a private network namespace (interfaces: ${
-        names.join(", ")
-      }): run it under unshare -n (see --help in the file header)`,
-    );
+  try {
+    await assertPrivateNetns("--multicast");
+  } catch (error) {
+    console.error(`refusing: ${(error as Error).message}`);
     Deno.exit(2);
   }
 }

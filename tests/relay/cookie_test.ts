@@ -230,9 +230,9 @@ Deno.test("a client whose cookies keep going stale gives up after its attempts i
   assert.equal(registrations, 0);
 });
 
-Deno.test("one key, one member: a captured key record replayed from another address with its own cookie is refused (key_in_use), and the holder's token sent from there is not relayed", async () => {
+Deno.test("one key, one member: a captured key record replayed from another address with its own cookie is refused (key_in_use) while the key is held and after its holder left, and the holder's token sent from there is not relayed", async () => {
   await using h = new Harness(serverKey);
-  const { server, address, waitDrop } = await h.startServer();
+  const { server, address, waitDrop, log } = await h.startServer();
   const victim = await h.socket("victim");
   const replayer = await h.socket("replayer");
   const { key, value } = await symmetricKey();
@@ -282,4 +282,25 @@ Deno.test("one key, one member: a captured key record replayed from another addr
     "the victim's words",
   ]);
   assert.equal(server.stats().messagesRelayed, 1);
+
+  // The victim leaves; while its tokens can still pass the age checks its
+  // key stays refused, so the captured record still admits no one.
+  const left = listener.events.mark();
+  await victim.sendRaw(
+    encodeRecords([{
+      type: RecordType.DISCONNECT,
+      value: await key.encrypt(encoder.encode("DISCONNECT")),
+    }]),
+    address,
+  );
+  await listener.waitPresence(
+    "leave",
+    formatAddress(victim.localAddress),
+    left,
+  );
+  const later = await h.socket("later replayer");
+  const dropsBefore = log.mark();
+  await later.sendRaw(registration(await fetchCookie(later, address)), address);
+  await waitDrop("key_in_use", dropsBefore);
+  assert.deepEqual(server.members().map((m) => m.address), [listener.address]);
 });

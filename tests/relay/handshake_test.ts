@@ -36,6 +36,8 @@ const encoder = new TextEncoder();
 import {
   keyRequestDatagram,
   registrationRecords,
+  reuseUnconfirmedKey,
+  UNCONFIRMED_KEY_REUSE_MS,
 } from "../../lib/relay/client/handshake_rules.ts";
 
 const [serverKey, otherKey] = await Promise.all([
@@ -337,4 +339,16 @@ Deno.test("the client's key request and registration streams, byte for byte", ()
     })),
     hex("0011 0003 c0c1c2  0004 0002 4b45"),
   );
+});
+
+Deno.test({
+  name:
+    "reuseUnconfirmedKey: an unconfirmed key is offered again for the server's member timeout (30 s) after its registration was last sent, then a new key is made",
+  permissions: "none",
+  fn() {
+    assert.equal(UNCONFIRMED_KEY_REUSE_MS, 30_000);
+    assert.equal(reuseUnconfirmedKey(1_000, 1_000), true);
+    assert.equal(reuseUnconfirmedKey(1_000, 31_000), true);
+    assert.equal(reuseUnconfirmedKey(1_000, 31_001), false);
+  },
 });

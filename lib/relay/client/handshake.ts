@@ -23,6 +23,7 @@ import {
   noKeyAnswerError,
   noWelcomeError,
   registrationRecords,
+  reuseUnconfirmedKey,
 } from "./handshake_rules.ts";
 import { Awaited, type ClientConfig, type Session } from "./session.ts";
 import type { HandshakeProgress } from "./types.ts";
@@ -67,8 +68,13 @@ export class KeyExchange {
    * so every key exchange offers it again until one is confirmed: to a
    * server that holds it, that is a retransmission (protocol.md section 10),
    * where a new key would need a proof under a key the client cannot know.
+   * Only while the server can still hold it ({@linkcode reuseUnconfirmedKey}):
+   * after that, a client whose address changed meanwhile would be refused
+   * it (`key_in_use`), so a new key is made.
    */
   #unconfirmed: TokenGuard | undefined;
+  /** When the registration of {@linkcode #unconfirmed} was last sent (ms). */
+  #unconfirmedSentAt = 0;
   /** The last refusal of a server key in this key exchange. */
   #mismatched: string | undefined;
   /** The NOTICE 4 text of the last registration round a too-old cookie ended. */
@@ -305,6 +311,7 @@ export class KeyExchange {
         waitMs: delay,
       });
       await session.sendStream(stream);
+      this.#unconfirmedSentAt = session.now();
       phase.welcome = new Awaited<PeerAddress>(delay, session.closedSignal);
       const address = await phase.welcome.promise;
       if (address) {
@@ -333,6 +340,13 @@ export class KeyExchange {
     let keyValue: Uint8Array;
     let guard: TokenGuard | undefined;
     if (session.profile === "hybrid") {
+      if (
+        this.#unconfirmed &&
+        !reuseUnconfirmedKey(this.#unconfirmedSentAt, session.now())
+      ) {
+        this.#unconfirmed[Symbol.dispose]();
+        this.#unconfirmed = undefined;
+      }
       guard = this.#unconfirmed ??= new TokenGuard(
         await FernetKey.generate(this.#config.fernetBackend),
         session.marker,

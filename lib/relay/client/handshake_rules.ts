@@ -27,6 +27,23 @@ import type { HandshakeProgress } from "./types.ts";
 /** A cookie older than this is not reused for a registration (protocol.md section 4). */
 export const COOKIE_REUSE_MS = 50_000;
 
+/**
+ * How long an unconfirmed key (its registration sent, no WELCOME yet) is
+ * offered again: the server's member timeout (protocol.md section 6, 30 s by
+ * default). A server that took it has let it go by then, and keeps it
+ * refused a while after (PROTOCOL.md section 4, "one key, one member"), so
+ * offering it again could only be refused: a new key is made instead.
+ */
+export const UNCONFIRMED_KEY_REUSE_MS = 30_000;
+
+/**
+ * Whether an unconfirmed key whose registration was last sent at `sentAtMs`
+ * is still worth offering at `nowMs` (see {@linkcode UNCONFIRMED_KEY_REUSE_MS}).
+ */
+export function reuseUnconfirmedKey(sentAtMs: number, nowMs: number): boolean {
+  return nowMs - sentAtMs <= UNCONFIRMED_KEY_REUSE_MS;
+}
+
 /** A server's answer to a key request. */
 export interface KeyAnswer {
   readonly cookie: Uint8Array;

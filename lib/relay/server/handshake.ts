@@ -261,13 +261,17 @@ export class Handshake {
       await this.#welcomeAgain(existing);
       return;
     }
-    // A key another member holds (a captured registration replayed with the
-    // replayer's own cookie): refused, or the replayer could send the
-    // holder's tokens again as its own (PROTOCOL.md section 10).
-    const holder = opened.profile === "hybrid"
-      ? members.holderOfKey(opened.keyId)
-      : undefined;
-    if (holder !== undefined && holder !== existing) {
+    // A key another member holds, or one released too recently (a captured
+    // registration replayed with the replayer's own cookie): refused, or the
+    // replayer could send the holder's tokens again as its own (PROTOCOL.md
+    // section 4, "one key, one member").
+    const keyTaken = () => {
+      if (opened.profile !== "hybrid") return false;
+      const holder = members.holderOfKey(opened.keyId);
+      return (holder !== undefined && holder !== existing) ||
+        members.isKeyRetired(opened.keyId);
+    };
+    if (keyTaken()) {
       drops.drop("key_in_use", source);
       return refuse();
     }
@@ -275,6 +279,16 @@ export class Handshake {
       const verdict = await this.#checkKeyProof(existing, proof, recordHash);
       if (verdict !== undefined) {
         drops.drop(verdict, source);
+        return refuse();
+      }
+      // The proof check may wait (a WebCrypto key): the member may have left,
+      // or another registration taken the key, meanwhile.
+      if (members.get(source) !== existing) {
+        drops.drop("registration_raced", source);
+        return refuse();
+      }
+      if (keyTaken()) {
+        drops.drop("key_in_use", source);
         return refuse();
       }
     }

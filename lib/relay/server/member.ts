@@ -175,12 +175,38 @@ export function replaceKey(member: Member, memberKey: MemberKey): void {
   }
 }
 
+/** Options of {@linkcode MemberTable}. */
+export interface MemberTableOptions {
+  /** The clock (ms). Default `Date.now`. */
+  readonly now?: () => number;
+  /**
+   * How long a hybrid member's key stays refused after the member left or
+   * rekeyed (ms): as long as its tokens can still pass the age and skew
+   * checks (2 x the maximum token age, plus a second). Default 0: not at all.
+   */
+  readonly retireKeysMs?: number;
+  /** Retired key ids remembered at most (the oldest are forgotten first). Default 65,536. */
+  readonly maxRetiredKeys?: number;
+}
+
 /** The members by `IP:PORT`, with how many each IP holds. */
 export class MemberTable {
   readonly #members = new Map<string, Member>();
   readonly #perIp = new Map<string, number>();
   /** Hybrid members by key id: a Fernet key belongs to one member at a time. */
   readonly #keyHolders = new Map<string, Member>();
+  /** Key ids of hybrid members that left or rekeyed, with when they may return (ms). */
+  readonly #retiredKeys = new Map<string, number>();
+  readonly #now: () => number;
+  readonly #retireKeysMs: number;
+  readonly #maxRetiredKeys: number;
+
+  /** @param options the clock and how long a released key stays refused */
+  constructor(options: MemberTableOptions = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#retireKeysMs = options.retireKeysMs ?? 0;
+    this.#maxRetiredKeys = options.maxRetiredKeys ?? 65_536;
+  }
 
   /** Members now. */
   get size(): number {
@@ -216,13 +242,44 @@ export class MemberTable {
     return this.#keyHolders.get(keyId);
   }
 
-  /** Records that `member` now holds the key of `keyId` (a rekey). */
+  /**
+   * Whether the key of `keyId` was released (its member left or rekeyed)
+   * too recently to be taken again: the tokens made under it may still pass
+   * the age checks, and a new member's fresh replay window would let them
+   * through again.
+   */
+  isKeyRetired(keyId: string): boolean {
+    const until = this.#retiredKeys.get(keyId);
+    if (until === undefined) return false;
+    if (this.#now() < until) return true;
+    this.#retiredKeys.delete(keyId);
+    return false;
+  }
+
+  /**
+   * Records that `member`, a member of this table, now holds the key of
+   * `keyId` (a rekey, after `replaceKey`); its previous key is retired.
+   */
   setKeyId(member: Member, keyId: string): void {
-    if (this.#keyHolders.get(member.keyId) === member) {
-      this.#keyHolders.delete(member.keyId);
-    }
+    if (this.#members.get(member.key) !== member) return;
+    this.#release(member);
     member.keyId = keyId;
     if (member.profile === "hybrid") this.#keyHolders.set(keyId, member);
+  }
+
+  /** Drops `member`'s key from the index and retires it. */
+  #release(member: Member): void {
+    if (this.#keyHolders.get(member.keyId) !== member) return;
+    this.#keyHolders.delete(member.keyId);
+    if (this.#retireKeysMs <= 0) return;
+    const now = this.#now();
+    // Oldest first: forget the expired, then the oldest past the cap.
+    for (const [id, until] of this.#retiredKeys) {
+      if (until > now && this.#retiredKeys.size < this.#maxRetiredKeys) break;
+      this.#retiredKeys.delete(id);
+    }
+    this.#retiredKeys.delete(member.keyId);
+    this.#retiredKeys.set(member.keyId, now + this.#retireKeysMs);
   }
 
   /** Adds a new member. */
@@ -236,10 +293,8 @@ export class MemberTable {
   /** Removes `member` if it is still the one at its address; returns whether it was. */
   delete(member: Member): boolean {
     if (this.#members.get(member.key) !== member) return false;
+    this.#release(member);
     this.#members.delete(member.key);
-    if (this.#keyHolders.get(member.keyId) === member) {
-      this.#keyHolders.delete(member.keyId);
-    }
     const hostname = member.address.hostname;
     const fromIp = (this.#perIp.get(hostname) ?? 1) - 1;
     if (fromIp > 0) this.#perIp.set(hostname, fromIp);
@@ -255,6 +310,7 @@ export class MemberTable {
     this.#members.clear();
     this.#perIp.clear();
     this.#keyHolders.clear();
+    this.#retiredKeys.clear();
   }
 
   /** What the `clients` command shows. */

@@ -79,7 +79,12 @@ export function assembleParts(
 ): ServerParts {
   const { log, now, limits } = config;
   const drops = new DropCounter(log, now, DROP_LOG_INTERVAL_MS);
-  const members = new MemberTable();
+  const members = new MemberTable({
+    now,
+    // A released key stays refused while its tokens can pass the age and
+    // skew checks (PROTOCOL.md section 4, "one key, one member").
+    retireKeysMs: (2 * limits.tokenMaxAgeSeconds + 1) * 1000,
+  });
   const counters = newCounters();
   const status = new StatusChannel();
   const output = new Output({

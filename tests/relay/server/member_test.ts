@@ -12,6 +12,7 @@ import {
   type Member,
   type MemberKey,
   MemberTable,
+  replaceKey,
 } from "../../../lib/relay/server/member.ts";
 import { encodeAddress, formatAddress } from "../../../lib/wire/address.ts";
 import { fakeContext, memberKey } from "./_fake.ts";
@@ -63,5 +64,67 @@ Deno.test({
     assert.equal(members.holderOfKey("k3"), b);
     members.clear();
     assert.equal(members.holderOfKey("k3"), undefined);
+  },
+});
+
+Deno.test({
+  name:
+    "MemberTable: a released key (its member left or rekeyed) stays retired for retireKeysMs, an RSA member's not at all, and at most maxRetiredKeys are remembered",
+  async fn() {
+    using guard = new TokenGuard(await FernetKey.generate(), new IvMarker());
+    let clock = 0;
+    const members = new MemberTable({
+      now: () => clock,
+      retireKeysMs: 121_000,
+      maxRetiredKeys: 2,
+    });
+    const a = member(5001, "k1", { profile: "hybrid", guard });
+    const r = member(5002, "r1", {
+      profile: "rsa",
+      rsaKey: memberKey.publicKey,
+    });
+    members.add(a);
+    members.add(r);
+    assert.equal(members.isKeyRetired("k1"), false, "held, not retired");
+
+    members.setKeyId(a, "k2");
+    assert.equal(members.isKeyRetired("k1"), true);
+    assert.equal(members.isKeyRetired("k2"), false);
+    clock = 120_999;
+    assert.equal(members.isKeyRetired("k1"), true);
+    clock = 121_000;
+    assert.equal(members.isKeyRetired("k1"), false, "free again");
+
+    members.delete(r);
+    assert.equal(members.isKeyRetired("r1"), false, "RSA keys are not retired");
+    members.delete(a);
+    assert.equal(members.isKeyRetired("k2"), true);
+
+    // A member not in the table changes nothing.
+    members.setKeyId(a, "k9");
+    assert.equal(members.holderOfKey("k9"), undefined);
+
+    // RSA to hybrid (replaceKey first, then setKeyId): the new key is held.
+    const b = member(5003, "r2", {
+      profile: "rsa",
+      rsaKey: memberKey.publicKey,
+    });
+    members.add(b);
+    replaceKey(b, { profile: "hybrid", guard });
+    members.setKeyId(b, "k3");
+    assert.equal(members.holderOfKey("k3"), b);
+
+    // The cap: the oldest retired key is forgotten first.
+    const c = member(5004, "k4", { profile: "hybrid", guard });
+    const d = member(5005, "k5", { profile: "hybrid", guard });
+    members.add(c);
+    members.add(d);
+    members.delete(b);
+    members.delete(c);
+    members.delete(d);
+    assert.deepEqual(
+      ["k2", "k3", "k4", "k5"].map((id) => members.isKeyRetired(id)),
+      [false, false, true, true],
+    );
   },
 });
