@@ -261,34 +261,23 @@ export class Handshake {
       await this.#welcomeAgain(existing);
       return;
     }
-    // A key another member holds, or one released too recently (a captured
-    // registration replayed with the replayer's own cookie): refused, or the
-    // replayer could send the holder's tokens again as its own (PROTOCOL.md
-    // section 4, "one key, one member").
-    const keyTaken = () => {
-      if (opened.profile !== "hybrid") return false;
-      const holder = members.holderOfKey(opened.keyId);
-      return (holder !== undefined && holder !== existing) ||
-        members.isKeyRetired(opened.keyId);
-    };
+    // A key another member holds or held: refused (PROTOCOL.md section 4).
+    const keyTaken = () => members.keyTaken(opened.keyId, existing);
     if (keyTaken()) {
       drops.drop("key_in_use", source);
       return refuse();
     }
     if (existing?.profile === "hybrid") {
-      const verdict = await this.#checkKeyProof(existing, proof, recordHash);
+      // The proof check may wait: the member may leave, or its key be taken.
+      const verdict: string | undefined =
+        await this.#checkKeyProof(existing, proof, recordHash) ??
+          (members.get(source) !== existing
+            ? "registration_raced"
+            : keyTaken()
+            ? "key_in_use"
+            : undefined);
       if (verdict !== undefined) {
         drops.drop(verdict, source);
-        return refuse();
-      }
-      // The proof check may wait (a WebCrypto key): the member may have left,
-      // or another registration taken the key, meanwhile.
-      if (members.get(source) !== existing) {
-        drops.drop("registration_raced", source);
-        return refuse();
-      }
-      if (keyTaken()) {
-        drops.drop("key_in_use", source);
         return refuse();
       }
     }

@@ -243,6 +243,17 @@ export class MemberTable {
   }
 
   /**
+   * Whether the key of `keyId` is another's than `asker`'s: held by another
+   * hybrid member, or released too recently ({@linkcode isKeyRetired}).
+   * Always false for RSA keys, which are neither held here nor retired.
+   */
+  keyTaken(keyId: string, asker: Member | undefined): boolean {
+    const holder = this.#keyHolders.get(keyId);
+    return (holder !== undefined && holder !== asker) ||
+      this.isKeyRetired(keyId);
+  }
+
+  /**
    * Whether the key of `keyId` was released (its member left or rekeyed)
    * too recently to be taken again: the tokens made under it may still pass
    * the age checks, and a new member's fresh replay window would let them
