@@ -82,8 +82,11 @@ export function assembleParts(
   const members = new MemberTable({
     now,
     // A released key stays refused while its tokens can pass the age and
-    // skew checks (PROTOCOL.md section 4, "one key, one member").
-    retireKeysMs: (2 * limits.tokenMaxAgeSeconds + 1) * 1000,
+    // skew checks (PROTOCOL.md section 4, "one key, one member"); not under
+    // --compat, whose version-1 clients may register one key again.
+    retireKeysMs: config.compat
+      ? 0
+      : (2 * limits.tokenMaxAgeSeconds + 1) * 1000,
   });
   const counters = newCounters();
   const status = new StatusChannel();
