@@ -154,6 +154,11 @@ export class ExpiringMap<V> {
       : undefined;
   }
 
+  /** Forgets every key. */
+  clear(): void {
+    this.#entries.clear();
+  }
+
   /** Keys remembered now (expired ones may linger until the next call). */
   get size(): number {
     return this.#entries.size;

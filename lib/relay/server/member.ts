@@ -8,7 +8,7 @@
  */
 import type { RsaPublicKey } from "../../crypto/rsa.ts";
 import type { TokenGuard } from "../../crypto/token_guard.ts";
-import { TokenBucket } from "../../core/limits.ts";
+import { ExpiringMap, TokenBucket } from "../../core/limits.ts";
 import type { SilenceRecord } from "../../core/silence.ts";
 import type { PeerAddress } from "../../wire/address.ts";
 import type { MemberProfile } from "../types.ts";
@@ -195,17 +195,16 @@ export class MemberTable {
   readonly #perIp = new Map<string, number>();
   /** Hybrid members by key id: a Fernet key belongs to one member at a time. */
   readonly #keyHolders = new Map<string, Member>();
-  /** Key ids of hybrid members that left or rekeyed, with when they may return (ms). */
-  readonly #retiredKeys = new Map<string, number>();
+  /** Key ids of hybrid members that left or rekeyed, until they may return. */
+  readonly #retiredKeys: ExpiringMap<true>;
   readonly #now: () => number;
   readonly #retireKeysMs: number;
-  readonly #maxRetiredKeys: number;
 
   /** @param options the clock and how long a released key stays refused */
   constructor(options: MemberTableOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#retireKeysMs = options.retireKeysMs ?? 0;
-    this.#maxRetiredKeys = options.maxRetiredKeys ?? 65_536;
+    this.#retiredKeys = new ExpiringMap(options.maxRetiredKeys ?? 65_536);
   }
 
   /** Members now. */
@@ -234,37 +233,17 @@ export class MemberTable {
   }
 
   /**
-   * The hybrid member holding the Fernet key of `keyId`, if any. A key is
-   * one member's: replay windows are per member, so a second address with
-   * the same key could replay the first one's tokens as its own.
-   */
-  holderOfKey(keyId: string): Member | undefined {
-    return this.#keyHolders.get(keyId);
-  }
-
-  /**
    * Whether the key of `keyId` is another's than `asker`'s: held by another
-   * hybrid member, or released too recently ({@linkcode isKeyRetired}).
-   * Always false for RSA keys, which are neither held here nor retired.
+   * hybrid member, or released (that member left or rekeyed) less than
+   * `retireKeysMs` ago. A key is one member's: replay windows are per
+   * member, so a second member with the key, or a new one while the old
+   * tokens still pass the age checks, could replay them as its own. Always
+   * false for RSA keys, which are neither held here nor retired.
    */
   keyTaken(keyId: string, asker: Member | undefined): boolean {
     const holder = this.#keyHolders.get(keyId);
     return (holder !== undefined && holder !== asker) ||
-      this.isKeyRetired(keyId);
-  }
-
-  /**
-   * Whether the key of `keyId` was released (its member left or rekeyed)
-   * too recently to be taken again: the tokens made under it may still pass
-   * the age checks, and a new member's fresh replay window would let them
-   * through again.
-   */
-  isKeyRetired(keyId: string): boolean {
-    const until = this.#retiredKeys.get(keyId);
-    if (until === undefined) return false;
-    if (this.#now() < until) return true;
-    this.#retiredKeys.delete(keyId);
-    return false;
+      this.#retiredKeys.get(keyId, this.#now()) !== undefined;
   }
 
   /**
@@ -284,13 +263,7 @@ export class MemberTable {
     this.#keyHolders.delete(member.keyId);
     if (this.#retireKeysMs <= 0) return;
     const now = this.#now();
-    // Oldest first: forget the expired, then the oldest past the cap.
-    for (const [id, until] of this.#retiredKeys) {
-      if (until > now && this.#retiredKeys.size < this.#maxRetiredKeys) break;
-      this.#retiredKeys.delete(id);
-    }
-    this.#retiredKeys.delete(member.keyId);
-    this.#retiredKeys.set(member.keyId, now + this.#retireKeysMs);
+    this.#retiredKeys.set(member.keyId, true, now + this.#retireKeysMs, now);
   }
 
   /** Adds a new member. */

@@ -48,22 +48,29 @@ Deno.test({
     });
     members.add(a);
     members.add(r);
-    assert.equal(members.holderOfKey("k1"), a);
-    assert.equal(members.holderOfKey("r1"), undefined);
+    assert.equal(members.keyTaken("k1", a), false, "a's own key");
+    assert.equal(members.keyTaken("k1", undefined), true, "held by a");
+    assert.equal(members.keyTaken("r1", undefined), false);
 
     members.setKeyId(a, "k2");
     assert.equal(a.keyId, "k2");
-    assert.equal(members.holderOfKey("k1"), undefined, "the old key is free");
-    assert.equal(members.holderOfKey("k2"), a);
+    assert.equal(
+      members.keyTaken("k1", undefined),
+      false,
+      "the old key is free",
+    );
+    assert.equal(members.keyTaken("k2", a), false);
+    assert.equal(members.keyTaken("k2", undefined), true);
 
     // Leaving frees the key; other members stay indexed.
     const b = member(5003, "k3", { profile: "hybrid", guard });
     members.add(b);
     assert.ok(members.delete(a));
-    assert.equal(members.holderOfKey("k2"), undefined);
-    assert.equal(members.holderOfKey("k3"), b);
+    assert.equal(members.keyTaken("k2", undefined), false);
+    assert.equal(members.keyTaken("k3", b), false);
+    assert.equal(members.keyTaken("k3", undefined), true);
     members.clear();
-    assert.equal(members.holderOfKey("k3"), undefined);
+    assert.equal(members.keyTaken("k3", undefined), false);
   },
 });
 
@@ -85,24 +92,28 @@ Deno.test({
     });
     members.add(a);
     members.add(r);
-    assert.equal(members.isKeyRetired("k1"), false, "held, not retired");
+    assert.equal(members.keyTaken("k1", a), false, "held by a, not retired");
 
     members.setKeyId(a, "k2");
-    assert.equal(members.isKeyRetired("k1"), true);
-    assert.equal(members.isKeyRetired("k2"), false);
+    assert.equal(members.keyTaken("k1", undefined), true);
+    assert.equal(members.keyTaken("k2", a), false);
     clock = 120_999;
-    assert.equal(members.isKeyRetired("k1"), true);
+    assert.equal(members.keyTaken("k1", undefined), true);
     clock = 121_000;
-    assert.equal(members.isKeyRetired("k1"), false, "free again");
+    assert.equal(members.keyTaken("k1", undefined), false, "free again");
 
     members.delete(r);
-    assert.equal(members.isKeyRetired("r1"), false, "RSA keys are not retired");
+    assert.equal(
+      members.keyTaken("r1", undefined),
+      false,
+      "RSA keys are not retired",
+    );
     members.delete(a);
-    assert.equal(members.isKeyRetired("k2"), true);
+    assert.equal(members.keyTaken("k2", undefined), true);
 
     // A member not in the table changes nothing.
     members.setKeyId(a, "k9");
-    assert.equal(members.holderOfKey("k9"), undefined);
+    assert.equal(members.keyTaken("k9", undefined), false);
 
     // RSA to hybrid (replaceKey first, then setKeyId): the new key is held.
     const b = member(5003, "r2", {
@@ -112,7 +123,8 @@ Deno.test({
     members.add(b);
     replaceKey(b, { profile: "hybrid", guard });
     members.setKeyId(b, "k3");
-    assert.equal(members.holderOfKey("k3"), b);
+    assert.equal(members.keyTaken("k3", b), false);
+    assert.equal(members.keyTaken("k3", undefined), true);
 
     // The cap: the oldest retired key is forgotten first.
     const c = member(5004, "k4", { profile: "hybrid", guard });
@@ -123,7 +135,7 @@ Deno.test({
     members.delete(c);
     members.delete(d);
     assert.deepEqual(
-      ["k2", "k3", "k4", "k5"].map((id) => members.isKeyRetired(id)),
+      ["k2", "k3", "k4", "k5"].map((id) => members.keyTaken(id, undefined)),
       [false, false, true, true],
     );
   },
